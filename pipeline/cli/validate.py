@@ -1,0 +1,49 @@
+"""`envctl validate`: check environments/*.yaml against the work tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline import spec
+from pipeline.cli.common import emit_json, settings_of
+from pipeline.errors import SpecError
+from pipeline.source import WorkTree
+
+
+def _repo_relative(item: str, repo: Path) -> str:
+    if "/" not in item and not item.endswith((".yaml", ".yml")):
+        return spec.spec_path(item)
+    path = Path(item) if Path(item).is_absolute() else Path.cwd() / item
+    try:
+        return path.resolve().relative_to(repo).as_posix()
+    except ValueError as e:
+        raise SpecError(f"{item}: not inside the repository {repo}") from e
+
+
+@click.command("validate")
+@click.argument("specs", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def command(ctx: click.Context, specs: tuple[str, ...], as_json: bool) -> None:
+    """Check SPEC files or image names (default: every environments/*.yaml).
+
+    Each mistake is one line naming the file, the field, what is wrong and the fix.
+    Exits 2 when any spec is wrong.
+    """
+    settings = settings_of(ctx)
+    files = [_repo_relative(item, settings.repo) for item in specs]
+    good, problems = spec.validate(WorkTree(settings.repo), files or None)
+    if as_json:
+        emit_json(
+            {
+                "valid": [s.image for s in good],
+                "problems": [{"file": p.file, "field": p.field, "message": p.message} for p in problems],
+            }
+        )
+    else:
+        for s in good:
+            click.echo(f"ok  {spec.spec_path(s.image)}  ({s.image})", err=True)
+    if problems:
+        raise SpecError("\n".join(str(p) for p in problems))

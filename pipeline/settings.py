@@ -1,0 +1,138 @@
+"""Settings, resolved once in layers where the later wins.
+
+defaults (everything local) < `[tool.envctl]` in pyproject.toml < `ENVCTL_*` < flags.
+Unknown keys are rejected with the nearest valid key suggested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pipeline.errors import ConfigError
+
+Backend = Literal["local", "gcp"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting envctl reads; paths are absolute once resolved."""
+
+    repo: Path
+    registry: str = "localhost:5000"
+    registry_listen: str = "127.0.0.1:5000"
+    ledger_url: str = ""
+    state_dir: Path = Path(".envctl")
+    artifacts_dir: Path = Path("")
+    base_image: str = "localhost:5000/dlc/base-cpu:local"
+    backend: Backend = "local"
+    docker_host: str = ""
+    actor: str = ""
+    ci_run_id: str = ""
+    jobs: int = 0
+    debug: bool = False
+
+    @property
+    def stack_dir(self) -> Path:
+        return self.state_dir / "stack"
+
+
+_KEYS = {f.name for f in fields(Settings)} - {"repo"}
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, sorted(_KEYS), n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(_KEYS))}"
+
+
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[key]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(value)
+        if kind == "Path":
+            return Path(str(value))
+        if kind == "Backend":
+            if value not in get_args(Backend):
+                raise ValueError(value)
+            return value
+        return str(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{origin}: {key} = {value!r} is not a valid {kind}") from e
+
+
+def find_repo(start: Path) -> Path:
+    """The repository root: the nearest folder upwards with .git or pyproject.toml."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists() or (folder / "environments").is_dir():
+            return folder
+    return start
+
+
+def load(
+    *,
+    repo: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    env = os.environ if env is None else env
+    root = find_repo(repo if repo is not None else Path.cwd())
+    values: dict[str, Any] = {}
+
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("envctl", {})
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{pyproject}: not valid TOML: {e}") from e
+        for key, value in table.items():
+            origin = f"{pyproject} [tool.envctl]"
+            if key.replace("-", "_") not in _KEYS:
+                raise ConfigError(f"{origin}: unknown key '{key}'{_suggest(key)}")
+            values[key.replace("-", "_")] = _coerce(key.replace("-", "_"), value, origin)
+
+    for name, value in env.items():
+        if not name.startswith("ENVCTL_"):
+            continue
+        key = name.removeprefix("ENVCTL_").lower()
+        if key not in _KEYS:
+            close = difflib.get_close_matches(key, sorted(_KEYS), n=1)
+            hint = f"; did you mean ENVCTL_{close[0].upper()}?" if close else ""
+            raise ConfigError(f"environment: unknown variable {name}{hint}")
+        values[key] = _coerce(key, value, f"environment {name}")
+
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+
+    settings = Settings(repo=root, **values)
+    state = settings.state_dir if settings.state_dir.is_absolute() else root / settings.state_dir
+    artifacts = settings.artifacts_dir
+    if str(artifacts) in {"", "."}:
+        artifacts = state / "runs"
+    elif not artifacts.is_absolute():
+        artifacts = root / artifacts
+    ledger = settings.ledger_url or f"sqlite:///{state / 'ledger.db'}"
+    return dataclasses.replace(
+        settings,
+        state_dir=state,
+        artifacts_dir=artifacts,
+        ledger_url=ledger,
+        jobs=settings.jobs or os.cpu_count() or 1,
+    )

@@ -1,0 +1,310 @@
+"""The environment spec: `environments/<image>.yaml`, its model and its validation.
+
+Every error names the file, the field, what is wrong and, where it can, the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import SpecError
+from pipeline.source import Tree, glob
+
+SPEC_DIR = "environments"
+IMAGE_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?[bkmg]?$", re.IGNORECASE)
+STAGES = ("staging", "production", "fallback")
+
+
+def check_image_name(name: str) -> str:
+    """Return the name when it is a valid `TEAM.TASK` image name, else raise ValueError."""
+    if len(name) > 128:
+        raise ValueError(f"{len(name)} characters; at most 128")
+    if not IMAGE_RE.match(name):
+        raise ValueError(
+            "use lowercase letters, digits and single '.', '_' or '-' between them "
+            "(Docker repository name rules), e.g. nlp.keras-batch"
+        )
+    if "." not in name:
+        raise ValueError("name it TEAM.TASK, e.g. nlp.keras-batch")
+    if name.rsplit(".", 1)[1] in STAGES:
+        raise ValueError(f"the last part can't be a stage name ({', '.join(STAGES)})")
+    return name
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Base(_Model):
+    local: str = Field(min_length=1)
+    gcp: str = Field(min_length=1)
+
+
+class Build(_Model):
+    dockerfile: str
+    context: str
+    base: Base
+    args: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("dockerfile", "context")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/") or ".." in PurePosixPath(value).parts:
+            raise ValueError("must be a path inside the repository, without '..'")
+        return value.rstrip("/") or "."
+
+    @field_validator("args")
+    @classmethod
+    def _no_base_override(cls, value: dict[str, str]) -> dict[str, str]:
+        if "BASE_IMAGE" in value:
+            raise ValueError("BASE_IMAGE comes from build.base; remove it from build.args")
+        return value
+
+
+class Resources(_Model):
+    memory: str = "2g"
+    cpus: float = Field(default=1.0, gt=0, le=64)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not MEMORY_RE.match(value):
+            raise ValueError("write a size such as 512m or 2g")
+        return value.lower()
+
+    @property
+    def memory_bytes(self) -> int:
+        units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+        value = self.memory
+        unit = value[-1] if value[-1] in units else "b"
+        return int(float(value.rstrip("bkmg")) * units[unit])
+
+
+class Tests(_Model):
+    notebooks: list[str] = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    notebook_parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    timeout: int = Field(default=600, gt=0, le=86400)
+    kernel: str | None = None
+    resources: Resources = Field(default_factory=Resources)
+    network: Literal["none", "host"] = "none"
+    smoke: list[str] = Field(default_factory=list)
+
+    @field_validator("smoke")
+    @classmethod
+    def _commands(cls, value: list[str]) -> list[str]:
+        for command in value:
+            try:
+                if not shlex.split(command):
+                    raise ValueError("an empty command")
+            except ValueError as e:
+                raise ValueError(f"can't parse {command!r}: {e}") from e
+        return value
+
+
+class Accelerator(_Model):
+    type: str
+    count: int = Field(default=1, ge=1, le=16)
+
+
+class Cloud(_Model):
+    machine_type: str = "n1-standard-4"
+    accelerator: Accelerator | None = None
+
+
+class Spec(_Model):
+    """One image family: how to build it and how to test it."""
+
+    image: str
+    description: str = ""
+    build: Build
+    tests: Tests
+    cloud: Cloud = Field(default_factory=Cloud)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return check_image_name(value)
+
+    def base_for(self, backend: str) -> str:
+        return self.build.base.gcp if backend == "gcp" else self.build.base.local
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.message}" if self.field else f"{self.file}: {self.message}"
+
+
+def spec_path(image: str) -> str:
+    return f"{SPEC_DIR}/{image}.yaml"
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Spec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if sub is None:
+            return None
+        model = sub
+    return model
+
+
+def _describe(error: Any) -> tuple[str, str]:
+    loc: tuple[int | str, ...] = tuple(error["loc"])
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        valid = sorted(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+        return field, f"unknown key{hint}"
+    if kind == "missing":
+        return field, "required; add it"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if "input" in error and kind not in {"model_type", "dict_type"}:
+        message += f" (got {error['input']!r})"
+    return field, message
+
+
+def parse(text: bytes | str, file: str) -> Spec:
+    """Parse one spec, raising `SpecError` with every problem, one per line."""
+    problems = parse_problems(text, file)
+    if isinstance(problems, Spec):
+        return problems
+    raise SpecError("\n".join(str(p) for p in problems))
+
+
+def parse_problems(text: bytes | str, file: str) -> Spec | list[Problem]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        return [Problem(file, "", f"malformed YAML: {where}{problem}")]
+    if not isinstance(data, dict):
+        return [Problem(file, "", "must be a mapping with image, build and tests")]
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as e:
+        described = [(tuple(err["loc"]), *_describe(err)) for err in e.errors()]
+    # A misspelt key also shows up as a missing one; report the misspelling only.
+    suggested = {
+        (*loc[:-1], m.split("'")[1]) for loc, _, m in described if m.startswith("unknown key; did you mean")
+    }
+    return [
+        Problem(file, field, message)
+        for loc, field, message in described
+        if not (message.startswith("required") and loc in suggested)
+    ]
+
+
+def check_files(spec: Spec, tree: Tree, file: str) -> list[Problem]:
+    """Problems a spec has against the files of one tree."""
+    problems: list[Problem] = []
+    stem = PurePosixPath(file).name.removesuffix(".yaml").removesuffix(".yml")
+    if spec.image != stem:
+        problems.append(
+            Problem(file, "image", f"'{spec.image}' does not match the file name; rename one to match")
+        )
+    if tree.read(spec.build.dockerfile) is None:
+        problems.append(
+            Problem(file, "build.dockerfile", f"{spec.build.dockerfile} does not exist in the {tree.label}")
+        )
+    if not tree.is_dir(spec.build.context) and spec.build.context != ".":
+        problems.append(
+            Problem(file, "build.context", f"{spec.build.context} is not a folder in the {tree.label}")
+        )
+    matched: set[str] = set()
+    for i, pattern in enumerate(spec.tests.notebooks):
+        hits = [f for f in glob(tree, pattern) if f.endswith(".ipynb")]
+        if not hits:
+            problems.append(Problem(file, f"tests.notebooks.{i}", f"'{pattern}' matches no .ipynb file"))
+        matched.update(hits)
+    names = {PurePosixPath(f).name for f in matched} | matched
+    for name in spec.tests.notebook_parameters if matched else ():
+        if name not in names:
+            problems.append(
+                Problem(
+                    file,
+                    f"tests.notebook_parameters.{name}",
+                    "names no test notebook; use a notebook's file name or path",
+                )
+            )
+    return problems
+
+
+def notebooks(spec: Spec, tree: Tree) -> list[str]:
+    found: set[str] = set()
+    for pattern in spec.tests.notebooks:
+        found.update(f for f in glob(tree, pattern) if f.endswith(".ipynb"))
+    return sorted(found)
+
+
+def spec_files(tree: Tree) -> list[str]:
+    return [f for f in tree.files(SPEC_DIR) if f.endswith((".yaml", ".yml"))]
+
+
+def validate(tree: Tree, files: list[str] | None = None) -> tuple[list[Spec], list[Problem]]:
+    """Every spec of the tree (or the given files), with every problem found."""
+    specs: list[Spec] = []
+    problems: list[Problem] = []
+    chosen = files if files is not None else spec_files(tree)
+    if not chosen:
+        problems.append(Problem(SPEC_DIR, "", "no spec found; add environments/<TEAM.TASK>.yaml"))
+    for file in chosen:
+        text = tree.read(file)
+        if text is None:
+            problems.append(Problem(file, "", "no such file"))
+            continue
+        result = parse_problems(text, file)
+        if isinstance(result, Spec):
+            found = check_files(result, tree, file)
+            problems.extend(found)
+            if not found:
+                specs.append(result)
+        else:
+            problems.extend(result)
+    return specs, problems
+
+
+def load(tree: Tree, image: str) -> Spec:
+    """The spec of one image in a tree; `SpecError` naming what is wrong."""
+    try:
+        check_image_name(image)
+    except ValueError as e:
+        raise SpecError(f"invalid image name {image!r}: {e}") from e
+    file = spec_path(image)
+    text = tree.read(file)
+    if text is None:
+        known = [PurePosixPath(f).stem for f in spec_files(tree)]
+        close = difflib.get_close_matches(image, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known) or 'none'}"
+        raise SpecError(f"unknown image '{image}': no {file} in the {tree.label}{hint}")
+    spec = parse(text, file)
+    problems = check_files(spec, tree, file)
+    if problems:
+        raise SpecError("\n".join(str(p) for p in problems))
+    return spec

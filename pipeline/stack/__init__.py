@@ -1,0 +1,1 @@
+"""The local stack: Docker Engine, OCI distribution registry and the base image."""

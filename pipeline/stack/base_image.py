@@ -1,0 +1,155 @@
+"""The local stand-in for the Deep Learning Containers base image.
+
+debootstrap makes a Debian root file system (mirror from this machine's apt sources),
+the Docker Engine imports it, and docker/base/Dockerfile adds a virtual environment
+with JupyterLab, ipykernel, papermill and nbconvert. The result is labelled with a
+hash of its inputs and pushed; `stack up` skips all of it when the registry already
+holds an image with that hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from typing import Any
+
+from pipeline import __version__, machine, output
+from pipeline.docker_engine import ContextFile, build, connect, context_tar, push
+from pipeline.errors import Unavailable
+from pipeline.proc import run, which
+from pipeline.registry import Registry, split_ref
+from pipeline.settings import Settings
+
+INPUTS_LABEL = "org.envctl.inputs-hash"
+BASE_DIR = "docker/base"
+
+
+def _inputs(settings: Settings) -> dict[str, bytes]:
+    folder = settings.repo / BASE_DIR
+    if not folder.is_dir():
+        raise Unavailable(f"{folder} is missing; the base image is built from it")
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def inputs_hash(settings: Settings) -> str:
+    digest = hashlib.sha256()
+    for name, data in sorted(_inputs(settings).items()):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def _rootfs_conf(settings: Settings) -> dict[str, str]:
+    text = (settings.repo / BASE_DIR / "rootfs.conf").read_text()
+    return dict(
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition("=") for line in text.splitlines())
+        if v and not k.strip().startswith("#")
+    )
+
+
+def published_hash(settings: Settings) -> str | None:
+    host, repo, tag = split_ref(settings.base_image)
+    labels = Registry(host, timeout=10).labels(repo, tag)
+    return None if labels is None else labels.get(INPUTS_LABEL)
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    wanted = inputs_hash(settings)
+    try:
+        found = published_hash(settings)
+        host, repo, tag = split_ref(settings.base_image)
+        manifest = Registry(host, timeout=10).manifest(repo, tag) if found else None
+    except Unavailable:
+        found, manifest = None, None
+    return {
+        "part": "base",
+        "ready": found == wanted,
+        "address": settings.base_image,
+        "digest": manifest.digest if manifest else None,
+        "inputs_hash": wanted,
+        "published_hash": found,
+    }
+
+
+def _debootstrap(settings: Settings, key: str) -> str:
+    """Import the debootstrap root file system as a local image; return its name."""
+    client = connect(settings.docker_host)
+    name = f"envctl/rootfs:{key[:16]}"
+    try:
+        client.images.get(name)
+        output.info(f"root file system {name} already imported")
+        return name
+    except Exception:  # docker.errors.ImageNotFound
+        pass
+    if which("debootstrap") is None:
+        if os.geteuid() != 0:
+            raise Unavailable("debootstrap is not installed; install Debian's debootstrap")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "install", "-y", "-q", "debootstrap"], timeout=600, env=env)
+    conf = _rootfs_conf(settings)
+    suite = conf.get("suite", "bookworm")
+    mirror = machine.apt_mirror(suite)
+    work = settings.stack_dir / "rootfs"
+    target = work / key[:16]
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        with output.step(f"debootstrap {suite} ({conf.get('variant', 'minbase')})"):
+            run(
+                [
+                    "debootstrap",
+                    f"--variant={conf.get('variant', 'minbase')}",
+                    f"--include={conf.get('include', 'python3')}",
+                    suite,
+                    target,
+                    mirror,
+                ],
+                timeout=1200,
+            )
+        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for item in (target / leftover).glob("*"):
+                if item.is_file():
+                    item.unlink()
+        tarball = work / "rootfs.tar"
+        with output.step(f"importing the root file system as {name}"):
+            run(["tar", "-C", target, "--numeric-owner", "-cf", tarball, "."], timeout=600)
+            with open(tarball, "rb") as handle:
+                client.api.import_image_from_data(
+                    handle.read(), repository=name.split(":")[0], tag=name.split(":")[1]
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return name
+
+
+def ensure(settings: Settings, *, force: bool = False) -> dict[str, Any]:
+    """Build and push the base image unless the registry already has these inputs."""
+    key = inputs_hash(settings)
+    if not force and published_hash(settings) == key:
+        return status(settings)
+    client = connect(settings.docker_host)
+    rootfs = _debootstrap(settings, key)
+    files = {name: ContextFile(data) for name, data in _inputs(settings).items()}
+    ca = machine.ca_bundle()
+    files[".envctl-build/ca.crt"] = ContextFile(ca.read_bytes() if ca else b"")
+    files[".envctl-build/pip.conf"] = ContextFile(machine.pip_conf().encode())
+    with output.step(f"building {settings.base_image}"):
+        build(
+            client,
+            context=context_tar(files),
+            dockerfile="Dockerfile",
+            tag=settings.base_image,
+            buildargs={"ROOTFS": rootfs},
+            labels={
+                INPUTS_LABEL: key,
+                "org.opencontainers.image.title": "envctl local base (Deep Learning Containers stand-in)",
+                "org.envctl.version": __version__,
+            },
+            on_line=lambda line: output.info(f"  {line}"),
+        )
+    with output.step(f"pushing {settings.base_image}"):
+        push(client, settings.base_image)
+    return status(settings)

@@ -1,0 +1,75 @@
+"""The Docker Engine of the local stack: use one that answers, else install and start dockerd."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline import output
+from pipeline.docker_engine import answers
+from pipeline.errors import Unavailable
+from pipeline.proc import run, which
+from pipeline.settings import Settings
+from pipeline.stack import daemons
+
+NAME = "dockerd"
+SOCKET = "unix:///var/run/docker.sock"
+
+
+def _is_debian_root() -> bool:
+    return os.geteuid() == 0 and Path("/etc/debian_version").exists()
+
+
+def install() -> None:
+    if not _is_debian_root():
+        raise Unavailable("dockerd is not installed and this is not root on Debian; install Docker Engine")
+    with output.step("installing Debian's docker.io"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "update", "-q"], timeout=600, env=env)
+        run(["apt-get", "install", "-y", "-q", "docker.io"], timeout=600, env=env)
+
+
+def up(settings: Settings) -> dict[str, Any]:
+    host = settings.docker_host
+    if answers(host):
+        record = daemons.read(settings.stack_dir, NAME)
+        managed = record is not None and daemons.alive(record)
+        return {"part": "engine", "ready": True, "managed": managed, "address": host or SOCKET}
+    if host and host != SOCKET:
+        raise Unavailable(f"the Docker Engine at {host} does not answer; start it or unset docker_host")
+    if which("dockerd") is None:
+        install()
+    with output.step("starting dockerd"):
+        daemons.start(
+            settings.stack_dir,
+            NAME,
+            [
+                "dockerd",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--experimental",
+                f"--host={SOCKET}",
+            ],
+            ready=lambda: answers(SOCKET),
+            deadline=90,
+        )
+    return {"part": "engine", "ready": True, "managed": True, "address": SOCKET}
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    record = daemons.read(settings.stack_dir, NAME)
+    managed = record is not None and daemons.alive(record)
+    return {
+        "part": "engine",
+        "ready": answers(settings.docker_host),
+        "managed": managed,
+        "address": settings.docker_host or SOCKET,
+        "pid": record.pid if record and managed else None,
+        "log": record.log if record else None,
+    }
+
+
+def down(settings: Settings) -> bool:
+    return daemons.stop(settings.stack_dir, NAME, grace=30)

@@ -1,0 +1,36 @@
+"""Helpers the tests share: run the real `envctl` and copy the example repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def envctl(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as users do, in a child process."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli.main", *args],
+        cwd=cwd or ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def copy_example(target: Path) -> Path:
+    """A copy of this repository's example image: environments/, docker/, test-notebooks/."""
+    for folder in ("environments", "docker", "test-notebooks"):
+        shutil.copytree(ROOT / folder, target / folder)
+    return target
