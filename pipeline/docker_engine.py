@@ -17,8 +17,8 @@ from typing import Any
 
 import docker.errors
 import requests
-
 from docker.client import DockerClient, from_env
+
 from pipeline.errors import BuildFailed, Unavailable
 
 log = logging.getLogger(__name__)

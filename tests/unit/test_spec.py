@@ -30,7 +30,9 @@ def test_shipped_spec_is_valid() -> None:
 @pytest.mark.parametrize("case", BAD)
 def test_bad_spec_is_one_clear_line_and_exit_2(case: str, tmp_path: Path) -> None:
     repo = copy_example(tmp_path)
-    (repo / "environments" / "nlp.keras-batch.yaml").write_bytes((DATA / "bad-specs" / f"{case}.yaml").read_bytes())
+    (repo / "environments" / "nlp.keras-batch.yaml").write_bytes(
+        (DATA / "bad-specs" / f"{case}.yaml").read_bytes()
+    )
     expected = (DATA / "bad-specs" / f"{case}.expect").read_text().strip()
 
     result = envctl("validate", cwd=repo)
@@ -63,7 +65,9 @@ def test_file_name_must_match_image(tmp_path: Path) -> None:
     result = envctl("validate", cwd=repo)
 
     assert result.returncode == 2
-    assert "environments/nlp.other.yaml: image: 'nlp.keras-batch' does not match the file name" in result.stderr
+    assert (
+        "environments/nlp.other.yaml: image: 'nlp.keras-batch' does not match the file name" in result.stderr
+    )
 
 
 def test_validate_names_one_image(tmp_path: Path) -> None:

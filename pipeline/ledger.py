@@ -1,0 +1,351 @@
+"""The ledger: the durable record of versions, test runs, pointers and every pointer move.
+
+SQLAlchemy Core over a SQLite file by default, PostgreSQL by URL. The schema carries
+its version in `schema_version` and migrates forward when opened. Every write is one
+transaction: a crash leaves either the whole record or none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+
+from pipeline.errors import Unavailable, UsageError
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+versions = sa.Table(
+    "versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("image", sa.String(128), nullable=False),
+    sa.Column("sha", sa.String(40), nullable=False),
+    sa.Column("tree", sa.String(40), nullable=False),
+    sa.Column("inputs_key", sa.String(64), nullable=False),
+    sa.Column("build_key", sa.String(64), nullable=False),
+    sa.Column("digest", sa.String(71), nullable=False),
+    sa.Column("image_ref", sa.String(512), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("reused_from", sa.String(40), nullable=True),
+    sa.Column("labels", sa.Text, nullable=False, default="{}"),
+    sa.Column("sbom", sa.Text, nullable=False, default="{}"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("image", "sha", name="uq_versions_image_sha"),
+    sa.Index("ix_versions_build_key", "image", "build_key"),
+    sa.Index("ix_versions_digest", "digest"),
+)
+
+test_runs = sa.Table(
+    "test_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("image", sa.String(128), nullable=False),
+    sa.Column("sha", sa.String(40), nullable=False),
+    sa.Column("digest", sa.String(71), nullable=False),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False, default="{}"),
+    sa.Column("artifacts", sa.String(1024), nullable=False, default=""),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_test_runs_digest", "image", "digest"),
+)
+
+environments = sa.Table(
+    "environments",
+    metadata,
+    sa.Column("image", sa.String(128), primary_key=True),
+    sa.Column("stage", sa.String(16), primary_key=True),
+    sa.Column("sha", sa.String(40), nullable=True),
+    sa.Column("digest", sa.String(71), nullable=True),
+    sa.Column("generation", sa.Integer, nullable=False, default=0),
+    sa.Column("pinned", sa.Boolean, nullable=False, default=False),
+    sa.Column("pin_reason", sa.Text, nullable=True),
+    sa.Column("pinned_by", sa.String(256), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("image", sa.String(128), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("from_sha", sa.String(40), nullable=True),
+    sa.Column("to_sha", sa.String(40), nullable=True),
+    sa.Column("from_digest", sa.String(71), nullable=True),
+    sa.Column("to_digest", sa.String(71), nullable=True),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("ci_run_id", sa.String(256), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("forced", sa.Boolean, nullable=False, default=False),
+    sa.Index("ix_events_env", "image", "stage", "id"),
+)
+
+# Each migration takes the schema from version i to i + 1; append, never edit.
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    lambda conn: metadata.create_all(
+        conn, tables=[versions, test_runs, environments, events], checkfirst=True
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Version:
+    image: str
+    sha: str
+    tree: str
+    inputs_key: str
+    build_key: str
+    digest: str
+    image_ref: str
+    size: int | None
+    reused_from: str | None
+    labels: dict[str, str]
+    sbom: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Version:
+        return cls(
+            image=row.image,
+            sha=row.sha,
+            tree=row.tree,
+            inputs_key=row.inputs_key,
+            build_key=row.build_key,
+            digest=row.digest,
+            image_ref=row.image_ref,
+            size=row.size,
+            reused_from=row.reused_from,
+            labels=json.loads(row.labels or "{}"),
+            sbom=json.loads(row.sbom or "{}"),
+            created_at=_aware(row.created_at),
+        )
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Ledger:
+    """One ledger database; open with `Ledger.open(url)`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Ledger:
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+            if engine.dialect.name == "sqlite":
+                _sqlite_pragmas(engine)
+            ledger = cls(engine)
+            ledger.migrate()
+        except (ArgumentError, NoSuchModuleError) as e:
+            raise UsageError(f"ledger URL {_redact(url)} is not valid: {e}") from e
+        except (OperationalError, SQLAlchemyError, OSError) as e:
+            raise Unavailable(
+                f"the ledger at {_redact(url)} is unavailable: {str(e).splitlines()[0]}; "
+                "check ENVCTL_LEDGER_URL"
+            ) from e
+        return ledger
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction; on SQLite it takes the write lock at once (BEGIN IMMEDIATE)."""
+        try:
+            with self.engine.connect() as conn:
+                if self.engine.dialect.name == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    conn.begin()
+                try:
+                    yield conn
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
+        except OperationalError as e:
+            raise Unavailable(f"the ledger is unavailable: {str(e).splitlines()[0]}") from e
+
+    def migrate(self) -> None:
+        with self.transaction() as conn:
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(sa.select(schema_version.c.version)).scalar()
+            if current is None:
+                conn.execute(schema_version.insert().values(version=0))
+                current = 0
+            if current > SCHEMA_VERSION:
+                raise Unavailable(
+                    f"the ledger has schema {current}, newer than this envctl ({SCHEMA_VERSION}); "
+                    "upgrade envctl"
+                )
+            for step in range(current, SCHEMA_VERSION):
+                log.info("migrating the ledger schema %d -> %d", step, step + 1)
+                MIGRATIONS[step](conn)
+                conn.execute(schema_version.update().values(version=step + 1))
+
+    def version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(schema_version.c.version)).scalar_one())
+
+    # versions -----------------------------------------------------------------
+
+    def get_version(self, image: str, sha: str) -> Version | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(versions).where(versions.c.image == image, versions.c.sha == sha)
+            ).first()
+        return Version.from_row(row) if row else None
+
+    def find_by_build_key(self, image: str, build_key: str) -> Version | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(versions)
+                .where(versions.c.image == image, versions.c.build_key == build_key)
+                .order_by(versions.c.id)
+                .limit(1)
+            ).first()
+        return Version.from_row(row) if row else None
+
+    def list_versions(self, image: str) -> list[Version]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(versions).where(versions.c.image == image).order_by(versions.c.id)
+            ).all()
+        return [Version.from_row(r) for r in rows]
+
+    def record_version(self, version: Version) -> Version:
+        """Insert the version, or return the one already recorded for (image, sha)."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                sa.select(versions).where(versions.c.image == version.image, versions.c.sha == version.sha)
+            ).first()
+            if row is not None:
+                return Version.from_row(row)
+            conn.execute(
+                versions.insert().values(
+                    image=version.image,
+                    sha=version.sha,
+                    tree=version.tree,
+                    inputs_key=version.inputs_key,
+                    build_key=version.build_key,
+                    digest=version.digest,
+                    image_ref=version.image_ref,
+                    size=version.size,
+                    reused_from=version.reused_from,
+                    labels=json.dumps(version.labels, sort_keys=True),
+                    sbom=json.dumps(version.sbom, sort_keys=True),
+                    created_at=version.created_at,
+                )
+            )
+        return version
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # transactions are ours: BEGIN IMMEDIATE
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def _redact(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestRun:
+    __test__ = False  # not a pytest class
+    """Evidence: one test run of one version, bound to its digest."""
+
+    run_id: str
+    image: str
+    sha: str
+    digest: str
+    passed: bool
+    summary: dict[str, Any]
+    artifacts: str
+    started_at: datetime
+    finished_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> TestRun:
+        return cls(
+            run_id=row.run_id,
+            image=row.image,
+            sha=row.sha,
+            digest=row.digest,
+            passed=bool(row.passed),
+            summary=json.loads(row.summary or "{}"),
+            artifacts=row.artifacts,
+            started_at=_aware(row.started_at),
+            finished_at=_aware(row.finished_at),
+        )
+
+
+def record_test_run(ledger: Ledger, run: TestRun) -> None:
+    with ledger.transaction() as conn:
+        conn.execute(
+            test_runs.insert().values(
+                run_id=run.run_id,
+                image=run.image,
+                sha=run.sha,
+                digest=run.digest,
+                passed=run.passed,
+                summary=json.dumps(run.summary, sort_keys=True, default=str),
+                artifacts=run.artifacts,
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+            )
+        )
+
+
+def test_runs_for(ledger: Ledger, image: str, digest: str) -> list[TestRun]:
+    """Every test run of one digest, oldest first."""
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(test_runs)
+            .where(test_runs.c.image == image, test_runs.c.digest == digest)
+            .order_by(test_runs.c.id)
+        ).all()
+    return [TestRun.from_row(r) for r in rows]
+
+
+def has_passing_evidence(ledger: Ledger, image: str, digest: str) -> bool:
+    """True when the latest test run of this digest passed."""
+    runs = test_runs_for(ledger, image, digest)
+    return bool(runs) and runs[-1].passed
