@@ -122,7 +122,11 @@ def build(
                     f"build failed at {where}: {error}\n--- last {len(tail)} log lines ---\n"
                     + "\n".join(tail)
                 )
-    except (docker.errors.APIError, requests.RequestException) as e:
+    except docker.errors.APIError as e:
+        if e.is_client_error():
+            raise BuildFailed(f"build failed: {e.explanation or e}") from e
+        raise Unavailable(f"the Docker Engine failed during the build: {e}") from e
+    except requests.RequestException as e:
         raise Unavailable(f"the Docker Engine failed during the build: {e}") from e
     if not image_id:
         image_id = client.images.get(tag).id

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from pipeline import __version__
-from pipeline.cli import stack, validate
+from pipeline.cli import build, stack, validate
 from pipeline.errors import EnvctlError
 
 
@@ -39,6 +39,7 @@ def cli(ctx: click.Context, repo: Path | None, debug: bool) -> None:
 
 
 cli.add_command(stack.group)
+cli.add_command(build.command)
 cli.add_command(validate.command)
 
 

@@ -1,0 +1,54 @@
+"""`envctl build IMAGE --rev REV`: build (or reuse) and push the version of a commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline import output
+from pipeline.build import build_version
+from pipeline.cli.common import emit_json, settings_of
+from pipeline.ledger import Ledger
+from pipeline.source import open_repo, resolve
+
+
+@click.command("build")
+@click.argument("image")
+@click.option("--rev", required=True, help="Branch, tag, full SHA or SHA prefix (7+ characters).")
+@click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The git repository (default: the current one).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="Hide the build log.")
+@click.pass_context
+def command(ctx: click.Context, image: str, rev: str, repo: Path | None, as_json: bool, quiet: bool) -> None:
+    """Build IMAGE as it is at commit REV and push <registry>/IMAGE:<full SHA>.
+
+    The spec, Dockerfile and context are read from the commit, never the work tree.
+    When a version with the same build inputs exists, the SHA is tagged onto its
+    digest with no build. Prints the digest; exits 1 when a Dockerfile step fails.
+
+    \b
+    Example:
+      envctl build nlp.keras-batch --rev staging
+    """
+    settings = settings_of(ctx, repo=repo)
+    git_repo = open_repo(settings.repo)
+    tree = resolve(git_repo, rev)
+    ledger = Ledger.open(settings.ledger_url)
+    result = build_version(
+        settings,
+        git_repo,
+        tree,
+        image,
+        ledger=ledger,
+        on_line=None if quiet else (lambda line: output.info(f"  {line}")),
+    )
+    if as_json:
+        emit_json(result.as_json())
+    else:
+        output.info(f"{image} {tree.sha[:12]}: {result.action} {result.version.image_ref}")
+        click.echo(result.version.digest)

@@ -1,0 +1,68 @@
+"""The software bill of materials of a built image: pip, conda where present, dpkg.
+
+Taken inside the image (one short container, no network) and stored with the version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import docker.errors
+import requests
+
+from pipeline.errors import Unavailable
+
+# Runs with the image's own python; prints one JSON document.
+_SCRIPT = r"""
+import json, platform, shutil, subprocess, sys
+def run(args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=120).stdout
+    except Exception:
+        return ""
+out = {"python": platform.python_version(), "pip": [], "dpkg": []}
+try:
+    out["pip"] = [{"name": p["name"], "version": p["version"]}
+                  for p in json.loads(run([sys.executable, "-m", "pip", "list", "--format", "json"]) or "[]")]
+except ValueError:
+    pass
+for line in run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\n"]).splitlines():
+    name, _, version = line.partition("\t")
+    if name:
+        out["dpkg"].append({"name": name, "version": version})
+if shutil.which("conda"):
+    try:
+        out["conda"] = [{"name": p["name"], "version": p["version"]}
+                        for p in json.loads(run(["conda", "list", "--json"]) or "[]")]
+    except ValueError:
+        pass
+print(json.dumps(out))
+"""
+
+
+def collect(client: Any, image: str, *, timeout: int = 300) -> dict[str, Any]:
+    """Run the SBOM script inside `image` and return its result."""
+    container = None
+    try:
+        container = client.containers.create(
+            image,
+            command=["python3", "-c", _SCRIPT],
+            entrypoint=[],
+            network_mode="none",
+            labels={"org.envctl.purpose": "sbom"},
+        )
+        container.start()
+        status = container.wait(timeout=timeout)
+        logs = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        if status.get("StatusCode") != 0:
+            raise Unavailable(f"the SBOM of {image} could not be taken (exit {status.get('StatusCode')})")
+        data: dict[str, Any] = json.loads(logs.strip().splitlines()[-1])
+        return data
+    except (docker.errors.DockerException, requests.RequestException, ValueError, IndexError) as e:
+        raise Unavailable(f"the SBOM of {image} could not be taken: {e}") from e
+    finally:
+        if container is not None:
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
