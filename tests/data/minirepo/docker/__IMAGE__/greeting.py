@@ -1,0 +1,1 @@
+print(open("/opt/greeting.txt").read().strip())

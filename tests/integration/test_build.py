@@ -1,0 +1,212 @@
+"""The build stage on the real stack: Docker Engine, registry, git and the ledger."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.docker_engine import connect
+from pipeline.ledger import Ledger
+from pipeline.registry import Registry
+from tests import minirepo
+from tests.helpers import envctl
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def mini(tmp_path: Path) -> Iterator[minirepo.MiniRepo]:
+    repo = minirepo.make(tmp_path)
+    try:
+        yield repo
+    finally:
+        client = connect()
+        for image in client.images.list(name=f"localhost:5000/{repo.image}"):
+            for tag in image.tags:
+                client.images.remove(tag, force=True)
+
+
+def build(mini: minirepo.MiniRepo, rev: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return envctl("build", mini.image, "--rev", rev, "--json", "--quiet", cwd=mini.path, env=mini.env(tmp_path / "state"))
+
+
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger.open(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}")
+
+
+def test_build_then_rebuild_then_reuse_then_new_digest(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    first_sha = minirepo.git(mini.path, "rev-parse", "HEAD")
+    first = build(mini, "staging", tmp_path)
+    assert first.returncode == 0, first.stderr
+    built = json.loads(first.stdout)
+    assert built["action"] == "built"
+    assert built["sha"] == first_sha
+    assert built["digest"].startswith("sha256:")
+
+    # The same commit again: no build, the same digest.
+    again = json.loads(build(mini, first_sha[:10], tmp_path).stdout)
+    assert again["action"] == "existing"
+    assert again["digest"] == built["digest"]
+
+    # Only a test notebook changes: the new SHA is tagged onto the same digest.
+    mini.write("test-notebooks/__IMAGE__/second.ipynb", mini.read("test-notebooks/__IMAGE__/greet.ipynb"))
+    second_sha = mini.commit("add a notebook")
+    reused = json.loads(build(mini, "staging", tmp_path).stdout)
+    assert reused["action"] == "reused"
+    assert reused["sha"] == second_sha
+    assert reused["digest"] == built["digest"]
+    assert reused["reused_from"] == first_sha
+    registry = Registry("localhost:5000")
+    manifest = registry.manifest(mini.image, second_sha)
+    assert manifest is not None and manifest.digest == built["digest"]
+
+    # A Dockerfile change builds a new digest.
+    mini.write("docker/__IMAGE__/Dockerfile", mini.read("docker/__IMAGE__/Dockerfile") + "RUN echo changed > /opt/changed\n")
+    third_sha = mini.commit("change the Dockerfile")
+    changed = json.loads(build(mini, third_sha, tmp_path).stdout)
+    assert changed["action"] == "built"
+    assert changed["digest"] != built["digest"]
+
+    recorded = {v.sha: v.digest for v in ledger(tmp_path).list_versions(mini.image)}
+    assert recorded == {first_sha: built["digest"], second_sha: built["digest"], third_sha: changed["digest"]}
+
+
+def test_plain_docker_pull_gets_the_recorded_digest(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    result = build(mini, "staging", tmp_path)
+    assert result.returncode == 0, result.stderr
+    sha, digest = json.loads(result.stdout)["sha"], json.loads(result.stdout)["digest"]
+    ref = f"localhost:5000/{mini.image}:{sha}"
+    client = connect()
+    client.images.remove(ref, force=True)
+    pulled = subprocess.run(["docker", "pull", ref], capture_output=True, text=True, timeout=300, check=True)
+    assert f"Digest: {digest}" in pulled.stdout
+    version = ledger(tmp_path).get_version(mini.image, sha)
+    assert version is not None and version.digest == digest
+
+
+def test_labels_and_sbom_are_recorded(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    result = build(mini, "staging", tmp_path)
+    assert result.returncode == 0, result.stderr
+    sha = json.loads(result.stdout)["sha"]
+    labels = Registry("localhost:5000").labels(mini.image, sha)
+    assert labels is not None
+    assert labels["org.opencontainers.image.revision"] == sha
+    assert labels["org.opencontainers.image.base.name"] == "localhost:5000/dlc/base-cpu:local"
+    assert labels["org.opencontainers.image.base.digest"].startswith("sha256:")
+    assert labels["org.opencontainers.image.created"]
+    assert labels["org.opencontainers.image.source"]
+    assert labels["org.envctl.version"]
+    version = ledger(tmp_path).get_version(mini.image, sha)
+    assert version is not None
+    assert labels["org.envctl.build-key"] == version.build_key
+    pip_names = {p["name"].lower() for p in version.sbom["pip"]}
+    assert {"papermill", "ipykernel", "jupyterlab"} <= pip_names
+    assert any(p["name"] == "python3" for p in version.sbom["dpkg"])
+    assert version.size and version.size > 100_000_000
+
+
+def test_build_files_do_not_stay_in_the_image(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    result = build(mini, "staging", tmp_path)
+    assert result.returncode == 0, result.stderr
+    sha = json.loads(result.stdout)["sha"]
+    client = connect()
+    image = client.images.get(f"localhost:5000/{mini.image}:{sha}")
+    env = image.attrs["Config"]["Env"] or []
+    assert not [e for e in env if e.startswith(("PIP_CERT", "PIP_CONFIG_FILE", "SSL_CERT_FILE"))]
+    out = client.containers.run(
+        image.id,
+        ["sh", "-c", "ls /tmp/envctl-build 2>&1; cat /opt/greeting.txt"],
+        network_mode="none",
+        remove=True,
+    ).decode()
+    assert "No such file" in out
+    assert "hello" in out
+
+
+def test_dirty_work_tree_does_not_leak(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    mini.write("docker/__IMAGE__/greeting.py", "print('uncommitted')\n")
+    result = build(mini, "staging", tmp_path)
+    assert result.returncode == 0, result.stderr
+    sha = json.loads(result.stdout)["sha"]
+    out = connect().containers.run(
+        f"localhost:5000/{mini.image}:{sha}", ["cat", "/opt/greeting.py"], network_mode="none", remove=True
+    )
+    assert b"uncommitted" not in out
+
+
+def test_failing_run_exits_1_naming_the_step(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    mini.write("docker/__IMAGE__/Dockerfile", mini.read("docker/__IMAGE__/Dockerfile") + "RUN echo about-to-fail && exit 3\n")
+    sha = mini.commit("break the build")
+    result = build(mini, sha, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "build failed at Step" in result.stderr
+    assert "RUN echo about-to-fail && exit 3" in result.stderr
+    assert "about-to-fail" in result.stderr.split("last")[1]
+    assert "Traceback" not in result.stderr
+    assert ledger(tmp_path).get_version(mini.image, sha) is None
+
+
+def test_dockerfile_syntax_error_exits_1(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    mini.write("docker/__IMAGE__/Dockerfile", "FROM ${BASE_IMAGE}\nRUNX echo\n")
+    sha = mini.commit("syntax error")
+    result = build(mini, sha, tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "unknown instruction" in result.stderr.lower()
+    assert ledger(tmp_path).get_version(mini.image, sha) is None
+
+
+@pytest.mark.parametrize(
+    ("rev", "message"),
+    [
+        ("no-such-branch", "unknown revision 'no-such-branch'"),
+        ("deadbeef00", "unknown revision 'deadbeef00'"),
+    ],
+)
+def test_bad_revisions_exit_2(mini: minirepo.MiniRepo, tmp_path: Path, rev: str, message: str) -> None:
+    result = build(mini, rev, tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ambiguous_prefix_exits_2(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    # Make commits until two share a 4-character prefix.
+    seen: dict[str, str] = {}
+    prefix = ""
+    for i in range(400):
+        mini.write("notes.txt", f"{i}\n")
+        sha = mini.commit(f"note {i}")
+        if sha[:4] in seen:
+            prefix = sha[:4]
+            break
+        seen[sha[:4]] = sha
+    assert prefix, "no two commits shared a 4-character prefix"
+    result = build(mini, prefix, tmp_path)
+    assert result.returncode == 2
+    assert "ambiguous" in result.stderr
+
+
+def test_image_without_spec_at_that_commit_exits_2(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    result = envctl("build", "team.absent", "--rev", "staging", cwd=mini.path, env=mini.env(tmp_path / "state"))
+    assert result.returncode == 2
+    assert "unknown image 'team.absent'" in result.stderr
+
+
+def test_unreachable_registry_exits_3(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    env = {**mini.env(tmp_path / "state"), "ENVCTL_REGISTRY": "localhost:5999"}
+    result = envctl("build", mini.image, "--rev", "staging", cwd=mini.path, env=env)
+    assert result.returncode == 3
+    assert "localhost:5999" in result.stderr
+    assert ledger(tmp_path).list_versions(mini.image) == []
+
+
+def test_unreachable_engine_exits_3(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    env = {**mini.env(tmp_path / "state"), "ENVCTL_DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
+    result = envctl("build", mini.image, "--rev", "staging", cwd=mini.path, env=env)
+    assert result.returncode == 3
+    assert "Docker Engine does not answer" in result.stderr
+    assert ledger(tmp_path).list_versions(mini.image) == []
