@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
-from pipeline.errors import Unavailable, UsageError
+from pipeline.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +163,18 @@ class Ledger:
         try:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+            connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+            engine = sa.create_engine(url, future=True, pool_pre_ping=True, connect_args=connect_args)
             if engine.dialect.name == "sqlite":
                 _sqlite_pragmas(engine)
             ledger = cls(engine)
             ledger.migrate()
         except (ArgumentError, NoSuchModuleError) as e:
-            raise UsageError(f"ledger URL {_redact(url)} is not valid: {e}") from e
+            # exit 3: the ledger is a part that is unavailable until its URL is fixed
+            raise Unavailable(
+                f"ledger URL {_redact(url)} is not valid ({e}); fix ENVCTL_LEDGER_URL "
+                "(e.g. sqlite:///PATH or postgresql+psycopg://USER@HOST/DB)"
+            ) from e
         except (OperationalError, SQLAlchemyError, OSError) as e:
             raise Unavailable(
                 f"the ledger at {_redact(url)} is unavailable: {str(e).splitlines()[0]}; "
@@ -193,7 +198,10 @@ class Ledger:
                     conn.rollback()
                     raise
         except OperationalError as e:
-            raise Unavailable(f"the ledger is unavailable: {str(e).splitlines()[0]}") from e
+            raise Unavailable(
+                f"the ledger at {_redact(str(self.engine.url))} is unavailable: {str(e).splitlines()[0]}; "
+                "check ENVCTL_LEDGER_URL and that the database runs"
+            ) from e
 
     def migrate(self) -> None:
         with self.transaction() as conn:

@@ -7,14 +7,21 @@ on loopback) and, with a bearer token, against Artifact Registry.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import logging
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from pipeline.errors import Unavailable, UsageError
+
+log = logging.getLogger(__name__)
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -49,20 +56,74 @@ def split_ref(ref: str) -> tuple[str, str, str]:
     return host, repo, reference
 
 
-class Registry:
-    """A registry at `host` (`localhost:5000`, `europe-docker.pkg.dev`)."""
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
-    def __init__(self, host: str, *, token: str | None = None, timeout: float = 30.0) -> None:
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="…",service="…",scope="…"` into ("bearer", {realm, service, scope})."""
+    scheme, _, rest = header.strip().partition(" ")
+    return scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a registry's token service accepts: a user and password, or a ready token."""
+
+    username: str = ""
+    password: str = ""
+    token: str = ""
+
+
+def docker_credentials(host: str, config: Path | None = None) -> Credentials:
+    """Credentials for `host` from the docker client's config.json (`auths`), if any."""
+    path = config or Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    try:
+        auths = json.loads(path.read_text()).get("auths", {})
+    except (OSError, ValueError):
+        return Credentials()
+    entry = auths.get(host) or auths.get(f"https://{host}") or {}
+    username = password = ""
+    if entry.get("auth"):
+        try:
+            username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            log.warning("ignoring an unreadable auth entry for %s in %s", host, path)
+    if entry.get("identitytoken"):
+        password = entry["identitytoken"]
+    return Credentials(username=username, password=password, token=entry.get("registrytoken", ""))
+
+
+class Registry:
+    """A registry at `host` (`localhost:5000`, `europe-docker.pkg.dev`).
+
+    Authentication, when the registry asks for it: a configured `token` is sent as a
+    bearer token up front; on `401` with a `WWW-Authenticate: Bearer realm=…` challenge
+    the client fetches a token from the realm for the challenged scope (with the
+    username and password, or `oauth2accesstoken` and the configured token, as basic
+    auth) and retries once; a `Basic` challenge is answered with the username and password.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        token: str | None = None,
+        credentials: Credentials | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         self.host = host
         local = host.split(":")[0] in {"localhost", "127.0.0.1", "::1"}
         netloc = host.replace("localhost", "127.0.0.1", 1) if local else host
         self.base = f"{'http' if local else 'https'}://{netloc}/v2"
         self.session = requests.Session()
+        self.credentials = credentials or Credentials()
+        token = token or self.credentials.token
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
+        self.static_token = token or ""
         self.timeout = timeout
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         try:
             return self.session.request(method, self.base + path, timeout=self.timeout, **kwargs)
         except requests.RequestException as e:
@@ -70,12 +131,69 @@ class Registry:
                 f"registry {self.host} does not answer ({type(e).__name__}); start it with `envctl stack up`"
             ) from e
 
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        response = self._send(method, path, **kwargs)
+        if response.status_code == 401 and self._answer(response.headers.get("WWW-Authenticate", "")):
+            response = self._send(method, path, **kwargs)
+        if response.status_code == 401:
+            raise Unavailable(
+                f"registry {self.host} refused the credentials (HTTP 401); "
+                f"log in with `docker login {self.host}` and try again"
+            )
+        return response
+
+    def _answer(self, challenge: str) -> bool:
+        """Take the credentials the challenge asks for; False when there is nothing to try."""
+        scheme, params = parse_challenge(challenge)
+        user, password = self.credentials.username, self.credentials.password
+        if not password and self.static_token:
+            user, password = "oauth2accesstoken", self.static_token
+        if scheme == "basic" and password:
+            self.session.auth = (user, password)
+            return True
+        if scheme != "bearer" or "realm" not in params:
+            return False
+        query = {k: params[k] for k in ("service", "scope") if k in params}
+        try:
+            answer = requests.get(
+                params["realm"],
+                params=query,
+                auth=(user, password) if password else None,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as e:
+            raise Unavailable(f"the token service of {self.host} does not answer ({type(e).__name__})") from e
+        if answer.status_code >= 400:
+            raise Unavailable(
+                f"the token service of {self.host} refused a token (HTTP {answer.status_code}); "
+                f"log in with `docker login {self.host}`"
+            )
+        body = answer.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise Unavailable(f"the token service of {self.host} answered without a token")
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        return True
+
     def ping(self) -> bool:
         try:
             response = self.session.get(self.base + "/", timeout=3)
         except requests.RequestException:
             return False
         return response.status_code in {200, 401}
+
+    def require(self) -> None:
+        """`Unavailable` unless the registry answers now (checked before a ledger write)."""
+        if not self.ping():
+            raise Unavailable(
+                f"registry {self.host} does not answer; nothing was changed. "
+                "Start it with `envctl stack up` and try again"
+            )
+
+    def digest_of(self, repo: str, reference: str) -> str | None:
+        """The digest a tag names now, or None when the tag does not exist."""
+        manifest = self.manifest(repo, reference)
+        return manifest.digest if manifest else None
 
     def manifest(self, repo: str, reference: str) -> Manifest | None:
         response = self._request("GET", f"/{repo}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES})

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from pipeline import __version__
-from pipeline.cli import build, stack, validate
+from pipeline.cli import build, moves, reads, stack, validate
 from pipeline.errors import EnvctlError
 
 
@@ -41,6 +41,8 @@ def cli(ctx: click.Context, repo: Path | None, debug: bool) -> None:
 cli.add_command(stack.group)
 cli.add_command(build.command)
 cli.add_command(validate.command)
+for _command in (*moves.commands, *reads.commands):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -1,0 +1,116 @@
+"""`envctl promote | rollback | pin | unpin | sync`: the commands that move environments."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline import output, promotion, publish
+from pipeline.cli.common import emit_json, settings_of
+from pipeline.environments import check_image_name, parse_env_id, require_known
+from pipeline.ledger import Ledger
+from pipeline.promotion import Outcome
+
+_force = click.option("--force", is_flag=True, help="Override the rules; recorded on the event.")
+_reason = click.option("--reason", help="Why; recorded on the event.")
+_json = click.option("--json", "as_json", is_flag=True, help="Print the moves as JSON.")
+
+
+def _report(outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        emit_json(outcome.to_json())
+        return
+    if outcome.forced_over:
+        output.warn(f"forced over: {'; '.join(outcome.forced_over)}")
+    if not outcome.changed:
+        output.info(f"{outcome.image}: nothing to move; the tags were republished")
+    for step in outcome.steps:
+        before = step.from_sha[:12] if step.from_sha else "(none)"
+        output.info(f"{outcome.image}.{step.stage}: {before} -> {step.to_sha[:12]} ({step.to_digest})")
+
+
+@click.command("promote")
+@click.argument("env_id")
+@click.option("--rev", required=True, help="Branch, tag, SHA or SHA prefix (7+) of a built version.")
+@_force
+@_reason
+@_json
+@click.pass_context
+def promote(
+    ctx: click.Context, env_id: str, rev: str, force: bool, reason: str | None, as_json: bool
+) -> None:
+    """Point ENV_ID (IMAGE.staging or IMAGE.production) at the version built from REV.
+
+    \b
+    staging moves only forward (REV descends from the current staging SHA);
+    production needs passing test evidence for the version's digest and keeps
+    the old production as IMAGE.fallback, in the same transaction.
+    Exits 1 when a rule refuses (--force overrides), 3 when the registry is down.
+    """
+    env = parse_env_id(env_id)
+    settings = settings_of(ctx)
+    ledger = Ledger.open(settings.ledger_url)
+    _report(promotion.promote(settings, ledger, env, rev, force=force, reason=reason), as_json)
+
+
+@click.command("rollback")
+@click.argument("image")
+@click.option("--to", "to", metavar="SHA_PREFIX", help="A tested version (7+ characters of its SHA).")
+@_force
+@_reason
+@_json
+@click.pass_context
+def rollback(
+    ctx: click.Context, image: str, to: str | None, force: bool, reason: str | None, as_json: bool
+) -> None:
+    """Point IMAGE.production back at IMAGE.fallback, or at the version --to names.
+
+    The target needs passing test evidence (--force overrides). A rollback is a
+    new event; history is never rewritten.
+    """
+    settings = settings_of(ctx)
+    ledger = Ledger.open(settings.ledger_url)
+    _report(promotion.rollback(settings, ledger, image, to=to, force=force, reason=reason), as_json)
+
+
+@click.command("pin")
+@click.argument("env_id")
+@click.option("--reason", required=True, help="Why it is held, e.g. 'incident 42'.")
+@click.pass_context
+def pin(ctx: click.Context, env_id: str, reason: str) -> None:
+    """Hold ENV_ID where it is: every move is refused until `envctl unpin` (or --force)."""
+    env = parse_env_id(env_id)
+    settings = settings_of(ctx)
+    changed = promotion.set_pin(settings, Ledger.open(settings.ledger_url), env, pinned=True, reason=reason)
+    output.info(f"{env}: {'pinned' if changed else 'already pinned'}")
+
+
+@click.command("unpin")
+@click.argument("env_id")
+@_reason
+@click.pass_context
+def unpin(ctx: click.Context, env_id: str, reason: str | None) -> None:
+    """Let pipelines move ENV_ID again."""
+    env = parse_env_id(env_id)
+    settings = settings_of(ctx)
+    changed = promotion.set_pin(settings, Ledger.open(settings.ledger_url), env, pinned=False, reason=reason)
+    output.info(f"{env}: {'unpinned' if changed else 'was not pinned'}")
+
+
+@click.command("sync")
+@click.argument("image", required=False)
+@click.pass_context
+def sync(ctx: click.Context, image: str | None) -> None:
+    """Republish the registry tags of IMAGE (default: every image) from the ledger."""
+    settings = settings_of(ctx)
+    ledger = Ledger.open(settings.ledger_url)
+    if image is not None:
+        require_known(ledger, check_image_name(image))
+    publisher = publish.Publisher.for_settings(settings)
+    fixed = publish.sync(ledger, publisher, image)
+    for state in fixed:
+        p = state.pointer
+        output.info(f"{p.image}.{p.stage}: {state.drift}; republished {publisher.tag_ref(p.image, p.stage)}")
+    output.info(f"sync: {len(fixed)} tag(s) republished; the registry matches the ledger")
+
+
+commands = [promote, rollback, pin, unpin, sync]

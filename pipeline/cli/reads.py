@@ -1,0 +1,201 @@
+"""`envctl status | history | describe | diff`: read the ledger (and the tags); all have --json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pipeline import environments as envs
+from pipeline import output, publish, sbom_diff
+from pipeline.cli.common import emit_json, settings_of, table
+from pipeline.environments import EnvId, parse_env_id
+from pipeline.errors import Unavailable, UsageError
+from pipeline.ledger import Ledger, Version, test_runs_for
+
+_json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _short(value: str | None, n: int = 12) -> str:
+    return value[:n] if value else "-"
+
+
+@click.command("status")
+@click.argument("image", required=False)
+@_json
+@click.pass_context
+def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
+    """Every environment (of IMAGE): version, digest, pin and drift of its registry tag.
+
+    Drift is `missing` (tag absent), `moved` (tag names another digest) or `unknown`
+    (registry down); `envctl sync` repairs it. Exits 3 when the registry is down.
+    """
+    settings = settings_of(ctx)
+    ledger = Ledger.open(settings.ledger_url)
+    if image is not None:
+        envs.require_known(ledger, envs.check_image_name(image))
+    publisher = publish.Publisher.for_settings(settings, timeout=10)
+    reachable = publisher.registry.ping()
+    pointers = envs.pointers(ledger, image)
+    if reachable:
+        found = [publish.tag_state(publisher, p) for p in pointers]
+    else:
+        found = [publish.TagState(p, None, "unknown" if p.digest else None) for p in pointers]
+    if as_json:
+        emit_json([s.to_json(publisher) for s in found])
+    else:
+        rows = [
+            [
+                f"{s.pointer.image}.{s.pointer.stage}",
+                _short(s.pointer.sha),
+                _short(s.pointer.digest, 19),
+                s.pointer.updated_at.strftime("%Y-%m-%d %H:%M:%S") if s.pointer.updated_at else "-",
+                f"pinned: {s.pointer.pin_reason}" if s.pointer.pinned else "",
+                f"drift: {s.drift}" if s.drift else "ok",
+            ]
+            for s in found
+        ]
+        table(["ENVIRONMENT", "SHA", "DIGEST", "UPDATED (UTC)", "PIN", "TAG"], rows)
+        if any(s.drift in {"missing", "moved"} for s in found):
+            output.warn("registry tags differ from the ledger; run `envctl sync` to republish them")
+    if not reachable:
+        raise Unavailable(f"registry {publisher.registry.host} does not answer; drift is unknown")
+
+
+def _target(ledger: Ledger, text: str) -> tuple[str, EnvId | None]:
+    """ENV_ID or IMAGE: an ID when it ends in a stage, else an image name."""
+    try:
+        env = parse_env_id(text)
+    except UsageError:
+        envs.require_known(ledger, envs.check_image_name(text))
+        return text, None
+    envs.require_known(ledger, env.image)
+    return env.image, env
+
+
+@click.command("history")
+@click.argument("target", metavar="ENV_ID|IMAGE")
+@_json
+@click.pass_context
+def history(ctx: click.Context, target: str, as_json: bool) -> None:
+    """Every move of one environment or of every environment of an image, oldest first."""
+    settings = settings_of(ctx)
+    ledger = Ledger.open(settings.ledger_url)
+    image, env = _target(ledger, target)
+    found = envs.history(ledger, image, env.stage if env else None)
+    if as_json:
+        emit_json([e.to_json() for e in found])
+        return
+    rows = [
+        [
+            e.at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{e.image}.{e.stage}",
+            e.action + (" (forced)" if e.forced else ""),
+            _short(e.from_sha),
+            _short(e.to_sha),
+            e.actor + (f" [{e.ci_run_id}]" if e.ci_run_id else ""),
+            e.reason or "",
+        ]
+        for e in found
+    ]
+    table(["AT (UTC)", "ENVIRONMENT", "ACTION", "FROM", "TO", "ACTOR", "REASON"], rows)
+
+
+def _version_of(ledger: Ledger, env: EnvId) -> Version:
+    pointer = envs.current(ledger, env.image, env.stage)
+    if pointer is None or pointer.sha is None:
+        raise UsageError(f"{env} points at no version yet; promote one with `envctl promote {env} --rev REV`")
+    version = ledger.get_version(env.image, pointer.sha)
+    if version is None:
+        raise Unavailable(f"the ledger names {pointer.sha[:12]} for {env} but has no such version")
+    return version
+
+
+@click.command("describe")
+@click.argument("env_id")
+@_json
+@click.pass_context
+def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
+    """ENV_ID's image@digest, SHA, test evidence, SBOM summary, pin and tag drift."""
+    env = parse_env_id(env_id)
+    settings = settings_of(ctx)
+    ledger = Ledger.open(settings.ledger_url)
+    envs.require_known(ledger, env.image)
+    version = _version_of(ledger, env)
+    pointer = envs.current(ledger, env.image, env.stage)
+    publisher = publish.Publisher.for_settings(settings, timeout=10)
+    state = publish.tag_state(publisher, pointer) if pointer else None
+    runs = test_runs_for(ledger, env.image, version.digest)
+    data: dict[str, Any] = {
+        **(state.to_json(publisher) if state else {}),
+        "version": {
+            "sha": version.sha,
+            "tree": version.tree,
+            "digest": version.digest,
+            "image_ref": version.image_ref,
+            "size": version.size,
+            "created_at": version.created_at.isoformat(),
+            "labels": version.labels,
+        },
+        "evidence": [
+            {
+                "run_id": r.run_id,
+                "passed": r.passed,
+                "finished_at": r.finished_at.isoformat(),
+                "artifacts": r.artifacts,
+                "summary": r.summary,
+            }
+            for r in runs
+        ],
+        "tested": bool(runs) and runs[-1].passed,
+        "sbom": sbom_diff.summary(version),
+    }
+    if as_json:
+        emit_json(data)
+        return
+    sbom = data["sbom"]
+    lines = [
+        ("environment", str(env)),
+        ("image", publisher.image_ref(env.image, version.digest)),
+        ("sha", version.sha),
+        ("built", version.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("evidence", f"{'passed' if data['tested'] else 'NOT passed'} ({len(runs)} run(s))"),
+        ("base", sbom["base"] or "-"),
+        ("python", sbom["python"] or "-"),
+        ("packages", ", ".join(f"{k} {n}" for k, n in sbom["packages"].items())),
+        ("pinned", f"yes: {pointer.pin_reason}" if pointer and pointer.pinned else "no"),
+        ("tag", f"drift: {state.drift}" if state and state.drift else "in sync"),
+    ]
+    for key, value in lines:
+        click.echo(f"{key:<12} {value}")
+
+
+@click.command("diff")
+@click.argument("old_env")
+@click.argument("new_env")
+@_json
+@click.pass_context
+def diff(ctx: click.Context, old_env: str, new_env: str, as_json: bool) -> None:
+    """Packages added, removed and changed from OLD_ENV to NEW_ENV, with base image and Python."""
+    old, new = parse_env_id(old_env), parse_env_id(new_env)
+    settings = settings_of(ctx)
+    ledger = Ledger.open(settings.ledger_url)
+    for env in (old, new):
+        envs.require_known(ledger, env.image)
+    before, after = _version_of(ledger, old), _version_of(ledger, new)
+    result = sbom_diff.diff(before, after)
+    if as_json:
+        emit_json(
+            {
+                "from": {"environment": str(old), "sha": before.sha},
+                "to": {"environment": str(new), "sha": after.sha},
+            }
+            | result.to_json()
+        )
+        return
+    click.echo(f"{old} ({before.sha[:12]}) -> {new} ({after.sha[:12]})")
+    for line in result.lines() or ["no differences in packages, base image or Python"]:
+        click.echo(line)
+
+
+commands = [status, history, describe, diff]

@@ -1,0 +1,298 @@
+"""Environments: pointers from `<image>.<stage>` to one version, moved by compare-and-swap.
+
+Reads work on their own; writes take a `Connection` from `Ledger.transaction()` after
+`lock_image()`, so promotions of one image serialise (SQLite: BEGIN IMMEDIATE;
+PostgreSQL: a transaction-scoped advisory lock). Every move appends an event; events
+are never updated or deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from pipeline.errors import Unavailable, UsageError
+from pipeline.ledger import Ledger, _aware, environments, events, now, versions
+
+Stage = Literal["staging", "production", "fallback"]
+STAGES: tuple[Stage, ...] = get_args(Stage)
+Action = Literal["promote", "rollback", "pin", "unpin", "sync"]
+
+_IMAGE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class EnvId:
+    image: str
+    stage: Stage
+
+    def __str__(self) -> str:
+        return f"{self.image}.{self.stage}"
+
+
+def parse_env_id(text: str) -> EnvId:
+    """`nlp.keras-batch.production` into (image, stage); a bad ID is a `UsageError`."""
+    image, _, stage = text.rpartition(".")
+    if not image or not _IMAGE.match(image):
+        raise UsageError(
+            f"{text!r} is not an environment ID; write IMAGE.STAGE, e.g. nlp.keras-batch.production"
+        )
+    for known in STAGES:
+        if stage == known:
+            return EnvId(image, known)
+    raise UsageError(f"unknown stage {stage!r} in {text!r}; the stages are {', '.join(STAGES)}")
+
+
+def check_image_name(image: str) -> str:
+    if not _IMAGE.match(image):
+        raise UsageError(f"{image!r} is not an image name (TEAM.TASK, e.g. nlp.keras-batch)")
+    return image
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pointer:
+    """Where one environment points now; `generation` counts its writes (0: never set)."""
+
+    image: str
+    stage: Stage
+    sha: str | None
+    digest: str | None
+    generation: int
+    pinned: bool
+    pin_reason: str | None
+    pinned_by: str | None
+    updated_at: datetime | None
+
+    @classmethod
+    def empty(cls, image: str, stage: Stage) -> Pointer:
+        return cls(
+            image=image,
+            stage=stage,
+            sha=None,
+            digest=None,
+            generation=0,
+            pinned=False,
+            pin_reason=None,
+            pinned_by=None,
+            updated_at=None,
+        )
+
+    @classmethod
+    def from_row(cls, row: Any) -> Pointer:
+        stage = parse_env_id(f"{row.image}.{row.stage}").stage
+        return cls(
+            image=row.image,
+            stage=stage,
+            sha=row.sha,
+            digest=row.digest,
+            generation=int(row.generation),
+            pinned=bool(row.pinned),
+            pin_reason=row.pin_reason,
+            pinned_by=row.pinned_by,
+            updated_at=_aware(row.updated_at) if row.updated_at else None,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    id: int
+    at: datetime
+    image: str
+    stage: Stage
+    action: str
+    from_sha: str | None
+    to_sha: str | None
+    from_digest: str | None
+    to_digest: str | None
+    actor: str
+    ci_run_id: str | None
+    reason: str | None
+    forced: bool
+
+    @classmethod
+    def from_row(cls, row: Any) -> Event:
+        return cls(
+            id=int(row.id),
+            at=_aware(row.at),
+            image=row.image,
+            stage=parse_env_id(f"{row.image}.{row.stage}").stage,
+            action=row.action,
+            from_sha=row.from_sha,
+            to_sha=row.to_sha,
+            from_digest=row.from_digest,
+            to_digest=row.to_digest,
+            actor=row.actor,
+            ci_run_id=row.ci_run_id,
+            reason=row.reason,
+            forced=bool(row.forced),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "environment": f"{self.image}.{self.stage}",
+            "image": self.image,
+            "stage": self.stage,
+            "action": self.action,
+            "from_sha": self.from_sha,
+            "to_sha": self.to_sha,
+            "from_digest": self.from_digest,
+            "to_digest": self.to_digest,
+            "actor": self.actor,
+            "ci_run_id": self.ci_run_id,
+            "reason": self.reason,
+            "forced": self.forced,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Who:
+    """Who moves a pointer and why; recorded on every event."""
+
+    actor: str
+    ci_run_id: str | None = None
+    reason: str | None = None
+    forced: bool = False
+
+
+class Conflict(Unavailable):
+    """A compare-and-swap lost: the pointer moved since it was read."""
+
+
+# reads -------------------------------------------------------------------------
+
+
+def current(ledger: Ledger, image: str, stage: Stage) -> Pointer | None:
+    """Where `<image>.<stage>` points now, or None when it was never set."""
+    with ledger.engine.connect() as conn:
+        pointer = read(conn, image, stage)
+    return pointer if pointer.digest else None
+
+
+def read(conn: Connection, image: str, stage: Stage) -> Pointer:
+    row = conn.execute(
+        sa.select(environments).where(environments.c.image == image, environments.c.stage == stage)
+    ).first()
+    return Pointer.from_row(row) if row else Pointer.empty(image, stage)
+
+
+def pointers(ledger: Ledger, image: str | None = None) -> list[Pointer]:
+    """Every environment that was ever set (or pinned), by image then stage order."""
+    query = sa.select(environments)
+    if image is not None:
+        query = query.where(environments.c.image == image)
+    with ledger.engine.connect() as conn:
+        found = [Pointer.from_row(r) for r in conn.execute(query).all()]
+    return sorted(found, key=lambda p: (p.image, STAGES.index(p.stage)))
+
+
+def known_images(ledger: Ledger) -> list[str]:
+    with ledger.engine.connect() as conn:
+        names: set[str] = set(conn.execute(sa.select(versions.c.image).distinct()).scalars())
+        names |= set(conn.execute(sa.select(environments.c.image).distinct()).scalars())
+    return sorted(names)
+
+
+def require_known(ledger: Ledger, image: str) -> None:
+    """A `UsageError` naming the known images when the ledger never heard of `image`."""
+    known = known_images(ledger)
+    if image not in known:
+        listed = ", ".join(known) if known else "none yet; build one with `envctl build IMAGE --rev REV`"
+        raise UsageError(f"unknown image {image!r}; images in the ledger: {listed}")
+
+
+def history(ledger: Ledger, image: str, stage: Stage | None = None) -> list[Event]:
+    """Every event of an image (or one environment), oldest first."""
+    query = sa.select(events).where(events.c.image == image)
+    if stage is not None:
+        query = query.where(events.c.stage == stage)
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(query.order_by(events.c.id)).all()
+    return [Event.from_row(r) for r in rows]
+
+
+# writes (inside one transaction) -----------------------------------------------
+
+
+def lock_image(conn: Connection, image: str) -> None:
+    """Serialise writers of one image until the transaction ends."""
+    if conn.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"envctl:{image}".encode()).digest()[:8], "big", signed=True)
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    # SQLite: the transaction already holds the database write lock (BEGIN IMMEDIATE).
+
+
+def _swap(conn: Connection, expected: Pointer, values: dict[str, Any]) -> None:
+    """Write the pointer only if its generation is still the one read; else `Conflict`."""
+    values = {**values, "generation": expected.generation + 1, "updated_at": now()}
+    if expected.generation == 0:
+        try:
+            conn.execute(environments.insert().values(image=expected.image, stage=expected.stage, **values))
+        except IntegrityError as e:
+            raise Conflict(_conflict(expected)) from e
+        return
+    result = conn.execute(
+        environments.update()
+        .where(
+            environments.c.image == expected.image,
+            environments.c.stage == expected.stage,
+            environments.c.generation == expected.generation,
+        )
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        raise Conflict(_conflict(expected))
+
+
+def _conflict(expected: Pointer) -> str:
+    return f"{expected.image}.{expected.stage} moved while this command ran; run it again"
+
+
+def _event(
+    conn: Connection, pointer: Pointer, action: Action, sha: str | None, digest: str | None, who: Who
+) -> None:
+    conn.execute(
+        events.insert().values(
+            at=now(),
+            image=pointer.image,
+            stage=pointer.stage,
+            action=action,
+            from_sha=pointer.sha,
+            to_sha=sha,
+            from_digest=pointer.digest,
+            to_digest=digest,
+            actor=who.actor,
+            ci_run_id=who.ci_run_id or None,
+            reason=who.reason,
+            forced=who.forced,
+        )
+    )
+
+
+def move(conn: Connection, expected: Pointer, sha: str, digest: str, action: Action, who: Who) -> None:
+    """Point the environment at (sha, digest) by compare-and-swap and record the event."""
+    _swap(conn, expected, {"sha": sha, "digest": digest})
+    _event(conn, expected, action, sha, digest, who)
+
+
+def set_pin(conn: Connection, expected: Pointer, pinned: bool, who: Who) -> None:
+    _swap(
+        conn,
+        expected,
+        {
+            "sha": expected.sha,
+            "digest": expected.digest,
+            "pinned": pinned,
+            "pin_reason": who.reason if pinned else None,
+            "pinned_by": who.actor if pinned else None,
+        },
+    )
+    _event(conn, expected, "pin" if pinned else "unpin", expected.sha, expected.digest, who)

@@ -1,0 +1,328 @@
+"""Promotion and rollback: the rules, then one ledger transaction, then the tags.
+
+`refusals()` is the policy as a pure function; `promote()` and `rollback()` gather
+its inputs (evidence, ancestry, pins), move the pointers by compare-and-swap inside
+one transaction per image, and publish the tags after the ledger commits. The
+registry must answer before anything is written, so a registry that is down leaves
+the ledger unchanged.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, assert_never
+
+from pipeline import environments as envs
+from pipeline.environments import EnvId, Pointer, Stage, Who
+from pipeline.errors import Refused, Unavailable, UsageError
+from pipeline.ledger import Ledger, Version, test_runs_for
+from pipeline.proc import run
+from pipeline.publish import Publisher, publish
+from pipeline.settings import Settings
+from pipeline.source import open_repo, resolve
+
+log = logging.getLogger(__name__)
+
+_HEX = re.compile(r"^[0-9a-f]+$")
+MIN_PREFIX = 7
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evidence:
+    """What the ledger knows of a digest's tests: runs seen and whether the latest passed."""
+
+    runs: int
+    passed: bool
+
+    @classmethod
+    def of(cls, ledger: Ledger, image: str, digest: str) -> Evidence:
+        runs = test_runs_for(ledger, image, digest)
+        return cls(runs=len(runs), passed=bool(runs) and runs[-1].passed)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One pointer move of a promotion or rollback."""
+
+    stage: Stage
+    from_sha: str | None
+    to_sha: str
+    from_digest: str | None
+    to_digest: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    image: str
+    action: str
+    steps: list[Step] = field(default_factory=list)
+    forced_over: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.steps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "action": self.action,
+            "changed": self.changed,
+            "forced_over": self.forced_over,
+            "moves": [
+                {
+                    "environment": f"{self.image}.{s.stage}",
+                    "from_sha": s.from_sha,
+                    "to_sha": s.to_sha,
+                    "from_digest": s.from_digest,
+                    "to_digest": s.to_digest,
+                }
+                for s in self.steps
+            ],
+        }
+
+
+def refusals(
+    *,
+    stage: Stage,
+    target: str,
+    evidence: Evidence | None,
+    descends: bool | None,
+    pinned: list[str],
+) -> list[str]:
+    """Why a move of `stage` to the version `target` (a short SHA) is refused; empty: allowed.
+
+    `evidence` is None when the stage needs none; `descends` is None when the stage
+    need not move forward (or has no current version).
+    """
+    reasons = [f"{name} is pinned" for name in pinned]
+    if evidence is not None:
+        if evidence.runs == 0:
+            reasons.append(f"{target} has no test evidence; run `envctl test` first")
+        elif not evidence.passed:
+            reasons.append(f"the latest test run of {target} failed")
+    if descends is False:
+        reasons.append(
+            f"{target} does not descend from the current staging version (staging only moves forward)"
+        )
+    match stage:
+        case "staging" | "production" | "fallback":
+            pass
+        case _:
+            assert_never(stage)
+    return reasons
+
+
+def _decide(reasons: list[str], force: bool, what: str) -> list[str]:
+    if reasons and not force:
+        raise Refused(f"{what} refused: {'; '.join(reasons)}; --force overrides (and is recorded)")
+    return reasons
+
+
+def actor(settings: Settings) -> str:
+    """ENVCTL_ACTOR, else git user.name of the repository, else the OS user."""
+    if settings.actor:
+        return settings.actor
+    try:
+        name = open_repo(settings.repo).config_reader().get_value("user", "name", "")
+        if name:
+            return str(name)
+    except Exception as e:  # any git or config problem: fall through to the OS user
+        log.debug("no git user.name: %s", e)
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _who(settings: Settings, reason: str | None, forced_over: list[str]) -> Who:
+    note = reason
+    if forced_over:
+        note = f"{reason + ' ' if reason else ''}[forced over: {'; '.join(forced_over)}]"
+    return Who(
+        actor=actor(settings), ci_run_id=settings.ci_run_id or None, reason=note, forced=bool(forced_over)
+    )
+
+
+def _check_prefix(rev: str) -> None:
+    if _HEX.match(rev) and len(rev) < MIN_PREFIX:
+        raise UsageError(f"SHA prefix {rev!r} is too short; give at least {MIN_PREFIX} characters")
+
+
+def find_version(ledger: Ledger, image: str, prefix: str) -> Version:
+    """The version of `image` whose SHA starts with `prefix` (7+ hex characters), exactly one."""
+    _check_prefix(prefix)
+    if not _HEX.match(prefix):
+        raise UsageError(f"{prefix!r} is not a SHA prefix; give 7 to 40 hex characters")
+    found = [v for v in ledger.list_versions(image) if v.sha.startswith(prefix)]
+    if not found:
+        raise UsageError(
+            f"no version of {image} has a SHA starting with {prefix}; `envctl history {image}` lists moves"
+        )
+    if len(found) > 1:
+        shas = ", ".join(v.sha[:12] for v in found)
+        raise UsageError(f"SHA prefix {prefix} is ambiguous for {image} ({shas}); give more characters")
+    return found[0]
+
+
+def resolve_version(settings: Settings, ledger: Ledger, image: str, rev: str) -> Version:
+    """The version built from REV (branch, tag, SHA or prefix) of the repository."""
+    _check_prefix(rev)
+    try:
+        sha = resolve(open_repo(settings.repo), rev).sha
+    except UsageError:
+        if _HEX.match(rev) and len(rev) >= MIN_PREFIX:
+            return find_version(ledger, image, rev)  # a commit this clone lacks, but the ledger knows
+        raise
+    version = ledger.get_version(image, sha)
+    if version is None:
+        raise UsageError(
+            f"{image} was never built from {sha[:12]}; run `envctl build {image} --rev {sha[:12]}` first"
+        )
+    return version
+
+
+def descends(settings: Settings, old: str, new: str) -> bool:
+    """True when `new` has `old` as an ancestor (git merge-base --is-ancestor)."""
+    result = run(
+        ["git", "-C", settings.repo, "merge-base", "--is-ancestor", old, new], timeout=60, check=False
+    )
+    if result.returncode in {0, 1}:
+        return result.returncode == 0
+    log.info("git cannot compare %s and %s: %s", old[:12], new[:12], result.stderr.decode(errors="replace"))
+    return False
+
+
+def _ready(ledger: Ledger, publisher: Publisher, version: Version) -> None:
+    publisher.registry.require()
+    if publisher.registry.digest_of(publisher.repo(version.image), version.digest) is None:
+        raise Unavailable(
+            f"{publisher.image_ref(version.image, version.digest)} is not in the registry; "
+            f"push it again with `envctl build {version.image} --rev {version.sha[:12]}`"
+        )
+
+
+def promote(
+    settings: Settings,
+    ledger: Ledger,
+    env: EnvId,
+    rev: str,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    publisher: Publisher | None = None,
+) -> Outcome:
+    """Point `env` at the version of REV; production keeps the old production as fallback."""
+    if env.stage == "fallback":
+        raise UsageError(
+            f"{env} moves only with production; "
+            f"promote {env.image}.production or `envctl rollback {env.image}`"
+        )
+    envs.require_known(ledger, env.image)
+    version = resolve_version(settings, ledger, env.image, rev)
+    publisher = publisher or Publisher.for_settings(settings)
+    evidence = Evidence.of(ledger, env.image, version.digest) if env.stage == "production" else None
+    _ready(ledger, publisher, version)
+
+    outcome = Outcome(image=env.image, action="promote")
+    with ledger.transaction() as conn:
+        envs.lock_image(conn, env.image)
+        target = envs.read(conn, env.image, env.stage)
+        if target.sha == version.sha and target.digest == version.digest:
+            log.info("%s already points at %s", env, version.sha[:12])
+        else:
+            fallback = envs.read(conn, env.image, "fallback")
+            moves_fallback = env.stage == "production" and target.digest is not None
+            pinned = [str(EnvId(env.image, p.stage)) for p in (target, fallback) if p.pinned]
+            if not moves_fallback:
+                pinned = [p for p in pinned if not p.endswith(".fallback")]
+            ahead = None
+            if env.stage == "staging" and target.sha is not None:
+                ahead = descends(settings, target.sha, version.sha)
+            reasons = refusals(
+                stage=env.stage, target=version.sha[:12], evidence=evidence, descends=ahead, pinned=pinned
+            )
+            forced = _decide(reasons, force, f"promotion of {version.sha[:12]} to {env}")
+            who = _who(settings, reason, forced)
+            outcome = Outcome(image=env.image, action="promote", forced_over=forced)
+            if moves_fallback and target.sha is not None and target.digest is not None:
+                envs.move(conn, fallback, target.sha, target.digest, "promote", who)
+                outcome.steps.append(_step(fallback, target.sha, target.digest))
+            envs.move(conn, target, version.sha, version.digest, "promote", who)
+            outcome.steps.append(_step(target, version.sha, version.digest))
+    stages: list[Stage] = [s.stage for s in outcome.steps] or [env.stage]
+    publish(ledger, publisher, env.image, stages)
+    return outcome
+
+
+def rollback(
+    settings: Settings,
+    ledger: Ledger,
+    image: str,
+    *,
+    to: str | None = None,
+    force: bool = False,
+    reason: str | None = None,
+    publisher: Publisher | None = None,
+) -> Outcome:
+    """`production` := `fallback`, or := the version whose SHA starts with `to`."""
+    envs.check_image_name(image)
+    envs.require_known(ledger, image)
+    chosen = find_version(ledger, image, to) if to else None
+    publisher = publisher or Publisher.for_settings(settings)
+    publisher.registry.require()
+
+    outcome = Outcome(image=image, action="rollback")
+    with ledger.transaction() as conn:
+        envs.lock_image(conn, image)
+        production = envs.read(conn, image, "production")
+        if chosen is not None:
+            sha, digest = chosen.sha, chosen.digest
+        else:
+            fallback = envs.read(conn, image, "fallback")
+            if fallback.sha is None or fallback.digest is None:
+                raise Refused(
+                    f"{image} has no fallback to roll back to; name a tested version with "
+                    f"`envctl rollback {image} --to SHA`"
+                )
+            sha, digest = fallback.sha, fallback.digest
+        if production.sha == sha and production.digest == digest:
+            log.info("%s.production already points at %s", image, sha[:12])
+        else:
+            reasons = refusals(
+                stage="production",
+                target=sha[:12],
+                evidence=Evidence.of(ledger, image, digest),
+                descends=None,
+                pinned=[f"{image}.production"] if production.pinned else [],
+            )
+            forced = _decide(reasons, force, f"rollback of {image}.production to {sha[:12]}")
+            if publisher.registry.digest_of(publisher.repo(image), digest) is None:
+                raise Unavailable(
+                    f"{publisher.image_ref(image, digest)} is not in the registry; nothing was changed"
+                )
+            outcome = Outcome(image=image, action="rollback", forced_over=forced)
+            envs.move(conn, production, sha, digest, "rollback", _who(settings, reason, forced))
+            outcome.steps.append(_step(production, sha, digest))
+    publish(ledger, publisher, image, ["production"])
+    return outcome
+
+
+def set_pin(settings: Settings, ledger: Ledger, env: EnvId, *, pinned: bool, reason: str | None) -> bool:
+    """Pin or unpin an environment; False when it already was so (nothing recorded)."""
+    envs.require_known(ledger, env.image)
+    with ledger.transaction() as conn:
+        envs.lock_image(conn, env.image)
+        pointer = envs.read(conn, env.image, env.stage)
+        if pointer.pinned == pinned:
+            return False
+        envs.set_pin(conn, pointer, pinned, _who(settings, reason, []))
+    return True
+
+
+def _step(pointer: Pointer, sha: str, digest: str) -> Step:
+    return Step(
+        stage=pointer.stage, from_sha=pointer.sha, to_sha=sha, from_digest=pointer.digest, to_digest=digest
+    )

@@ -1,0 +1,124 @@
+"""Registry tags as a published view of the ledger: `<registry>/<image>:<stage>`.
+
+The ledger is the commit point. After it commits, `publish` retags the manifest the
+ledger names (bytes unchanged, no layer moves); `drift` compares each tag with the
+ledger and `sync` republishes what differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pipeline import environments
+from pipeline.environments import Pointer, Stage
+from pipeline.errors import EnvctlError, Unavailable
+from pipeline.ledger import Ledger
+from pipeline.registry import Registry, docker_credentials
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Drift = Literal["missing", "moved", "unknown"]
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """Where tags go: a registry host and the repository prefix under it (may be empty)."""
+
+    registry: Registry
+    prefix: str = ""
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, timeout: float = 30.0) -> Publisher:
+        host, _, prefix = settings.registry.partition("/")
+        return cls(Registry(host, credentials=docker_credentials(host), timeout=timeout), prefix.strip("/"))
+
+    def repo(self, image: str) -> str:
+        return f"{self.prefix}/{image}" if self.prefix else image
+
+    def tag_ref(self, image: str, tag: str) -> str:
+        return f"{self.registry.host}/{self.repo(image)}:{tag}"
+
+    def image_ref(self, image: str, digest: str) -> str:
+        return f"{self.registry.host}/{self.repo(image)}@{digest}"
+
+
+@dataclass(frozen=True)
+class TagState:
+    pointer: Pointer
+    tag_digest: str | None
+    drift: Drift | None
+
+    def to_json(self, publisher: Publisher) -> dict[str, Any]:
+        p = self.pointer
+        return {
+            "environment": f"{p.image}.{p.stage}",
+            "image": p.image,
+            "stage": p.stage,
+            "sha": p.sha,
+            "digest": p.digest,
+            "image_ref": publisher.image_ref(p.image, p.digest) if p.digest else None,
+            "tag": publisher.tag_ref(p.image, p.stage),
+            "tag_digest": self.tag_digest,
+            "updated_at": p.updated_at.isoformat() if p.updated_at else None,
+            "generation": p.generation,
+            "pinned": p.pinned,
+            "pin_reason": p.pin_reason,
+            "pinned_by": p.pinned_by,
+            "drift": self.drift,
+        }
+
+
+def tag_state(publisher: Publisher, pointer: Pointer) -> TagState:
+    """Compare one published tag with the ledger; `unknown` when the registry can't say."""
+    if pointer.digest is None:
+        return TagState(pointer, None, None)
+    try:
+        found = publisher.registry.digest_of(publisher.repo(pointer.image), pointer.stage)
+    except EnvctlError as e:
+        log.info("cannot read %s: %s", publisher.tag_ref(pointer.image, pointer.stage), e)
+        return TagState(pointer, None, "unknown")
+    if found is None:
+        return TagState(pointer, None, "missing")
+    return TagState(pointer, found, None if found == pointer.digest else "moved")
+
+
+def states(ledger: Ledger, publisher: Publisher, image: str | None = None) -> list[TagState]:
+    return [tag_state(publisher, p) for p in environments.pointers(ledger, image)]
+
+
+def publish(ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage]) -> None:
+    """Tag what the ledger names now; re-read after each write so racing publishers converge.
+
+    Raises `Unavailable` telling to run `envctl sync` when the registry fails: the
+    ledger has already moved and stays the truth.
+    """
+    for stage in stages:
+        try:
+            for _ in range(5):
+                pointer = environments.current(ledger, image, stage)
+                if pointer is None or pointer.digest is None:
+                    break
+                publisher.registry.retag(publisher.repo(image), pointer.digest, stage)
+                again = environments.current(ledger, image, stage)
+                if again is None or again.digest == pointer.digest:
+                    break
+        except EnvctlError as e:
+            raise Unavailable(
+                f"the ledger moved {image}.{stage}, but publishing {publisher.tag_ref(image, stage)} "
+                f"failed ({e}); run `envctl sync {image}` when the registry is back"
+            ) from e
+
+
+def sync(ledger: Ledger, publisher: Publisher, image: str | None = None) -> list[TagState]:
+    """Republish every tag that differs from the ledger; returns the states that were fixed."""
+    publisher.registry.require()
+    fixed = []
+    for state in states(ledger, publisher, image):
+        if state.drift is None:
+            continue
+        publish(ledger, publisher, state.pointer.image, [state.pointer.stage])
+        fixed.append(state)
+    return fixed
