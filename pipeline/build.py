@@ -132,6 +132,7 @@ def build_version(
     *,
     ledger: Ledger,
     on_line: Callable[[str], None] | None = None,
+    no_cache: bool = False,
 ) -> BuildResult:
     """Build (or reuse) the version of `image` at the commit of `tree`; record it."""
     spec = load(tree, image)
@@ -194,6 +195,7 @@ def build_version(
             labels=labels,
             network_mode="host",
             squash=squash,
+            no_cache=no_cache,
             on_line=on_line,
         )
     with output.step(f"pushing {tag}"):

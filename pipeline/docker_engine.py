@@ -81,6 +81,7 @@ def build(
     labels: Mapping[str, str],
     network_mode: str = "host",
     squash: bool = False,
+    no_cache: bool = False,
     on_line: LineSink | None = None,
 ) -> str:
     """Build and return the image ID; `BuildFailed` names the failing step."""
@@ -100,6 +101,7 @@ def build(
             forcerm=True,
             pull=False,
             squash=squash,
+            nocache=no_cache,
             decode=True,
         )
         for chunk in stream:

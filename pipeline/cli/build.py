@@ -23,8 +23,11 @@ from pipeline.source import open_repo, resolve
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Hide the build log.")
+@click.option("--no-cache", is_flag=True, help="Build every step anew (when a build does run).")
 @click.pass_context
-def command(ctx: click.Context, image: str, rev: str, repo: Path | None, as_json: bool, quiet: bool) -> None:
+def command(
+    ctx: click.Context, image: str, rev: str, repo: Path | None, as_json: bool, quiet: bool, no_cache: bool
+) -> None:
     """Build IMAGE as it is at commit REV and push <registry>/IMAGE:<full SHA>.
 
     The spec, Dockerfile and context are read from the commit, never the work tree.
@@ -46,6 +49,7 @@ def command(ctx: click.Context, image: str, rev: str, repo: Path | None, as_json
         image,
         ledger=ledger,
         on_line=None if quiet else (lambda line: output.info(f"  {line}")),
+        no_cache=no_cache,
     )
     if as_json:
         emit_json(result.as_json())
