@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from pipeline import __version__
-from pipeline.cli import build, moves, reads, stack, validate
+from pipeline.cli import build, moves, reads, stack, test, validate
 from pipeline.errors import EnvctlError
 
 
@@ -41,6 +41,7 @@ def cli(ctx: click.Context, repo: Path | None, debug: bool) -> None:
 cli.add_command(stack.group)
 cli.add_command(build.command)
 cli.add_command(validate.command)
+cli.add_command(test.command)
 for _command in (*moves.commands, *reads.commands):
     cli.add_command(_command)
 

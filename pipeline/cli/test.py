@@ -1,0 +1,98 @@
+"""`envctl test IMAGE --rev REV`: run the test notebooks of one version and report."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline import output, source
+from pipeline import spec as spec_module
+from pipeline.cli.common import emit_json, settings_of, table
+from pipeline.errors import Refused, UsageError
+from pipeline.ledger import Ledger
+from pipeline.notebooks import Result, TestReport, run_tests
+
+
+def _where(result: Result) -> str:
+    verdict = result.verdict
+    if verdict.cell_index is None:
+        return ""
+    count = f" [{verdict.execution_count}]" if verdict.execution_count is not None else ""
+    return f"cell {verdict.cell_index}{count}" + (f" line {verdict.line}" if verdict.line else "")
+
+
+def _progress(result: Result) -> None:
+    where = _where(result)
+    output.info(
+        f"  {result.verdict.outcome:<17} {result.name}  {result.seconds:.1f} s"
+        + (f"  ({where})" if where else "")
+    )
+
+
+def _print(report: TestReport) -> None:
+    table(
+        ["NOTEBOOK", "RESULT", "DURATION", "CELL", "ERROR"],
+        [
+            [r.name, r.verdict.outcome, f"{r.seconds:.1f} s", _where(r), r.verdict.error[:80]]
+            for r in report.results
+        ],
+    )
+    failures = [r for r in report.results if not r.passed]
+    for result in failures:
+        click.echo("")
+        click.echo(
+            f"{result.name}: {result.verdict.outcome}" + (f" at {_where(result)}" if _where(result) else "")
+        )
+        if result.verdict.source_line:
+            click.echo(f"    {result.verdict.source_line}")
+        if result.verdict.error:
+            click.echo(f"  error: {result.verdict.error}")
+        click.echo(f"  hint: {result.verdict.hint}")
+        opened = result.html or result.notebook or result.log
+        if opened:
+            click.echo(f"  see: {report.artifacts / opened}")
+
+
+@click.command("test")
+@click.argument("image")
+@click.option(
+    "--rev", required=True, help="The commit (branch, tag, SHA or SHA prefix) whose version to test."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--jobs", type=click.IntRange(min=1), help="Containers at once (default: the CPU count).")
+@click.pass_context
+def command(ctx: click.Context, image: str, rev: str, as_json: bool, jobs: int | None) -> None:
+    """Run every test notebook and smoke check of IMAGE inside the version built from REV.
+
+    \b
+    One container per notebook, from the version's digest, with papermill. Executed
+    notebooks, HTML renderings, junit.xml and summary.json go to the artifacts folder;
+    the run is recorded in the ledger as evidence. Exits 1 when anything failed.
+    """
+    settings = settings_of(ctx, jobs=jobs)
+    tree = source.resolve(source.open_repo(settings.repo), rev)
+    spec = spec_module.load(tree, image)
+    ledger = Ledger.open(settings.ledger_url)
+    version = ledger.get_version(image, tree.sha)
+    if version is None:
+        raise UsageError(
+            f"{image} has no version for {tree.sha[:12]}; run `envctl build {image} --rev {rev}` first"
+        )
+    with output.step(f"test {image} at {tree.sha[:12]} ({version.digest[:19]})"):
+        report = run_tests(
+            settings,
+            spec,
+            tree,
+            version,
+            jobs=settings.jobs,
+            ledger=ledger,
+            on_result=_progress,
+            on_warning=output.warn,
+        )
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        _print(report)
+    output.info(f"artifacts: {report.artifacts}")
+    if not report.passed:
+        failed = sum(1 for r in report.results if not r.passed)
+        raise Refused(f"{failed} of {len(report.results)} tests failed for {image} at {tree.sha[:12]}")

@@ -1,0 +1,11 @@
+"""Notebook tests: run a spec's test notebooks with papermill inside one version of an image.
+
+The entry point is `run_tests`; `envctl test` and the pipelines call it.
+"""
+
+from __future__ import annotations
+
+from pipeline.notebooks.model import Outcome, Result, TestReport, Verdict
+from pipeline.notebooks.stage import run_tests
+
+__all__ = ["Outcome", "Result", "TestReport", "Verdict", "run_tests"]

@@ -1,0 +1,125 @@
+"""The data of a test run: what a container did, how each notebook ended, the report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Outcome = Literal[
+    "passed",
+    "failed",
+    "timeout",
+    "oom",
+    "kernel_died",
+    "missing_module",
+    "papermill_missing",
+    "malformed",
+    "infrastructure",
+]
+Kind = Literal["notebook", "smoke"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerExit:
+    """How one container ended; `exit_code` is None when it never ran to an exit."""
+
+    exit_code: int | None = None
+    oom_killed: bool = False
+    deadline_hit: bool = False
+    start_error: str = ""
+    logs: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """A classified result: the outcome, a one-line hint and where it went wrong."""
+
+    outcome: Outcome
+    hint: str = ""
+    error: str = ""
+    cell_index: int | None = None
+    execution_count: int | None = None
+    line: int | None = None
+    source_line: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """One notebook or smoke check of a run. Artifact paths are relative to the run folder."""
+
+    name: str
+    kind: Kind
+    verdict: Verdict
+    seconds: float
+    execution_seconds: float | None = None
+    exit_code: int | None = None
+    notebook: str | None = None
+    html: str | None = None
+    log: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.outcome == "passed"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self.verdict)
+        data.update(
+            name=self.name,
+            kind=self.kind,
+            passed=self.passed,
+            seconds=round(self.seconds, 3),
+            execution_seconds=None if self.execution_seconds is None else round(self.execution_seconds, 3),
+            exit_code=self.exit_code,
+            notebook=self.notebook,
+            html=self.html,
+            log=self.log,
+            warnings=list(self.warnings),
+        )
+        return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestReport:
+    """The results of one run of one version, and where its artifacts are."""
+
+    __test__ = False  # not a pytest class
+
+    run_id: str
+    image: str
+    sha: str
+    digest: str
+    image_ref: str
+    artifacts: Path
+    results: tuple[Result, ...]
+    warnings: tuple[str, ...] = field(default=())
+    started_at: str = ""
+    finished_at: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for result in self.results:
+            counts[result.verdict.outcome] = counts.get(result.verdict.outcome, 0) + 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "image": self.image,
+            "sha": self.sha,
+            "digest": self.digest,
+            "image_ref": self.image_ref,
+            "passed": self.passed,
+            "counts": self.counts(),
+            "artifacts": str(self.artifacts),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "warnings": list(self.warnings),
+            "results": [r.to_json() for r in self.results],
+        }

@@ -1,0 +1,184 @@
+"""Containers for tests: one per notebook or smoke check, killed at a deadline, always removed.
+
+Every container carries labels naming its run. A `Tracker` knows the live ones, so
+Ctrl-C (KeyboardInterrupt) in the main thread can remove them while workers still wait,
+and `sweep` removes whatever still carries the run's label.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import requests
+
+from pipeline.errors import Unavailable
+from pipeline.notebooks.artifacts import write_atomic
+from pipeline.notebooks.model import ContainerExit
+
+log = logging.getLogger(__name__)
+RUN_LABEL = "org.envctl.run"
+LOG_BYTES = 2_000_000
+
+
+class Cancelled(Exception):
+    """The run was interrupted before this container started."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What every test container of a run gets."""
+
+    memory_bytes: int
+    nano_cpus: int
+    network: str
+
+
+@dataclass
+class Tracker:
+    """The live containers of one run."""
+
+    run_id: str
+    _live: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def add(self, container: Any) -> None:
+        with self._lock:
+            if self.cancelled.is_set():
+                raise Cancelled(self.run_id)
+            self._live[container.id] = container
+
+    def discard(self, container: Any) -> None:
+        with self._lock:
+            self._live.pop(container.id, None)
+
+    def cancel(self) -> None:
+        """Stop the run: no new container starts, every live one is removed."""
+        with self._lock:
+            self.cancelled.set()
+            live = list(self._live.values())
+        for container in live:
+            remove(container)
+
+
+def remove(container: Any) -> None:
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except (docker.errors.APIError, requests.RequestException) as e:
+        if "already in progress" not in str(e):
+            log.warning("could not remove container %s: %s", container.short_id, e)
+
+
+def sweep(client: Any, run_id: str) -> int:
+    """Remove every container labelled with this run; how many there were."""
+    try:
+        left = client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
+    except (docker.errors.APIError, requests.RequestException) as e:
+        log.warning("could not list the containers of run %s: %s", run_id, e)
+        return 0
+    for container in left:
+        remove(container)
+    return len(left)
+
+
+def _explain(error: Exception) -> str:
+    text = str(getattr(error, "explanation", None) or error).strip()
+    return text.splitlines()[0] if text else repr(error)
+
+
+def ensure_image(client: Any, image_ref: str) -> None:
+    """Pull `repo@sha256:...` unless the engine has it already."""
+    try:
+        client.images.get(image_ref)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    except (docker.errors.APIError, requests.RequestException) as e:
+        raise Unavailable(f"the Docker Engine could not look up {image_ref}: {_explain(e)}") from e
+    log.info("pulling %s", image_ref)
+    try:
+        client.images.pull(image_ref)
+    except (docker.errors.APIError, requests.RequestException) as e:
+        raise Unavailable(
+            f"could not pull {image_ref}: {_explain(e)}; is the registry up (`envctl stack status`)?"
+        ) from e
+
+
+def run_container(
+    client: Any,
+    tracker: Tracker,
+    *,
+    image_ref: str,
+    command: Sequence[str],
+    labels: Mapping[str, str],
+    limits: Limits,
+    deadline: float,
+    mounts: Mapping[Path, tuple[str, str]] | None = None,
+    log_file: Path | None = None,
+) -> ContainerExit:
+    """Run one command in a fresh container from `image_ref`; kill it at `deadline` seconds.
+
+    `mounts` maps a host folder to (container path, "ro" or "rw"). The container is
+    removed on every path out of here; its output goes to `log_file`.
+    """
+    container: Any = None
+    started = time.monotonic()
+    try:
+        container = client.containers.create(
+            image_ref,
+            command=list(command),
+            labels={RUN_LABEL: tracker.run_id, **labels},
+            network_mode=limits.network,
+            mem_limit=limits.memory_bytes,
+            memswap_limit=limits.memory_bytes,
+            nano_cpus=limits.nano_cpus,
+            volumes={str(h): {"bind": c, "mode": m} for h, (c, m) in (mounts or {}).items()},
+            init=True,
+            detach=True,
+        )
+        tracker.add(container)
+        started = time.monotonic()
+        container.start()
+        deadline_hit = False
+        exit_code: int | None = None
+        try:
+            exit_code = int(container.wait(timeout=deadline)["StatusCode"])
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            deadline_hit = True
+            log.info("container %s passed its deadline of %.0f s; killing it", container.short_id, deadline)
+            try:
+                container.kill()
+            except docker.errors.APIError as e:
+                log.debug("kill: %s", e)
+        seconds = time.monotonic() - started
+        if tracker.cancelled.is_set():
+            raise Cancelled(tracker.run_id)
+        container.reload()
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        output: bytes = container.logs(stdout=True, stderr=True)
+        if log_file is not None:
+            write_atomic(log_file, output[-LOG_BYTES:])
+        return ContainerExit(
+            exit_code=None if deadline_hit else exit_code,
+            oom_killed=oom,
+            deadline_hit=deadline_hit,
+            logs=output[-20_000:].decode(errors="replace"),
+            seconds=seconds,
+        )
+    except (docker.errors.APIError, requests.RequestException) as e:
+        if tracker.cancelled.is_set():
+            raise Cancelled(tracker.run_id) from e
+        return ContainerExit(start_error=_explain(e), seconds=time.monotonic() - started)
+    finally:
+        if container is not None:
+            remove(container)
+            tracker.discard(container)

@@ -1,0 +1,192 @@
+"""The test stage: run every test notebook and smoke check of a spec inside one version.
+
+`run_tests` is the library entry point (the CLI and the pipelines call it): plan the
+notebooks from the commit, run up to `jobs` containers at once, classify each
+result, write the artifacts and record the run in the ledger as evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pipeline import docker_engine
+from pipeline import spec as spec_module
+from pipeline.ledger import Ledger, TestRun, Version, record_test_run
+from pipeline.notebooks import artifacts
+from pipeline.notebooks.model import Result, TestReport, Verdict
+from pipeline.notebooks.params import MalformedNotebook, load_notebook, plan
+from pipeline.notebooks.runner import Cancelled, Limits, Tracker, ensure_image, sweep
+from pipeline.notebooks.tasks import Run, Sink, render_html, run_notebook, run_smoke
+from pipeline.settings import Settings
+from pipeline.source import Tree
+from pipeline.spec import Spec
+
+log = logging.getLogger(__name__)
+STARTUP_GRACE = 60.0  # container, papermill and kernel start, on top of tests.timeout
+
+
+def new_run_id(sha: str) -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{sha[:12]}-{secrets.token_hex(3)}"
+
+
+def common_root(paths: list[str]) -> str:
+    parents = [PurePosixPath(p).parent.parts for p in paths]
+    shared: list[str] = []
+    for parts in zip(*parents, strict=False):
+        if len(set(parts)) != 1:
+            break
+        shared.append(parts[0])
+    return "/".join(shared)
+
+
+def _guarded(name: str, kind: Any, task: Callable[[], Result]) -> Result:
+    try:
+        return task()
+    except Cancelled:
+        raise
+    except Exception as e:
+        log.debug("%s failed", name, exc_info=True)
+        verdict = Verdict(
+            outcome="infrastructure", error=f"{type(e).__name__}: {e}", hint="rerun with --debug"
+        )
+        return Result(name=name, kind=kind, verdict=verdict, seconds=0.0)
+
+
+def _materialize(tree: Tree, root: str, target: Path) -> None:
+    for path in tree.files(root):
+        data = tree.read(path)
+        if data is not None:
+            artifacts.write_atomic(target / (path[len(root) + 1 :] if root else path), data)
+
+
+def run_tests(
+    settings: Settings,
+    spec: Spec,
+    tree: Tree,
+    version: Version,
+    *,
+    jobs: int | None = None,
+    ledger: Ledger | None = None,
+    run_id: str | None = None,
+    grace: float = STARTUP_GRACE,
+    on_result: Callable[[Result], None] | None = None,
+    on_warning: Sink | None = None,
+    client: Any = None,
+) -> TestReport:
+    """Run every test notebook and smoke check of `spec` in `version`; record the evidence.
+
+    Notebooks and spec come from `tree` (the commit), containers from `version.image_ref`
+    (a digest). No container of the run outlives this call, KeyboardInterrupt included.
+    """
+    warn: Sink = on_warning or log.warning
+    client = client if client is not None else docker_engine.connect(settings.docker_host)
+    run_id = run_id or new_run_id(version.sha)
+    run_dir = settings.artifacts_dir / run_id
+    work = run_dir / ".work"
+    started = datetime.now(UTC)
+    ensure_image(client, version.image_ref)
+
+    paths = spec_module.notebooks(spec, tree)
+    root = common_root(paths)
+    _materialize(tree, root, work / "in")
+    results: dict[int, Result] = {}
+    tasks: dict[int, tuple[str, Any, Callable[[], Result]]] = {}
+    warnings: list[str] = []
+    resources = spec.tests.resources
+    run = Run(
+        client=client,
+        tracker=Tracker(run_id),
+        spec=spec,
+        version=version,
+        run_dir=run_dir,
+        work=work,
+        root=root,
+        limits=Limits(
+            memory_bytes=resources.memory_bytes,
+            nano_cpus=int(resources.cpus * 1e9),
+            network="host" if spec.tests.network == "host" else "none",
+        ),
+        grace=grace,
+    )
+    for index, path in enumerate(paths):
+        try:
+            job = plan(spec, path, load_notebook(tree.read(path) or b"", path))
+        except MalformedNotebook as e:
+            verdict = Verdict(
+                outcome="malformed", error=str(e), hint=f"fix {path} (open it in Jupyter and save)"
+            )
+            results[index] = Result(name=path, kind="notebook", verdict=verdict, seconds=0.0)
+            continue
+        for message in job.warnings:
+            warn(message)
+        warnings.extend(job.warnings)
+        tasks[index] = (path, "notebook", partial(run_notebook, run, index, job))
+    for number, command in enumerate(spec.tests.smoke):
+        tasks[len(paths) + number] = (
+            f"smoke: {command}",
+            "smoke",
+            partial(run_smoke, run, number, command),
+        )
+
+    workers = max(1, min(jobs or settings.jobs, len(tasks) or 1))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envctl-test")
+    try:
+        futures: dict[Future[Result], int] = {
+            pool.submit(_guarded, *task): index for index, task in tasks.items()
+        }
+        for result in results.values():
+            if on_result:
+                on_result(result)
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if on_result:
+                on_result(results[futures[future]])
+        ordered = render_html(run, [results[i] for i in sorted(results)], warn)
+    except BaseException:
+        run.tracker.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        left = sweep(client, run_id)
+        if left:
+            log.warning("removed %d leftover container(s) of run %s", left, run_id)
+        shutil.rmtree(work, ignore_errors=True)
+
+    report = TestReport(
+        run_id=run_id,
+        image=spec.image,
+        sha=version.sha,
+        digest=version.digest,
+        image_ref=version.image_ref,
+        artifacts=run_dir,
+        results=tuple(ordered),
+        warnings=tuple(warnings),
+        started_at=started.isoformat(),
+        finished_at=datetime.now(UTC).isoformat(),
+    )
+    artifacts.write_reports(report)
+    if ledger is not None:
+        record_test_run(
+            ledger,
+            TestRun(
+                run_id=run_id,
+                image=spec.image,
+                sha=version.sha,
+                digest=version.digest,
+                passed=report.passed,
+                summary=report.to_json(),
+                artifacts=os.fspath(run_dir),
+                started_at=started,
+                finished_at=datetime.fromisoformat(report.finished_at),
+            ),
+        )
+    return report
