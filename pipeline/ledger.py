@@ -102,11 +102,30 @@ events = sa.Table(
     sa.Index("ix_events_env", "image", "stage", "id"),
 )
 
+pipeline_runs = sa.Table(
+    "pipeline_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("branch", sa.String(255), nullable=False),
+    sa.Column("sha", sa.String(40), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # running, passed, failed, noop, killed
+    sa.Column("verdicts", sa.Text, nullable=False, default="{}"),
+    sa.Column("log", sa.String(1024), nullable=False, default=""),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("host", sa.String(255), nullable=True),
+    sa.Column("trigger", sa.String(32), nullable=False, default="manual"),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_pipeline_runs_sha", "branch", "sha"),
+)
+
 # Each migration takes the schema from version i to i + 1; append, never edit.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: metadata.create_all(
         conn, tables=[versions, test_runs, environments, events], checkfirst=True
     ),
+    lambda conn: metadata.create_all(conn, tables=[pipeline_runs], checkfirst=True),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
