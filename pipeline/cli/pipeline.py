@@ -1,0 +1,199 @@
+"""`envctl pipeline run | list | show`: the staging and production pipelines."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from pipeline import output, runs
+from pipeline.cli.common import emit_json, settings_of, table
+from pipeline.docker_engine import connect
+from pipeline.errors import Refused, Unavailable
+from pipeline.ledger import Ledger
+from pipeline.pipelines import Outcome, check_branch, run_pipeline
+from pipeline.settings import Settings
+from pipeline.source import open_repo, resolve
+
+
+class _Tee(io.TextIOBase):
+    """Write to the terminal and to the run's log at once."""
+
+    def __init__(self, first: TextIO, second: TextIO) -> None:
+        self.first, self.second = first, second
+
+    def write(self, text: str) -> int:
+        self.first.write(text)
+        self.second.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.first.flush()
+        self.second.flush()
+
+    def isatty(self) -> bool:
+        return self.first.isatty()
+
+
+def _same_file(stream: TextIO, path: Path) -> bool:
+    try:
+        a, b = os.fstat(stream.fileno()), os.stat(path)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def execute(
+    settings: Settings,
+    *,
+    branch: str,
+    rev: str,
+    run_id: str | None = None,
+    trigger: str = "manual",
+    force_all: bool = False,
+) -> tuple[runs.PipelineRun, Outcome]:
+    """Run one pipeline with its record and log; the hooks call this too."""
+    chosen = check_branch(branch)
+    repo = open_repo(settings.repo)
+    tree = resolve(repo, rev)
+    ledger = Ledger.open(settings.ledger_url)
+    try:
+        client: Any = connect(settings.docker_host, timeout=30)
+    except Unavailable:
+        client = None
+    for dead in runs.reap(ledger, client):
+        output.warn(f"pipeline {dead} was killed before it finished; marked killed")
+    run_id = run_id or runs.new_run_id()
+    log_path = runs.log_path(settings.state_dir, run_id)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.touch()
+    runs.start(ledger, run_id=run_id, branch=chosen, sha=tree.sha, log=log_path, trigger=trigger)
+    original = sys.stderr
+    with open(log_path, "a", buffering=1) as log_file:
+        if not _same_file(original, log_path):
+            sys.stderr = _Tee(original, log_file)
+        outcome = Outcome()
+        state: runs.RunState = "failed"
+        try:
+            output.info(f"pipeline {run_id}: {chosen} at {tree.sha[:12]} ({trigger})")
+            outcome = run_pipeline(settings, repo, tree, chosen, ledger, run_id, force_all=force_all)
+            state = outcome.state
+            output.info(f"pipeline {run_id}: {state}")
+        except KeyboardInterrupt:
+            state = "killed"
+            raise
+        finally:
+            runs.finish(ledger, run_id, state, {k: v.to_json() for k, v in outcome.verdicts.items()})
+            sys.stderr = original
+    return runs.get(ledger, run_id), outcome
+
+
+def print_run(run: runs.PipelineRun) -> None:
+    table(
+        ["IMAGE", "VERDICT", "DETAIL"],
+        [[image, v.get("state", ""), v.get("detail", "")] for image, v in sorted(run.verdicts.items())],
+    )
+
+
+@click.group("pipeline")
+def group() -> None:
+    """Run the staging or production pipeline by hand; list and show runs."""
+
+
+@group.command("run")
+@click.option("--branch", required=True, help="staging or production.")
+@click.option("--rev", required=True, help="The commit to run for (branch, tag, SHA or prefix).")
+@click.option(
+    "--repo", type=click.Path(file_okay=False, path_type=Path), help="The git repository (bare is fine)."
+)
+@click.option("--all", "force_all", is_flag=True, help="Staging: every image, changed or not.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.option("--run-id", hidden=True)
+@click.option("--trigger", hidden=True, default="manual")
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    branch: str,
+    rev: str,
+    repo: Path | None,
+    force_all: bool,
+    as_json: bool,
+    run_id: str | None,
+    trigger: str,
+) -> None:
+    """Run the pipeline of BRANCH for commit REV, as a push would.
+
+    \b
+    staging:    build (or reuse), test and promote each image whose inputs changed
+    production: promote the tested version whose inputs equal REV's; never builds
+
+    Exits 0 when every image passed or had nothing to do, 1 when one failed or was
+    refused, 3 when a part was unavailable. A re-run for a done SHA does nothing.
+    """
+    settings = settings_of(ctx, repo=repo)
+    record, outcome = execute(
+        settings, branch=branch, rev=rev, run_id=run_id, trigger=trigger, force_all=force_all
+    )
+    if as_json:
+        emit_json(record.to_json())
+    else:
+        print_run(record)
+        output.info(f"log: {record.log}")
+    if outcome.exit_code == 3:
+        raise Unavailable(
+            f"pipeline {record.run_id} could not finish: a part is unavailable (see {record.log})"
+        )
+    if outcome.exit_code:
+        bad = [k for k, v in outcome.verdicts.items() if v.state not in {"promoted", "noop", "unchanged"}]
+        raise Refused(f"pipeline {record.run_id} failed for {', '.join(bad)}; see {record.log}")
+
+
+@group.command("list")
+@click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@click.pass_context
+def list_command(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Show recent pipeline runs: ID, branch, SHA, state, duration."""
+    settings = settings_of(ctx)
+    found = runs.listing(Ledger.open(settings.ledger_url), limit)
+    if as_json:
+        emit_json([r.to_json() for r in found])
+        return
+    table(
+        ["RUN", "BRANCH", "SHA", "STATE", "STARTED", "SECONDS", "IMAGES"],
+        [
+            [
+                r.run_id,
+                r.branch,
+                r.sha[:12],
+                r.state,
+                r.started_at.isoformat(timespec="seconds"),
+                r.to_json()["seconds"],
+                ", ".join(f"{k}={v.get('state')}" for k, v in sorted(r.verdicts.items()) if k != "_"),
+            ]
+            for r in found
+        ],
+    )
+
+
+@group.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@click.option("--log", "with_log", is_flag=True, help="Print the run's log too.")
+@click.pass_context
+def show_command(ctx: click.Context, run_id: str, as_json: bool, with_log: bool) -> None:
+    """Show one run (an ID or its prefix): verdict per image and log path."""
+    settings = settings_of(ctx)
+    record = runs.get(Ledger.open(settings.ledger_url), run_id)
+    if as_json:
+        emit_json(record.to_json())
+    else:
+        click.echo(f"run {record.run_id}: {record.branch} at {record.sha} ({record.trigger}) {record.state}")
+        print_run(record)
+        click.echo(f"log: {record.log}")
+    if with_log:
+        click.echo(Path(record.log).read_text(errors="replace") if Path(record.log).exists() else "(no log)")

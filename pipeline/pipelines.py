@@ -1,0 +1,287 @@
+"""The staging and production pipelines, as a git hook or Cloud Build runs them.
+
+Staging, for a commit S: each image whose inputs changed (against the version its
+staging environment points at) is built or reused, tested, and promoted to staging.
+Production, for a commit P: each image gets the tested version whose inputs equal P's
+and is promoted to production (fallback := the old production); it never builds.
+Images are independent; one image's pipeline holds a lock so that runs for the same
+image queue instead of interleaving pointer writes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from pipeline import output
+from pipeline import spec as spec_module
+from pipeline.build import build_version, inputs_key
+from pipeline.environments import EnvId, current
+from pipeline.errors import BuildFailed, EnvctlError, Refused, Unavailable, UsageError
+from pipeline.ledger import Ledger, Version, test_runs_for
+from pipeline.notebooks import Result, TestReport, run_tests
+from pipeline.promotion import promote
+from pipeline.settings import Settings
+from pipeline.source import GitTree
+
+log = logging.getLogger(__name__)
+
+Branch = Literal["staging", "production"]
+BRANCHES: tuple[Branch, ...] = ("staging", "production")
+ImageState = Literal["promoted", "noop", "unchanged", "failed", "refused", "invalid", "error"]
+GOOD: frozenset[str] = frozenset({"promoted", "noop", "unchanged"})
+
+
+@dataclass
+class ImageVerdict:
+    image: str
+    state: ImageState
+    detail: str = ""
+    sha: str | None = None
+    digest: str | None = None
+    built: str | None = None  # built, reused, existing
+    tested: str | None = None  # test run ID
+    unavailable: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "detail": self.detail,
+            "sha": self.sha,
+            "digest": self.digest,
+            "built": self.built,
+            "test_run": self.tested,
+        }
+
+
+@dataclass
+class Outcome:
+    verdicts: dict[str, ImageVerdict] = field(default_factory=dict)
+
+    @property
+    def state(self) -> Literal["passed", "failed", "noop"]:
+        states = {v.state for v in self.verdicts.values()}
+        if not states <= GOOD:
+            return "failed"
+        return "passed" if "promoted" in states else "noop"
+
+    @property
+    def exit_code(self) -> int:
+        if self.state != "failed":
+            return 0
+        bad = [v for v in self.verdicts.values() if v.state not in GOOD]
+        return 3 if all(v.unavailable for v in bad) else 1
+
+
+def check_branch(branch: str) -> Branch:
+    for known in BRANCHES:
+        if branch == known:
+            return known
+    raise UsageError(f"pipelines run for the branches staging and production, not {branch!r}")
+
+
+@contextmanager
+def image_lock(settings: Settings, image: str) -> Iterator[None]:
+    """Hold the image's lock: a second run for the same image waits here."""
+    folder = settings.state_dir / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{image}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            output.info(f"{image}: another pipeline holds this image; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def images_at(tree: GitTree) -> list[str]:
+    return sorted(PurePosixPath(f).stem for f in spec_module.spec_files(tree))
+
+
+def _passing_run_for_inputs(ledger: Ledger, version: Version) -> str | None:
+    """A passing test run of this digest made with the same inputs (spec and notebooks)."""
+    for run in reversed(test_runs_for(ledger, version.image, version.digest)):
+        tested = ledger.get_version(version.image, run.sha)
+        if tested is not None and tested.inputs_key == version.inputs_key:
+            return run.run_id if run.passed else None
+    return None
+
+
+def _report_failures(report: TestReport) -> str:
+    lines = []
+    for result in report.results:
+        if not result.passed:
+            lines.append(_describe(result))
+    return "; ".join(lines)
+
+
+def _describe(result: Result) -> str:
+    v = result.verdict
+    where = ""
+    if v.cell_index is not None:
+        where = f" at cell {v.cell_index}" + (f" line {v.line}" if v.line else "")
+    error = f": {v.error}" if v.error else ""
+    return f"{result.name} {v.outcome}{where}{error}"
+
+
+def _print_report(image: str, report: TestReport) -> None:
+    for result in report.results:
+        mark = "ok  " if result.passed else "FAIL"
+        output.info(f"  {mark} {result.name} ({result.seconds:.1f} s)")
+        if not result.passed:
+            v = result.verdict
+            if v.cell_index is not None:
+                output.info(
+                    f"       cell {v.cell_index}"
+                    + (f" [{v.execution_count}]" if v.execution_count is not None else "")
+                    + (f", line {v.line}" if v.line else "")
+                    + (f": {v.source_line.strip()}" if v.source_line else "")
+                )
+            if v.error:
+                output.info(f"       error: {v.error}")
+            output.info(f"       hint: {v.hint}")
+    output.info(f"  artifacts: {report.artifacts}")
+
+
+def staging_image(
+    settings: Settings, repo: Any, tree: GitTree, image: str, ledger: Ledger, run_id: str, *, force_all: bool
+) -> ImageVerdict:
+    verdict = ImageVerdict(image=image, state="noop", sha=tree.sha)
+    try:
+        spec = spec_module.load(tree, image)
+    except UsageError as e:
+        return ImageVerdict(image=image, state="invalid", detail=str(e).replace("\n", "; "), sha=tree.sha)
+    pointer = current(ledger, image, "staging")
+    here = inputs_key(spec, tree)
+    if pointer is not None and pointer.sha is not None and not force_all:
+        at = ledger.get_version(image, pointer.sha)
+        if at is not None and at.inputs_key == here:
+            same = at.sha == tree.sha
+            verdict.state = "noop" if same else "unchanged"
+            verdict.detail = (
+                f"staging already points at {tree.sha[:12]}"
+                if same
+                else f"inputs unchanged since staging {at.sha[:12]}; nothing to do"
+            )
+            verdict.digest = at.digest
+            return verdict
+    with output.step(f"{image}: build"):
+        built = build_version(
+            settings, repo, tree, image, ledger=ledger, on_line=lambda line: output.info(f"  {line}")
+        )
+    version = built.version
+    verdict.built, verdict.digest = built.action, version.digest
+    passing = _passing_run_for_inputs(ledger, version)
+    if passing is None:
+        with output.step(f"{image}: test {version.digest[:19]}"):
+            report = run_tests(
+                settings,
+                spec,
+                tree,
+                version,
+                ledger=ledger,
+                run_id=f"{run_id}.{image}",
+                on_warning=output.warn,
+            )
+        verdict.tested = report.run_id
+        _print_report(image, report)
+        if not report.passed:
+            verdict.state = "failed"
+            verdict.detail = f"tests failed, staging unchanged: {_report_failures(report)}"
+            return verdict
+    else:
+        output.info(f"{image}: {version.digest[:19]} already passed its tests ({passing}); not testing again")
+        verdict.tested = passing
+    moved = promote(settings, ledger, EnvId(image, "staging"), version.sha, reason=f"pipeline {run_id}")
+    verdict.state = "promoted" if moved.changed else "noop"
+    verdict.detail = f"staging := {version.sha[:12]}" if moved.changed else "staging already there"
+    return verdict
+
+
+def production_image(
+    settings: Settings, tree: GitTree, image: str, ledger: Ledger, run_id: str
+) -> ImageVerdict:
+    try:
+        spec = spec_module.load(tree, image)
+    except UsageError as e:
+        return ImageVerdict(image=image, state="invalid", detail=str(e).replace("\n", "; "), sha=tree.sha)
+    here = inputs_key(spec, tree)
+    candidates = [v for v in ledger.list_versions(image) if v.inputs_key == here]
+    tested = [v for v in reversed(candidates) if _passing_run_for_inputs(ledger, v) is not None]
+    if not tested:
+        why = "was built but never passed its tests" if candidates else "was never tested"
+        return ImageVerdict(
+            image=image,
+            state="refused",
+            sha=tree.sha,
+            detail=(
+                f"{image} as of {tree.sha[:12]} {why}; production takes only tested bytes. "
+                f"Push it to staging first: `git push origin {tree.sha[:12]}:staging` "
+                f"or `envctl pipeline run --branch staging --rev {tree.sha[:12]}`"
+            ),
+        )
+    version = tested[0]
+    moved = promote(
+        settings,
+        ledger,
+        EnvId(image, "production"),
+        version.sha,
+        reason=f"pipeline {run_id} ({tree.sha[:12]})",
+    )
+    return ImageVerdict(
+        image=image,
+        state="promoted" if moved.changed else "noop",
+        sha=version.sha,
+        digest=version.digest,
+        detail=(
+            f"production := {version.sha[:12]} (tested as {version.digest[:19]})"
+            if moved.changed
+            else "production already points at the tested version"
+        ),
+    )
+
+
+def run_pipeline(
+    settings: Settings,
+    repo: Any,
+    tree: GitTree,
+    branch: Branch,
+    ledger: Ledger,
+    run_id: str,
+    *,
+    force_all: bool = False,
+) -> Outcome:
+    outcome = Outcome()
+    images = images_at(tree)
+    if not images:
+        raise UsageError(f"{tree.label} has no environments/*.yaml; nothing to run")
+    for image in images:
+        with image_lock(settings, image):
+            try:
+                if branch == "staging":
+                    verdict = staging_image(settings, repo, tree, image, ledger, run_id, force_all=force_all)
+                else:
+                    verdict = production_image(settings, tree, image, ledger, run_id)
+            except BuildFailed as e:
+                verdict = ImageVerdict(image=image, state="failed", detail=str(e), sha=tree.sha)
+            except Refused as e:
+                verdict = ImageVerdict(image=image, state="refused", detail=str(e), sha=tree.sha)
+            except Unavailable as e:
+                verdict = ImageVerdict(
+                    image=image, state="error", detail=str(e), sha=tree.sha, unavailable=True
+                )
+            except EnvctlError as e:
+                verdict = ImageVerdict(
+                    image=image, state="failed", detail=str(e).replace("\n", " | "), sha=tree.sha
+                )
+        outcome.verdicts[image] = verdict
+        output.info(f"{image}: {verdict.state}" + (f": {verdict.detail}" if verdict.detail else ""))
+    return outcome
