@@ -1,0 +1,44 @@
+"""Fixtures of the environment tests (a pytest plugin: `pytest_plugins = ["tests.stagefixtures"]`)."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.docker_engine import ContextFile, build, connect, context_tar
+from tests.stageworld import BASE, MARKERS, World, make_world
+
+
+@pytest.fixture(scope="session")
+def marker_images() -> Iterator[list[str]]:
+    """Local image IDs of MARKERS distinct tiny images."""
+    client = connect()
+    run = secrets.token_hex(4)
+    tags = [f"envctl-test/marker-{run}:{i}" for i in range(MARKERS)]
+    try:
+        ids = []
+        for i, tag in enumerate(tags):
+            context = context_tar(
+                {
+                    "Dockerfile": ContextFile(f"FROM {BASE}\nCOPY marker /marker\n".encode()),
+                    "marker": ContextFile(f"{run}-{i}\n".encode()),
+                }
+            )
+            ids.append(
+                build(client, context=context, dockerfile="Dockerfile", tag=tag, buildargs={}, labels={})
+            )
+        yield ids
+    finally:
+        for tag in tags:
+            with contextlib.suppress(Exception):
+                client.images.remove(tag, force=True)
+
+
+@pytest.fixture
+def world(tmp_path: Path, ledger_url: str, marker_images: list[str]) -> World:
+    """A fresh image, repository and ledger (SQLite or PostgreSQL) with four versions."""
+    return make_world(tmp_path, ledger_url, marker_images)

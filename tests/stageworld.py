@@ -1,0 +1,151 @@
+"""Versions for the environment tests, made without `envctl build`.
+
+Tiny images (FROM the local base, one COPY of a marker: no container runs) are built
+once per session; each test pushes them under its own repository `test.<random>`,
+makes a git repository whose commits are the versions' SHAs and records the versions
+and their evidence in its own ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.docker_engine import connect, push
+from pipeline.ledger import Ledger, TestRun, Version, now, record_test_run
+from tests.helpers import envctl
+
+BASE = "localhost:5000/dlc/base-cpu:local"
+MARKERS = 4
+BASE_LABELS = {
+    "org.opencontainers.image.base.name": BASE,
+    "org.opencontainers.image.base.digest": "sha256:" + "b" * 64,
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout.strip()
+
+
+@dataclass
+class World:
+    """One test's image, git repository, ledger and versions (c1 -> c2 -> c3, side from c1)."""
+
+    root: Path
+    repo: Path
+    image: str
+    ledger_url: str
+    ledger: Ledger
+    sha: dict[str, str] = field(default_factory=dict)
+    digest: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "ENVCTL_LEDGER_URL": self.ledger_url,
+            "ENVCTL_STATE_DIR": str(self.root / "state"),
+            **self.extra_env,
+        }
+
+    def envctl(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return envctl(*args, cwd=self.repo, env=self.env, timeout=timeout)
+
+    def json(self, *args: str) -> Any:
+        result = self.envctl(*args, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def evidence(self, name: str, passed: bool) -> None:
+        record_test_run(
+            self.ledger,
+            TestRun(
+                run_id=uuid.uuid4().hex,
+                image=self.image,
+                sha=self.sha[name],
+                digest=self.digest[name],
+                passed=passed,
+                summary={"notebooks": 1, "failed": 0 if passed else 1},
+                artifacts="",
+                started_at=now(),
+                finished_at=now(),
+            ),
+        )
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return {e["stage"]: e for e in self.json("status", self.image)}
+
+    def pointer(self, stage: str) -> str | None:
+        found = self.status().get(stage)
+        return found["sha"] if found else None
+
+
+SBOMS: dict[str, dict[str, Any]] = {
+    "c1": {
+        "pip": [{"name": "numpy", "version": "1.26.4"}, {"name": "keras", "version": "3.0.0"}],
+        "dpkg": [{"name": "python3", "version": "3.11.2-1"}],
+    },
+    "c2": {
+        "pip": [{"name": "numpy", "version": "2.0.0"}, {"name": "pandas", "version": "2.2.2"}],
+        "dpkg": [{"name": "python3", "version": "3.12.1-1"}],
+    },
+}
+
+
+def make_world(
+    tmp_path: Path, ledger_url: str, images: list[str], names: tuple[str, ...] = ("c1", "c2", "c3", "side")
+) -> World:
+    """Commits c1 -> c2 -> c3 on `main` and `side` from c1, each a version with its own digest."""
+    image = f"test.env-{secrets.token_hex(4)}"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "owner@example.com")
+    git(repo, "config", "user.name", "Image Owner")
+    world = World(
+        root=tmp_path, repo=repo, image=image, ledger_url=ledger_url, ledger=Ledger.open(ledger_url)
+    )
+    for name in ("c1", "c2", "c3"):
+        (repo / "file").write_text(name)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", name)
+        world.sha[name] = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "side", world.sha["c1"])
+    (repo / "file").write_text("side")
+    git(repo, "commit", "-q", "-am", "side")
+    world.sha["side"] = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "main")
+
+    client = connect()
+    for i, name in enumerate(names):
+        ref = f"localhost:5000/{image}:{world.sha[name]}"
+        client.images.get(images[i % len(images)]).tag(ref)
+        try:
+            world.digest[name] = push(client, ref)
+        finally:
+            client.images.remove(ref)
+        world.ledger.record_version(
+            Version(
+                image=image,
+                sha=world.sha[name],
+                tree=git(repo, "rev-parse", f"{world.sha[name]}^{{tree}}"),
+                inputs_key=name,
+                build_key=f"{name}-{secrets.token_hex(4)}",
+                digest=world.digest[name],
+                image_ref=ref,
+                size=None,
+                reused_from=None,
+                labels=BASE_LABELS,
+                sbom=SBOMS.get(name, {}),
+                created_at=now(),
+            )
+        )
+    return world
