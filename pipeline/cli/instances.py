@@ -1,0 +1,157 @@
+"""`envctl instances create | list | restart | delete`: JupyterLab from an environment ID."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import click
+
+from pipeline import output
+from pipeline import spec as specs
+from pipeline.cli.common import emit_json, settings_of, table
+from pipeline.docker_engine import connect
+from pipeline.errors import UsageError
+from pipeline.instances import gcp, model
+from pipeline.instances.local import LocalInstances
+from pipeline.instances.model import Instance, Target
+from pipeline.ledger import Ledger
+from pipeline.publish import Publisher
+from pipeline.settings import Settings
+from pipeline.source import open_repo, resolve
+
+_json = click.option("--json", "as_json", is_flag=True, help="Print the instance(s) as JSON.")
+
+
+def _local(settings: Settings) -> LocalInstances:
+    return LocalInstances(client=connect(settings.docker_host, timeout=120), registry=settings.registry)
+
+
+def _gcp(ctx: click.Context, settings: Settings) -> gcp.GcpInstances:
+    found = ctx.find_object(dict) or {}
+    project, zone = found.get("gcp_project"), found.get("gcp_zone")
+    if not project or not zone:
+        raise UsageError(
+            "the gcp backend needs `envctl instances --project P --zone Z` "
+            "(or GOOGLE_CLOUD_PROJECT and CLOUDSDK_COMPUTE_ZONE)"
+        )
+    publisher = Publisher.for_settings(settings)
+    return gcp.GcpInstances(
+        client=gcp.notebooks().NotebookServiceClient(),
+        project=project,
+        zone=zone,
+        registry=settings.registry,
+        tag_digest=lambda image, tag: publisher.registry.digest_of(publisher.repo(image), tag),
+    )
+
+
+def _cloud(settings: Settings, target: Target) -> specs.Cloud:
+    """The `cloud` section of the spec as it was at the version's commit."""
+    return specs.load(resolve(open_repo(settings.repo), target.sha), target.env.image).cloud
+
+
+def _stale(instance: Instance) -> str:
+    if instance.stale is None:
+        return "unknown"
+    return "stale: restart to upgrade" if instance.stale else "current"
+
+
+def _show(instance: Instance, as_json: bool) -> None:
+    if as_json:
+        emit_json(instance.to_json())
+    else:
+        click.echo(instance.url or "")
+
+
+@click.group("instances")
+@click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="gcp backend: the Google Cloud project.")
+@click.option("--zone", envvar="CLOUDSDK_COMPUTE_ZONE", help="gcp backend: the zone, e.g. us-central1-a.")
+@click.pass_context
+def group(ctx: click.Context, project: str | None, zone: str | None) -> None:
+    """Notebook instances started from environment IDs such as nlp.keras-batch.production.
+
+    \b
+    Local backend: a JupyterLab container on 127.0.0.1, run by digest, with the
+    user's work in a volume at /home/jupyter that outlives restarts and `delete`
+    (`delete --purge` removes it too; creating the same name again reuses it).
+    gcp backend: a Vertex AI Workbench instance with the image as its container.
+    """
+    ctx.obj = {**(ctx.obj or {}), "gcp_project": project, "gcp_zone": zone}
+
+
+@group.command("create")
+@click.argument("name")
+@click.option("--env", "env_id", required=True, metavar="ENV_ID", help="e.g. nlp.keras-batch.production")
+@click.option(
+    "--port", type=click.IntRange(1024, 65535), help="local: the port on 127.0.0.1 (default: a free one)."
+)
+@_json
+@click.pass_context
+def create(ctx: click.Context, name: str, env_id: str, port: int | None, as_json: bool) -> None:
+    """Start NAME from the digest ENV_ID points to now; prints the URL with its token.
+
+    NAME: lowercase letters, digits and '-'. Exits 2 for an unknown or empty
+    environment, a name already taken or a port in use.
+    """
+    model.check_name(name)
+    settings = settings_of(ctx)
+    target = model.target(Ledger.open(settings.ledger_url), env_id)
+    with output.step(f"instance {name}: {target.env} at {target.sha[:12]} ({target.digest})"):
+        if settings.backend == "gcp":
+            instance = _gcp(ctx, settings).create(name, target, _cloud(settings, target))
+        else:
+            instance = _local(settings).create(name, target, port=port)
+    _show(dataclasses.replace(instance, current_digest=target.digest), as_json)
+
+
+@group.command("list")
+@_json
+@click.pass_context
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """Every instance: environment, digest, status and whether the environment moved since (stale)."""
+    settings = settings_of(ctx)
+    ledger = Ledger.open(settings.ledger_url)
+    backend: Any = _gcp(ctx, settings) if settings.backend == "gcp" else _local(settings)
+    found = [
+        dataclasses.replace(i, current_digest=model.current_digest(ledger, i.environment))
+        for i in backend.list()
+    ]
+    if as_json:
+        emit_json([i.to_json() for i in found])
+        return
+    rows = [[i.name, i.environment, i.digest[:19], i.status, _stale(i), i.url or "-"] for i in found]
+    table(["NAME", "ENVIRONMENT", "DIGEST", "STATUS", "STALE", "URL"], rows)
+
+
+@group.command("restart")
+@click.argument("name")
+@_json
+@click.pass_context
+def restart(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Restart NAME on the digest its environment points to now (same URL, same work volume)."""
+    settings = settings_of(ctx)
+    if settings.backend == "gcp":
+        raise UsageError("restart is not supported on the gcp backend yet; delete and create the instance")
+    backend = _local(settings)
+    before = backend.get(name)
+    target = model.target(Ledger.open(settings.ledger_url), before.environment)
+    moved = "already current" if before.digest == target.digest else f"{before.digest} -> {target.digest}"
+    with output.step(f"instance {name}: restart on {target.env} ({moved})"):
+        instance = backend.restart(name, target)
+    _show(dataclasses.replace(instance, current_digest=target.digest), as_json)
+
+
+@group.command("delete")
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="local: remove the work volume too (default: keep it).")
+@click.pass_context
+def delete(ctx: click.Context, name: str, purge: bool) -> None:
+    """Remove NAME. Locally its work volume is kept unless --purge."""
+    settings = settings_of(ctx)
+    if settings.backend == "gcp":
+        _gcp(ctx, settings).delete(name)
+        output.info(f"instance {name}: deleted")
+        return
+    kept = _local(settings).delete(name, purge=purge)
+    kept_text = f"; its work stays in volume {kept} (`delete --purge` removes it)" if kept else ""
+    output.info(f"instance {name}: deleted{kept_text}")
