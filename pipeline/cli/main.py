@@ -12,6 +12,7 @@ import click
 from pipeline import __version__
 from pipeline.cli import build, moves, reads, stack, test, validate
 from pipeline.cli import hooks as hooks_cli
+from pipeline.cli import instances as instances_cli
 from pipeline.cli import pipeline as pipeline_cli
 from pipeline.errors import EnvctlError
 
@@ -46,6 +47,7 @@ cli.add_command(validate.command)
 cli.add_command(test.command)
 cli.add_command(pipeline_cli.group)
 cli.add_command(hooks_cli.group)
+cli.add_command(instances_cli.group)
 for _command in (*moves.commands, *reads.commands):
     cli.add_command(_command)
 
