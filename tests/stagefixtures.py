@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipeline.docker_engine import ContextFile, build, connect, context_tar
-from tests.stageworld import BASE, MARKERS, World, make_world
+from tests.stageworld import BASE, MARKERS, OwnRegistry, World, make_world
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +43,41 @@ def marker_images() -> Iterator[list[str]]:
 def world(tmp_path: Path, ledger_url: str, marker_images: list[str]) -> World:
     """A fresh image, repository and ledger (SQLite or PostgreSQL) with four versions."""
     return make_world(tmp_path, ledger_url, marker_images)
+
+
+@pytest.fixture(scope="session")
+def scratch_images() -> Iterator[list[str]]:
+    """Two tiny images FROM scratch: cheap to push into a registry of a test's own."""
+    client = connect()
+    run = secrets.token_hex(4)
+    tags = [f"envctl-test/scratch-{run}:{i}" for i in range(2)]
+    try:
+        ids = []
+        for i, tag in enumerate(tags):
+            context = context_tar(
+                {
+                    "Dockerfile": ContextFile(b"FROM scratch\nCOPY marker /marker\n"),
+                    "marker": ContextFile(f"{run}-{i}\n".encode()),
+                }
+            )
+            ids.append(
+                build(client, context=context, dockerfile="Dockerfile", tag=tag, buildargs={}, labels={})
+            )
+        yield ids
+    finally:
+        for tag in tags:
+            with contextlib.suppress(Exception):
+                client.images.remove(tag, force=True)
+
+
+@pytest.fixture
+def own_registry(tmp_path: Path) -> Iterator[OwnRegistry]:
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry is not installed; run `envctl stack up`")
+    registry = OwnRegistry(tmp_path / "own-registry")
+    registry.root.mkdir()
+    registry.start()
+    try:
+        yield registry
+    finally:
+        registry.stop()

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pipeline.docker_engine import connect, push
 from pipeline.ledger import Ledger, TestRun, Version, now, record_test_run
+from pipeline.registry import Registry
 from tests.helpers import envctl
 
 BASE = "localhost:5000/dlc/base-cpu:local"
@@ -101,7 +106,11 @@ SBOMS: dict[str, dict[str, Any]] = {
 
 
 def make_world(
-    tmp_path: Path, ledger_url: str, images: list[str], names: tuple[str, ...] = ("c1", "c2", "c3", "side")
+    tmp_path: Path,
+    ledger_url: str,
+    images: list[str],
+    names: tuple[str, ...] = ("c1", "c2", "c3", "side"),
+    registry: str = "localhost:5000",
 ) -> World:
     """Commits c1 -> c2 -> c3 on `main` and `side` from c1, each a version with its own digest."""
     image = f"test.env-{secrets.token_hex(4)}"
@@ -113,6 +122,8 @@ def make_world(
     world = World(
         root=tmp_path, repo=repo, image=image, ledger_url=ledger_url, ledger=Ledger.open(ledger_url)
     )
+    if registry != "localhost:5000":
+        world.extra_env = {"ENVCTL_REGISTRY": registry}
     for name in ("c1", "c2", "c3"):
         (repo / "file").write_text(name)
         git(repo, "add", "-A")
@@ -126,7 +137,7 @@ def make_world(
 
     client = connect()
     for i, name in enumerate(names):
-        ref = f"localhost:5000/{image}:{world.sha[name]}"
+        ref = f"{registry}/{image}:{world.sha[name]}"
         client.images.get(images[i % len(images)]).tag(ref)
         try:
             world.digest[name] = push(client, ref)
@@ -149,3 +160,39 @@ def make_world(
             )
         )
     return world
+
+
+class OwnRegistry:
+    """A docker-registry of one test on 127.0.0.1:<free port>, started and stopped by its PID."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, readonly: bool = False) -> None:
+        storage: dict[str, object] = {
+            "filesystem": {"rootdirectory": str(self.root / "storage")},
+            "delete": {"enabled": True},
+        }
+        if readonly:
+            storage["maintenance"] = {"readonly": {"enabled": True}}
+        config = {"version": 0.1, "log": {"level": "error"}, "storage": storage, "http": {"addr": self.host}}
+        path = self.root / "registry.yml"
+        path.write_text(yaml.safe_dump(config))
+        log = (self.root / "registry.log").open("ab")
+        self.process = subprocess.Popen(["docker-registry", "serve", str(path)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while not Registry(self.host, timeout=2).ping():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"docker-registry did not start; see {self.root / 'registry.log'}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+        self.process = None
