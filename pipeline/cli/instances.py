@@ -96,11 +96,17 @@ def create(ctx: click.Context, name: str, env_id: str, port: int | None, as_json
     model.check_name(name)
     settings = settings_of(ctx)
     target = model.target(Ledger.open(settings.ledger_url), env_id)
-    with output.step(f"instance {name}: {target.env} at {target.sha[:12]} ({target.digest})"):
-        if settings.backend == "gcp":
-            instance = _gcp(ctx, settings).create(name, target, _cloud(settings, target))
-        else:
-            instance = _local(settings).create(name, target, port=port)
+    title = f"instance {name}: {target.env} at {target.sha[:12]} ({target.digest})"
+    if settings.backend == "gcp":
+        cloud, workbench = _cloud(settings, target), _gcp(ctx, settings)
+        workbench.check_free(name)
+        with output.step(title):
+            instance = workbench.create(name, target, cloud)
+    else:
+        local = _local(settings)
+        port = local.check_free(name, port)
+        with output.step(title):
+            instance = local.create(name, target, port=port)
     _show(dataclasses.replace(instance, current_digest=target.digest), as_json)
 
 

@@ -102,13 +102,16 @@ class GcpInstances:
     def repository(self, image: str) -> str:
         return f"{self.registry}/{image}"
 
-    def create(self, name: str, target: Target, cloud: Cloud) -> Instance:
+    def check_free(self, name: str) -> None:
         check_name(name)
-        nb = notebooks()
         if any(i.name == name for i in self.list()):
             raise UsageError(
                 f"instance {name!r} exists in {self.parent}; delete it first or pick another name"
             )
+
+    def create(self, name: str, target: Target, cloud: Cloud) -> Instance:
+        self.check_free(name)
+        nb = notebooks()
         found = self.tag_digest(target.env.image, target.sha)
         if found != target.digest:
             raise Refused(

@@ -131,15 +131,19 @@ class LocalInstances:
 
     # writes -------------------------------------------------------------------
 
-    def create(self, name: str, target: Target, *, port: int | None = None) -> Instance:
-        """Start JupyterLab from the target's digest; the URL answers when this returns."""
+    def check_free(self, name: str, port: int | None = None) -> int:
+        """The port to use; `UsageError` when the name or the port is taken."""
         taken = self._find(name)
         if taken is not None:
             raise UsageError(
                 f"instance {name!r} exists (environment {taken.labels.get(PREFIX + 'environment')}); "
                 "delete it first or pick another name"
             )
-        port = check_port(port, self.host) if port is not None else free_port(self.host)
+        return check_port(port, self.host) if port is not None else free_port(self.host)
+
+    def create(self, name: str, target: Target, *, port: int | None = None) -> Instance:
+        """Start JupyterLab from the target's digest; the URL answers when this returns."""
+        port = self.check_free(name, port)
         ref = self._pull(target)
         volume, new_volume = self._volume(name)
         try:
