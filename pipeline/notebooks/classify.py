@@ -235,13 +235,14 @@ def _with_hint(found: Verdict, dockerfile: str) -> Verdict:
 def classify_command(ran: ContainerExit, *, command: str, dockerfile: str, memory: str) -> Verdict:
     """The verdict of one smoke check: a command run in the image."""
     program = command.split()[0] if command.split() else command
+    not_found = ran.exit_code == 127 and any(n in ran.logs.lower() for n in NOT_FOUND)
+    if not_found or (ran.start_error and any(n in ran.start_error.lower() for n in NOT_FOUND)):
+        return Verdict(
+            outcome="failed",
+            error=f"{program}: command not found in the image",
+            hint=f"install {program} in {dockerfile}",
+        )
     if ran.start_error:
-        if any(n in ran.start_error.lower() for n in NOT_FOUND):
-            return Verdict(
-                outcome="failed",
-                error=f"{program}: command not found in the image",
-                hint=f"install {program} in {dockerfile}",
-            )
         return Verdict(outcome="infrastructure", error=ran.start_error, hint="check `envctl stack status`")
     if ran.deadline_hit:
         return Verdict(outcome="timeout", error="killed at the deadline", hint="raise tests.timeout")
