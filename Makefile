@@ -30,8 +30,8 @@ stack-status: install
 	$(ENVCTL) stack status
 
 lint: install
-	$(BIN)/ruff check pipeline tests bench
-	$(BIN)/ruff format --check pipeline tests bench
+	$(BIN)/ruff check pipeline tests bench scripts
+	$(BIN)/ruff format --check pipeline tests bench scripts
 
 typecheck: install
 	$(BIN)/mypy
@@ -47,7 +47,7 @@ test: lint typecheck stack
 
 demo: stack
 	$(ENVCTL) validate
-	$(ENVCTL) stack status
+	$(BIN)/python scripts/demo.py
 
 bench: stack
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -11,7 +11,7 @@ import difflib
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -28,6 +28,7 @@ class Settings:
     registry: str = "localhost:5000"
     registry_listen: str = "127.0.0.1:5000"
     ledger_url: str = ""
+    ledger_password: str = field(default="", repr=False)
     state_dir: Path = Path(".envctl")
     artifacts_dir: Path = Path("")
     base_image: str = "localhost:5000/dlc/base-cpu:local"
@@ -82,6 +83,8 @@ def find_repo(start: Path) -> Path:
     for folder in (start, *start.parents):
         if (folder / ".git").exists() or (folder / "environments").is_dir():
             return folder
+        if (folder / "HEAD").is_file() and (folder / "objects").is_dir():
+            return folder  # a bare repository
     return start
 
 
@@ -129,6 +132,8 @@ def load(
     elif not artifacts.is_absolute():
         artifacts = root / artifacts
     ledger = settings.ledger_url or f"sqlite:///{state / 'ledger.db'}"
+    if settings.ledger_password:
+        ledger = _with_password(ledger, settings.ledger_password)
     return dataclasses.replace(
         settings,
         state_dir=state,
@@ -136,3 +141,14 @@ def load(
         ledger_url=ledger,
         jobs=settings.jobs or os.cpu_count() or 1,
     )
+
+
+def _with_password(url: str, password: str) -> str:
+    """The ledger URL with a password kept out of it (a secret in its own variable)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).set(password=password).render_as_string(hide_password=False)
+    except ArgumentError as e:
+        raise ConfigError(f"ledger_url {url!r} is not a database URL") from e
