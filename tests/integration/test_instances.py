@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import docker.errors
 import pytest
 import requests
 
@@ -116,9 +117,15 @@ def test_create_upgrade_by_restart_and_delete(sqlite_world: World, name: str) ->
     assert name not in {i["name"] for i in world.json("instances", "list")}
     with pytest.raises(requests.ConnectionError):
         requests.get(status, headers=auth, timeout=5)
-    client = connect()
-    assert client.volumes.get(f"envctl-{name}-work")
     one_line_error(world.envctl("instances", "delete", name), 2, "no instance")
+
+    again = world.envctl("instances", "create", name, "--env", env)  # the same name picks the work up
+    assert again.returncode == 0, again.stderr
+    notes, auth = api(again.stdout.strip(), "/api/contents/notes.txt")
+    assert requests.get(notes, headers=auth, timeout=10).json()["content"] == "kept"
+    assert world.envctl("instances", "delete", name, "--purge").returncode == 0
+    with pytest.raises(docker.errors.NotFound):
+        connect().volumes.get(f"envctl-{name}-work")
 
 
 def test_bad_input_is_one_line_and_exit_2(sqlite_world: World, name: str) -> None:
