@@ -1,0 +1,85 @@
+"""Run artifacts: junit.xml a JUnit parser reads back, summary.json, atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from junitparser import Error, Failure, JUnitXml
+
+from pipeline.notebooks.artifacts import write_atomic, write_reports
+from pipeline.notebooks.model import Result, TestReport, Verdict
+
+
+def report(tmp_path: Path) -> TestReport:
+    failed = Verdict(
+        outcome="failed",
+        error="ZeroDivisionError: division by zero",
+        cell_index=3,
+        execution_count=4,
+        line=2,
+        source_line="z = y / 0",
+        hint="fix cell 3, line 2",
+    )
+    return TestReport(
+        run_id="r1",
+        image="nlp.test",
+        sha="a" * 40,
+        digest="sha256:" + "b" * 64,
+        image_ref="localhost:5000/nlp.test@sha256:" + "b" * 64,
+        artifacts=tmp_path / "r1",
+        results=(
+            Result(name="t/ok.ipynb", kind="notebook", verdict=Verdict(outcome="passed"), seconds=3.5),
+            Result(name="t/bad.ipynb", kind="notebook", verdict=failed, seconds=4.25, warnings=("w1",)),
+            Result(
+                name="t/x.ipynb",
+                kind="notebook",
+                verdict=Verdict(outcome="infrastructure", error="engine"),
+                seconds=0,
+            ),
+            Result(name="smoke: true", kind="smoke", verdict=Verdict(outcome="passed"), seconds=0.3),
+        ),
+        started_at="2026-01-01T00:00:00+00:00",
+    )
+
+
+def test_junit_reads_back_with_failures_and_errors(tmp_path: Path) -> None:
+    write_reports(report(tmp_path))
+    suite = next(iter(JUnitXml.fromfile(str(tmp_path / "r1" / "junit.xml"))))
+    assert (suite.tests, suite.failures, suite.errors) == (4, 1, 1)
+    cases = {case.name: case for case in suite}
+    assert cases["t/ok.ipynb"].is_passed
+    assert cases["smoke: true"].classname == "nlp.test.smoke"
+    (failure,) = cases["t/bad.ipynb"].result
+    assert isinstance(failure, Failure)
+    assert failure.message == "failed: cell 3 line 2: ZeroDivisionError: division by zero"
+    assert "z = y / 0" in (failure.text or "")
+    assert "hint: fix cell 3, line 2" in (failure.text or "")
+    assert isinstance(cases["t/x.ipynb"].result[0], Error)
+
+
+def test_summary_has_stable_keys(tmp_path: Path) -> None:
+    write_reports(report(tmp_path))
+    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    assert summary["passed"] is False
+    assert summary["counts"] == {"passed": 2, "failed": 1, "infrastructure": 1}
+    bad = summary["results"][1]
+    assert {
+        k: bad[k] for k in ("name", "outcome", "cell_index", "execution_count", "line", "error", "hint")
+    } == {
+        "name": "t/bad.ipynb",
+        "outcome": "failed",
+        "cell_index": 3,
+        "execution_count": 4,
+        "line": 2,
+        "error": "ZeroDivisionError: division by zero",
+        "hint": "fix cell 3, line 2",
+    }
+
+
+def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "deep" / "summary.json"
+    write_atomic(target, b"one")
+    write_atomic(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["summary.json"]
