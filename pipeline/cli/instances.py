@@ -37,7 +37,7 @@ def _gcp(ctx: click.Context, settings: Settings) -> gcp.GcpInstances:
         )
     publisher = Publisher.for_settings(settings)
     return gcp.GcpInstances(
-        client=gcp.notebooks().NotebookServiceClient(),
+        client=gcp.real_client(),
         project=project,
         zone=zone,
         registry=settings.registry,
@@ -68,7 +68,7 @@ def _show(instance: Instance, as_json: bool) -> None:
 @click.option("--zone", envvar="CLOUDSDK_COMPUTE_ZONE", help="gcp backend: the zone, e.g. us-central1-a.")
 @click.pass_context
 def group(ctx: click.Context, project: str | None, zone: str | None) -> None:
-    """Notebook instances started from environment IDs such as nlp.keras-batch.production.
+    """Notebook instances started from an environment ID (IMAGE.STAGE).
 
     \b
     Local backend: a JupyterLab container on 127.0.0.1, run by digest, with the

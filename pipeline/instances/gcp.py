@@ -14,13 +14,14 @@ to. The digest itself is recorded in the instance's metadata.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pipeline.errors import Refused, UsageError
+from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.instances.model import Instance, Target, check_name
 from pipeline.spec import Cloud
 
@@ -37,6 +38,25 @@ def notebooks() -> Any:
         raise UsageError(
             "the gcp backend needs google-cloud-notebooks; install envctl with the `gcp` extra"
         ) from e
+
+
+def real_client() -> WorkbenchClient:
+    """`NotebookServiceClient` with the application default credentials."""
+    with google_errors("connecting to Vertex AI Workbench"):
+        client: WorkbenchClient = notebooks().NotebookServiceClient()
+    return client
+
+
+@contextlib.contextmanager
+def google_errors(what: str) -> Iterator[None]:
+    """Google API and auth errors as `Unavailable`, one line."""
+    try:
+        yield
+    except Exception as e:
+        if not type(e).__module__.startswith("google."):
+            raise
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise Unavailable(f"{what} failed: {first}; check `gcloud auth application-default login`") from e
 
 
 class WorkbenchClient(Protocol):
@@ -126,8 +146,8 @@ class GcpInstances:
             repository=self.repository(target.env.image),
             cloud=cloud,
         )
-        operation = self.client.create_instance(request=request)
-        operation.result(timeout=self.timeout)
+        with google_errors(f"creating Workbench instance {name}"):
+            self.client.create_instance(request=request).result(timeout=self.timeout)
         return self._instance(request.instance, name, status="ACTIVE")
 
     def list(self) -> list[Instance]:
@@ -135,7 +155,7 @@ class GcpInstances:
         request = nb.ListInstancesRequest(parent=self.parent, filter=f"labels.{LABEL}:*")
         found = [
             self._instance(i, i.labels[LABEL], status=_state(i))
-            for i in self.client.list_instances(request=request)
+            for i in _listed(self.client, request)
             if LABEL in i.labels
         ]
         return sorted(found, key=lambda i: i.name)
@@ -147,7 +167,8 @@ class GcpInstances:
                 f"no instance named {name!r} in {self.parent}; `envctl instances list` shows them"
             )
         request = notebooks().DeleteInstanceRequest(name=f"{self.parent}/instances/{name}")
-        self.client.delete_instance(request=request).result(timeout=self.timeout)
+        with google_errors(f"deleting Workbench instance {name}"):
+            self.client.delete_instance(request=request).result(timeout=self.timeout)
 
     def _instance(self, instance: Any, name: str, *, status: str) -> Instance:
         metadata = dict(instance.gce_setup.metadata)
@@ -161,6 +182,11 @@ class GcpInstances:
             volume=None,
             created_at=None,
         )
+
+
+def _listed(client: WorkbenchClient, request: Any) -> list[Any]:
+    with google_errors("listing Workbench instances"):
+        return list(client.list_instances(request=request))
 
 
 def _state(instance: Any) -> str:
