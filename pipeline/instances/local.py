@@ -174,8 +174,11 @@ class LocalInstances:
                 name, target, ref, port=port, token=token, created=labels.get(PREFIX + "created")
             )
         except BaseException:
-            old.rename(container_name(name))
-            old.start()
+            try:
+                old.rename(container_name(name))
+                old.start()
+            except (docker.errors.APIError, requests.RequestException) as e:
+                log.warning("could not start the previous container of %s again: %s", name, e)
             raise
         with contextlib.suppress(docker.errors.APIError):
             old.remove(force=True)
@@ -259,7 +262,7 @@ class LocalInstances:
         except docker.errors.APIError as e:
             if e.status_code == 409:
                 raise UsageError(
-                    f"a container named {container_name(name)} exists outside envctl; pick another name"
+                    f"a container named {container_name(name)} exists; pick another name or remove it"
                 ) from e
             raise Unavailable(f"the Docker Engine failed to start instance {name!r}: {e}") from e
         except requests.RequestException as e:
