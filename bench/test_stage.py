@@ -1,0 +1,141 @@
+"""bench/test_stage: what one notebook costs beyond its own cells, and what 2 jobs buy over 1.
+
+One run, on the real stack: a scratch git repository with 4 copies of a notebook
+that sleeps 2 s, a version recorded for it on the local base image's digest, then
+`run_tests` with --jobs 1 and with --jobs 2. Prints, per notebook, the wall time of
+its container against papermill's own cell time (the rest is container, papermill
+and kernel start), and the speedup of 2 jobs over 1. Ratios only; nothing asserted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from pipeline import settings as settings_module
+from pipeline import source
+from pipeline import spec as spec_module
+from pipeline.docker_engine import connect
+from pipeline.ledger import Ledger, Version, now
+from pipeline.notebooks import TestReport, run_tests
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = "localhost:5000/dlc/base-cpu:local"
+IMAGE = "bench.test-stage"
+COPIES = 4
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+
+
+def base_ref() -> str:
+    client = connect()
+    try:
+        digests = [
+            d for d in client.images.get(BASE).attrs.get("RepoDigests", []) if d.startswith("localhost:5000/")
+        ]
+    finally:
+        client.close()
+    if not digests:
+        raise SystemExit(f"{BASE} has no registry digest; run `envctl stack up`")
+    return str(digests[0])
+
+
+def make_repo(scratch: Path) -> Path:
+    repo = scratch / "repo"
+    spec = {
+        "image": IMAGE,
+        "build": {
+            "dockerfile": f"docker/{IMAGE}/Dockerfile",
+            "context": f"docker/{IMAGE}",
+            "base": {"local": BASE, "gcp": "example.invalid/base:1"},
+        },
+        "tests": {
+            "notebooks": [f"test-notebooks/{IMAGE}/*.ipynb"],
+            "timeout": 120,
+            "resources": {"memory": "512m", "cpus": 1},
+        },
+    }
+    (repo / "environments").mkdir(parents=True)
+    (repo / "environments" / f"{IMAGE}.yaml").write_text(yaml.safe_dump(spec))
+    (repo / "docker" / IMAGE).mkdir(parents=True)
+    (repo / "docker" / IMAGE / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
+    (repo / "test-notebooks" / IMAGE).mkdir(parents=True)
+    for i in range(COPIES):
+        shutil.copyfile(
+            ROOT / "tests/data/notebooks/sleeps.ipynb", repo / "test-notebooks" / IMAGE / f"sleeps{i}.ipynb"
+        )
+    git(repo, "init", "-q", "-b", "staging")
+    git(repo, "-c", "user.email=bench@example.com", "-c", "user.name=bench", "add", "-A")
+    git(repo, "-c", "user.email=bench@example.com", "-c", "user.name=bench", "commit", "-q", "-m", "bench")
+    return repo
+
+
+def timed(jobs: int, repo: Path, scratch: Path, ref: str) -> tuple[float, TestReport]:
+    env = {
+        "ENVCTL_LEDGER_URL": f"sqlite:///{scratch / 'ledger.db'}",
+        "ENVCTL_ARTIFACTS_DIR": str(scratch / "runs"),
+    }
+    settings = settings_module.load(repo=repo, env=env)
+    tree = source.resolve(source.open_repo(repo), "staging")
+    ledger = Ledger.open(settings.ledger_url)
+    version = ledger.record_version(
+        Version(
+            image=IMAGE,
+            sha=tree.sha,
+            tree=tree.tree_sha,
+            inputs_key="bench",
+            build_key="bench",
+            digest=ref.split("@")[1],
+            image_ref=ref,
+            size=None,
+            reused_from=None,
+            labels={},
+            sbom={},
+            created_at=now(),
+        )
+    )
+    start = time.monotonic()
+    report = run_tests(settings, spec_module.load(tree, IMAGE), tree, version, jobs=jobs, ledger=ledger)
+    elapsed = time.monotonic() - start
+    if not report.passed:
+        raise SystemExit(f"the bench notebooks failed: {[r.verdict for r in report.results]}")
+    return elapsed, report
+
+
+def main() -> None:
+    ref = base_ref()
+    with tempfile.TemporaryDirectory(prefix="envctl-bench-") as folder:
+        scratch = Path(folder)
+        repo = make_repo(scratch)
+        serial, one = timed(1, repo, scratch, ref)
+        parallel, _ = timed(2, repo, scratch, ref)
+
+    print(f"bench/test_stage: {COPIES} notebooks (each sleeps 2 s) on {ref.split('@')[0]}")
+    print(f"{'notebook':<16} {'wall s':>8} {'cells s':>8} {'overhead s':>11} {'overhead/cells':>15}")
+    overheads: list[float] = []
+    for result in one.results:
+        cells = result.execution_seconds or 0.0
+        overhead = result.seconds - cells
+        overheads.append(overhead)
+        ratio = overhead / cells if cells else float("inf")
+        name = result.name.rsplit("/", 1)[-1]
+        print(f"{name:<16} {result.seconds:>8.2f} {cells:>8.2f} {overhead:>11.2f} {ratio:>15.2f}")
+    mean = sum(overheads) / len(overheads)
+    print(f"mean overhead per notebook (container, papermill and kernel start): {mean:.2f} s")
+    speedup = serial / parallel
+    print(f"--jobs 1: {serial:.2f} s  --jobs 2: {parallel:.2f} s  speedup of 2 jobs over 1: {speedup:.2f}x")
+    print("(each run also starts one container that renders the HTML of every notebook)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
