@@ -16,8 +16,8 @@ def _where(result: Result) -> str:
     verdict = result.verdict
     if verdict.cell_index is None:
         return ""
-    count = f" [{verdict.execution_count}]" if verdict.execution_count is not None else ""
-    return f"cell {verdict.cell_index}{count}" + (f" line {verdict.line}" if verdict.line else "")
+    count = f", In [{verdict.execution_count}]" if verdict.execution_count is not None else ""
+    return f"cell {verdict.cell_index}{count}" + (f", line {verdict.line}" if verdict.line else "")
 
 
 def _progress(result: Result) -> None:

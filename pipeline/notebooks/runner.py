@@ -153,6 +153,8 @@ def run_container(
         try:
             exit_code = int(container.wait(timeout=deadline)["StatusCode"])
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            if time.monotonic() - started < deadline - 1:
+                raise  # the engine failed, not the deadline: reported as infrastructure
             deadline_hit = True
             log.info("container %s passed its deadline of %.0f s; killing it", container.short_id, deadline)
             try:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline import docker_engine
 from pipeline import spec as spec_module
+from pipeline.errors import UsageError
 from pipeline.ledger import Ledger, TestRun, Version, record_test_run
 from pipeline.notebooks import artifacts
 from pipeline.notebooks.model import Result, TestReport, Verdict
@@ -88,6 +89,11 @@ def run_tests(
     (a digest). No container of the run outlives this call, KeyboardInterrupt included.
     """
     warn: Sink = on_warning or log.warning
+    if "@sha256:" not in version.image_ref:
+        raise UsageError(
+            f"{version.image} at {version.sha[:12]} is recorded as {version.image_ref}, not by digest; "
+            f"rebuild it with `envctl build {version.image} --rev {version.sha}`"
+        )
     client = client if client is not None else docker_engine.connect(settings.docker_host)
     run_id = run_id or new_run_id(version.sha)
     run_dir = settings.artifacts_dir / run_id
@@ -121,8 +127,9 @@ def run_tests(
         try:
             job = plan(spec, path, load_notebook(tree.read(path) or b"", path))
         except MalformedNotebook as e:
+            error = str(e).removeprefix(path).lstrip(": ")
             verdict = Verdict(
-                outcome="malformed", error=str(e), hint=f"fix {path} (open it in Jupyter and save)"
+                outcome="malformed", error=error, hint=f"fix {path} (open it in Jupyter and save)"
             )
             results[index] = Result(name=path, kind="notebook", verdict=verdict, seconds=0.0)
             continue
