@@ -38,9 +38,16 @@ class Evidence:
     passed: bool
 
     @classmethod
-    def of(cls, ledger: Ledger, image: str, digest: str) -> Evidence:
+    def of(cls, ledger: Ledger, image: str, digest: str, sha: str | None = None) -> Evidence:
+        """The digest's evidence; with `sha`, that commit's own runs count first.
+
+        A commit that reused a digest and broke only its notebooks fails its own runs,
+        not the runs of the commits that built and passed with that digest.
+        """
         runs = test_runs_for(ledger, image, digest)
-        return cls(runs=len(runs), passed=bool(runs) and runs[-1].passed)
+        own = [r for r in runs if r.sha == sha] if sha else []
+        chosen = own or runs
+        return cls(runs=len(runs), passed=bool(chosen) and chosen[-1].passed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,7 +230,9 @@ def promote(
     envs.require_known(ledger, env.image)
     version = resolve_version(settings, ledger, env.image, rev)
     publisher = publisher or Publisher.for_settings(settings)
-    evidence = Evidence.of(ledger, env.image, version.digest) if env.stage == "production" else None
+    evidence = (
+        Evidence.of(ledger, env.image, version.digest, version.sha) if env.stage == "production" else None
+    )
     _ready(ledger, publisher, version)
 
     outcome = Outcome(image=env.image, action="promote")
@@ -294,7 +303,7 @@ def rollback(
             reasons = refusals(
                 stage="production",
                 target=sha[:12],
-                evidence=Evidence.of(ledger, image, digest),
+                evidence=Evidence.of(ledger, image, digest, sha),
                 descends=None,
                 pinned=[f"{image}.production"] if production.pinned else [],
             )

@@ -31,7 +31,16 @@ def mini(tmp_path: Path) -> Iterator[minirepo.MiniRepo]:
 
 
 def build(mini: minirepo.MiniRepo, rev: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return envctl("build", mini.image, "--rev", rev, "--json", "--quiet", cwd=mini.path, env=mini.env(tmp_path / "state"))
+    return envctl(
+        "build",
+        mini.image,
+        "--rev",
+        rev,
+        "--json",
+        "--quiet",
+        cwd=mini.path,
+        env=mini.env(tmp_path / "state"),
+    )
 
 
 def ledger(tmp_path: Path) -> Ledger:
@@ -65,7 +74,10 @@ def test_build_then_rebuild_then_reuse_then_new_digest(mini: minirepo.MiniRepo, 
     assert manifest is not None and manifest.digest == built["digest"]
 
     # A Dockerfile change builds a new digest.
-    mini.write("docker/__IMAGE__/Dockerfile", mini.read("docker/__IMAGE__/Dockerfile") + "RUN echo changed > /opt/changed\n")
+    mini.write(
+        "docker/__IMAGE__/Dockerfile",
+        mini.read("docker/__IMAGE__/Dockerfile") + "RUN echo changed > /opt/changed\n",
+    )
     third_sha = mini.commit("change the Dockerfile")
     changed = json.loads(build(mini, third_sha, tmp_path).stdout)
     assert changed["action"] == "built"
@@ -139,7 +151,10 @@ def test_dirty_work_tree_does_not_leak(mini: minirepo.MiniRepo, tmp_path: Path) 
 
 
 def test_failing_run_exits_1_naming_the_step(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
-    mini.write("docker/__IMAGE__/Dockerfile", mini.read("docker/__IMAGE__/Dockerfile") + "RUN echo about-to-fail && exit 3\n")
+    mini.write(
+        "docker/__IMAGE__/Dockerfile",
+        mini.read("docker/__IMAGE__/Dockerfile") + "RUN echo about-to-fail && exit 3\n",
+    )
     sha = mini.commit("break the build")
     result = build(mini, sha, tmp_path)
     assert result.returncode == 1, result.stderr
@@ -191,7 +206,9 @@ def test_ambiguous_prefix_exits_2(mini: minirepo.MiniRepo, tmp_path: Path) -> No
 
 
 def test_image_without_spec_at_that_commit_exits_2(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
-    result = envctl("build", "team.absent", "--rev", "staging", cwd=mini.path, env=mini.env(tmp_path / "state"))
+    result = envctl(
+        "build", "team.absent", "--rev", "staging", cwd=mini.path, env=mini.env(tmp_path / "state")
+    )
     assert result.returncode == 2
     assert "unknown image 'team.absent'" in result.stderr
 
