@@ -15,11 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import docker.errors
+import requests
+
 from pipeline import __version__, dockerfile, machine, output, sbom
 from pipeline.docker_engine import ContextFile, build, connect, context_tar, push
 from pipeline.errors import Unavailable, UsageError
 from pipeline.ledger import Ledger, Version, now
-from pipeline.registry import Registry, split_ref
+from pipeline.publish import Publisher
+from pipeline.registry import Registry, docker_credentials, split_ref
 from pipeline.settings import Settings
 from pipeline.source import GitTree
 from pipeline.spec import Spec, load, notebooks, spec_path
@@ -115,7 +119,7 @@ def _source_url(repo: Any) -> str:
 def resolve_base(reference: str) -> tuple[str, str]:
     """The base image as `repo@digest`, resolved from its registry."""
     host, repo, tag = split_ref(reference)
-    manifest = Registry(host, timeout=30).manifest(repo, tag)
+    manifest = Registry(host, credentials=docker_credentials(host), timeout=30).manifest(repo, tag)
     if manifest is None:
         raise Unavailable(f"base image {reference} is not in its registry; run `envctl stack up`")
     name = reference.split("@")[0]
@@ -137,8 +141,9 @@ def build_version(
     """Build (or reuse) the version of `image` at the commit of `tree`; record it."""
     spec = load(tree, image)
     existing = ledger.get_version(image, tree.sha)
-    registry = Registry(settings.registry)
-    target_repo = image
+    publisher = Publisher.for_settings(settings)
+    registry = publisher.registry
+    target_repo = publisher.repo(image)
     if existing is not None:
         if registry.manifest(target_repo, existing.digest) is None:
             raise Unavailable(
@@ -152,16 +157,16 @@ def build_version(
     context = build_context(spec, tree)
     base_ref, base_digest = resolve_base(spec.base_for(settings.backend))
     key = build_key(spec, context, base_digest, settings.backend)
-    tag = f"{settings.registry}/{image}:{tree.sha}"
+    tag = publisher.tag_ref(image, tree.sha)
     same = ledger.find_by_build_key(image, key)
     if same is not None and registry.manifest(target_repo, same.digest) is not None:
         digest = registry.retag(target_repo, same.digest, tree.sha)
         output.info(f"{image} {tree.sha[:12]}: inputs unchanged since {same.sha[:12]}; reusing {digest}")
-        version = _version(spec, tree, same, key, digest, f"{settings.registry}/{image}@{digest}")
+        version = _version(spec, tree, same, key, digest, publisher.image_ref(image, digest))
         return BuildResult(ledger.record_version(version), "reused")
 
     client = connect(settings.docker_host)
-    squash = bool(client.info().get("ExperimentalBuild"))
+    squash = bool(_engine_call(lambda: client.info()).get("ExperimentalBuild"))
     files = dict(context.files)
     docker_text = files[context.dockerfile].data.decode()
     if squash:
@@ -198,11 +203,11 @@ def build_version(
             no_cache=no_cache,
             on_line=on_line,
         )
-    with output.step(f"pushing {tag}"):
-        digest = push(client, tag)
     with output.step("taking the SBOM"):
         bill = sbom.collect(client, image_id)
-    size = int(client.images.get(image_id).attrs.get("Size") or 0)
+    size = int(_engine_call(lambda: client.images.get(image_id)).attrs.get("Size") or 0)
+    with output.step(f"pushing {tag}"):
+        digest = push(client, tag)
     version = Version(
         image=image,
         sha=tree.sha,
@@ -210,7 +215,7 @@ def build_version(
         inputs_key=inputs_key(spec, tree),
         build_key=key,
         digest=digest,
-        image_ref=f"{settings.registry}/{image}@{digest}",
+        image_ref=publisher.image_ref(image, digest),
         size=size,
         reused_from=None,
         labels=labels,
@@ -218,6 +223,14 @@ def build_version(
         created_at=now(),
     )
     return BuildResult(ledger.record_version(version), "built")
+
+
+def _engine_call(call: Callable[[], Any]) -> Any:
+    """A Docker Engine call whose failure is `Unavailable`, not a traceback."""
+    try:
+        return call()
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        raise Unavailable(f"the Docker Engine failed: {e}") from e
 
 
 def _version(spec: Spec, tree: GitTree, same: Version, key: str, digest: str, ref: str) -> Version:

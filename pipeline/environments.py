@@ -9,7 +9,6 @@ are never updated or deleted.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from pipeline import spec
 from pipeline.errors import Unavailable, UsageError
 from pipeline.ledger import Ledger, _aware, environments, events, now, versions
 
@@ -25,7 +25,13 @@ Stage = Literal["staging", "production", "fallback"]
 STAGES: tuple[Stage, ...] = get_args(Stage)
 Action = Literal["promote", "rollback", "pin", "unpin", "sync"]
 
-_IMAGE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+
+def _valid_image(image: str) -> bool:
+    try:
+        spec.check_image_name(image)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class EnvId:
 def parse_env_id(text: str) -> EnvId:
     """`nlp.keras-batch.production` into (image, stage); a bad ID is a `UsageError`."""
     image, _, stage = text.rpartition(".")
-    if not image or not _IMAGE.match(image):
+    if not image or not _valid_image(image):
         raise UsageError(
             f"{text!r} is not an environment ID; write IMAGE.STAGE, e.g. nlp.keras-batch.production"
         )
@@ -51,7 +57,7 @@ def parse_env_id(text: str) -> EnvId:
 
 
 def check_image_name(image: str) -> str:
-    if not _IMAGE.match(image):
+    if not _valid_image(image):
         raise UsageError(f"{image!r} is not an image name (TEAM.TASK, e.g. nlp.keras-batch)")
     return image
 

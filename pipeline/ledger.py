@@ -18,7 +18,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from pipeline.errors import Unavailable
 
@@ -109,7 +115,7 @@ pipeline_runs = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False, unique=True),
     sa.Column("branch", sa.String(255), nullable=False),
     sa.Column("sha", sa.String(40), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),  # running, passed, failed, noop, killed
+    sa.Column("state", sa.String(16), nullable=False),  # running, passed, failed, noop
     sa.Column("verdicts", sa.Text, nullable=False, default="{}"),
     sa.Column("log", sa.String(1024), nullable=False, default=""),
     sa.Column("pid", sa.Integer, nullable=True),
@@ -271,6 +277,16 @@ class Ledger:
 
     def record_version(self, version: Version) -> Version:
         """Insert the version, or return the one already recorded for (image, sha)."""
+        try:
+            return self._record_version(version)
+        except IntegrityError:
+            # Another process recorded the same (image, sha) between our read and write.
+            recorded = self.get_version(version.image, version.sha)
+            if recorded is None:
+                raise
+            return recorded
+
+    def _record_version(self, version: Version) -> Version:
         with self.transaction() as conn:
             row = conn.execute(
                 sa.select(versions).where(versions.c.image == version.image, versions.c.sha == version.sha)

@@ -193,6 +193,10 @@ def staging_image(
             )
         verdict.tested = report.run_id
         _print_report(image, report)
+        if report.infrastructure_failed:
+            raise Unavailable(
+                f"the test run {report.run_id} hit an infrastructure error; no evidence recorded"
+            )
         if not report.passed:
             verdict.state = "failed"
             verdict.detail = f"tests failed, staging unchanged: {_report_failures(report)}"

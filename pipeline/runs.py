@@ -1,12 +1,13 @@
 """Pipeline runs in the ledger: ID, branch, SHA, start, end, verdict per image, log.
 
 A run that was killed mid-way stays `running` with a PID that no longer lives; the
-next run marks it `killed` and removes the containers its test runs left behind.
+next run marks it `failed` and removes the containers its test runs left behind.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
@@ -15,13 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import docker.errors
+import requests
 import sqlalchemy as sa
 
 from pipeline.errors import UsageError
 from pipeline.ledger import Ledger, _aware, now, pipeline_runs
 
-RunState = Literal["running", "passed", "failed", "noop", "killed"]
+RunState = Literal["running", "passed", "failed", "noop"]
 RUN_LABEL = "org.envctl.run"  # the label the test stage puts on its containers
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,7 +147,7 @@ def _alive(pid: int | None) -> bool:
 
 
 def reap(ledger: Ledger, client: Any | None) -> list[str]:
-    """Mark runs of this host whose process died as killed; remove their containers."""
+    """Mark runs of this host whose process died as failed; remove their containers."""
     host = socket.gethostname()
     with ledger.engine.connect() as conn:
         rows = conn.execute(
@@ -156,13 +160,29 @@ def reap(ledger: Ledger, client: Any | None) -> list[str]:
                 pipeline_runs.update()
                 .where(pipeline_runs.c.run_id == run.run_id, pipeline_runs.c.state == "running")
                 .values(
-                    state="killed",
+                    state="failed",
                     finished_at=now(),
-                    verdicts=json.dumps({**run.verdicts, "_": "the run was killed before it finished"}),
+                    verdicts=json.dumps({**run.verdicts, "_": KILLED}),
                 )
             )
         if client is not None:
-            for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
-                if str(container.labels.get(RUN_LABEL, "")).startswith(run.run_id):
-                    container.remove(force=True)
+            _remove_containers(client, run.run_id)
     return [r.run_id for r in dead]
+
+
+KILLED = "the run was killed before it finished"
+
+
+def _remove_containers(client: Any, run_id: str) -> None:
+    """Remove what the killed run's test stage left; the engine may be gone too."""
+    try:
+        found = client.containers.list(all=True, filters={"label": RUN_LABEL})
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        log.warning("could not list the containers of run %s: %s", run_id, e)
+        return
+    for container in found:
+        if str(container.labels.get(RUN_LABEL, "")).startswith(run_id):
+            try:
+                container.remove(force=True)
+            except (docker.errors.DockerException, requests.RequestException) as e:
+                log.warning("could not remove container %s of run %s: %s", container.short_id, run_id, e)

@@ -7,13 +7,14 @@ can't leak into it; `envctl validate` reads the `WorkTree`.
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import git
 
-from pipeline.errors import Unavailable, UsageError
+from pipeline.errors import UsageError
 
 
 class Tree(Protocol):
@@ -131,28 +132,36 @@ def open_repo(path: Path) -> Any:
         raise UsageError(f"{path} is not a git repository; pass --repo PATH") from e
 
 
+MIN_PREFIX = 7
+_HEX = re.compile(r"^[0-9a-f]{1,40}$")
+
+
 def resolve(repo: Any, rev: str) -> GitTree:
     """The commit named by a branch, tag, full SHA or SHA prefix (7+ characters)."""
-    if not rev or rev.startswith("-") or any(c.isspace() or c in "~^:" for c in rev[:1]):
+    if not rev or rev.startswith("-") or not rev.isprintable() or any(c.isspace() for c in rev):
         raise UsageError(f"invalid revision {rev!r}")
     try:
-        commit = repo.commit(rev)
-    except (git.BadName, ValueError) as e:
-        message = str(e)
-        if "ambiguous" in message.lower():
-            raise UsageError(f"revision {rev!r} is ambiguous; give more characters") from e
-        raise UsageError(f"unknown revision {rev!r} in {repo.git_dir}") from e
-    except git.GitCommandError as e:
-        raise Unavailable(f"git could not read {rev!r}: {e.stderr.strip()}") from e
-    if len(rev) < 40 and all(c in "0123456789abcdef" for c in rev) and commit.hexsha.startswith(rev):
-        _check_unambiguous(repo, rev)
-    return GitTree(commit)
+        sha: str | None = repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    except git.GitCommandError:
+        sha = None
+    if _HEX.match(rev) and len(rev) < 40 and (sha is None or sha.startswith(rev)):
+        sha = _by_prefix(repo, rev)
+    if sha is None:
+        raise UsageError(f"unknown revision {rev!r}; give a branch, tag or commit SHA of this repository")
+    return GitTree(repo.commit(sha))
 
 
-def _check_unambiguous(repo: Any, prefix: str) -> None:
-    if len(prefix) < 4:
-        raise UsageError(f"SHA prefix {prefix!r} is too short; give at least 7 characters")
+def _by_prefix(repo: Any, prefix: str) -> str:
+    if len(prefix) < MIN_PREFIX:
+        raise UsageError(f"SHA prefix {prefix!r} is too short; give at least {MIN_PREFIX} characters")
     try:
-        repo.git.rev_parse("--verify", "--quiet", f"{prefix}^{{commit}}")
-    except git.GitCommandError as e:
-        raise UsageError(f"revision {prefix!r} is ambiguous; give more characters") from e
+        listed = repo.git.rev_parse(f"--disambiguate={prefix}").split()
+    except git.GitCommandError:
+        listed = []
+    commits = [sha for sha in listed if repo.git.cat_file("-t", sha).strip() == "commit"]
+    if not commits:
+        raise UsageError(f"unknown revision {prefix!r}; no commit of this repository starts with it")
+    if len(commits) > 1:
+        shown = ", ".join(sha[:12] for sha in commits[:4])
+        raise UsageError(f"SHA prefix {prefix!r} is ambiguous ({shown}); give more characters")
+    return str(commits[0])

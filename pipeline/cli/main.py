@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,24 @@ for _command in (*moves.commands, *reads.commands):
     cli.add_command(_command)
 
 
+def _unavailable_part(error: BaseException) -> str | None:
+    """Which part failed, for errors of the libraries that talk to the parts."""
+    module = type(error).__module__.split(".")[0]
+    return {
+        "docker": "the Docker Engine",
+        "requests": "the registry",
+        "urllib3": "the registry",
+        "sqlalchemy": "the ledger",
+        "psycopg": "the ledger",
+        "sqlite3": "the ledger",
+        "git": "git",
+    }.get(module)
+
+
 def main(argv: list[str] | None = None) -> Any:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get(
+        "ENVCTL_DEBUG", ""
+    ).lower() in {"1", "true", "yes", "on"}
     try:
         return cli.main(args=argv, prog_name="envctl", standalone_mode=False)
     except EnvctlError as e:
@@ -76,6 +93,18 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except OSError as e:
+        if debug:
+            raise
+        click.echo(f"envctl: error: {e.strerror or e} ({e.filename or type(e).__name__})", err=True)
+        sys.exit(3)
+    except Exception as e:
+        part = _unavailable_part(e)
+        if debug or part is None:
+            raise
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        click.echo(f"envctl: error: {part} failed: {detail}; rerun with --debug for details", err=True)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

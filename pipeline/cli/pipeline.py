@@ -59,6 +59,11 @@ def execute(
     """Run one pipeline with its record and log; the hooks call this too."""
     chosen = check_branch(branch)
     repo = open_repo(settings.repo)
+    if repo.bare and settings.state_dir.is_relative_to(settings.repo):
+        output.warn(
+            f"the ledger is inside the bare repository ({settings.state_dir}); set ENVCTL_STATE_DIR "
+            "to share it with your checkout (hooks installed with `envctl hooks install` carry it)"
+        )
     tree = resolve(repo, rev)
     ledger = Ledger.open(settings.ledger_url)
     try:
@@ -66,7 +71,7 @@ def execute(
     except Unavailable:
         client = None
     for dead in runs.reap(ledger, client):
-        output.warn(f"pipeline {dead} was killed before it finished; marked killed")
+        output.warn(f"pipeline {dead} was killed before it finished; marked failed")
     run_id = run_id or runs.new_run_id()
     log_path = runs.log_path(settings.state_dir, run_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,7 +89,7 @@ def execute(
             state = outcome.state
             output.info(f"pipeline {run_id}: {state}")
         except KeyboardInterrupt:
-            state = "killed"
+            outcome.verdicts.clear()
             raise
         finally:
             runs.finish(ledger, run_id, state, {k: v.to_json() for k, v in outcome.verdicts.items()})

@@ -12,6 +12,7 @@ from pipeline.cli.common import emit_json, settings_of, table
 from pipeline.environments import EnvId, parse_env_id
 from pipeline.errors import Unavailable, UsageError
 from pipeline.ledger import Ledger, Version, test_runs_for
+from pipeline.promotion import Evidence
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
@@ -147,7 +148,7 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
             }
             for r in runs
         ],
-        "tested": bool(runs) and runs[-1].passed,
+        "tested": Evidence.of(ledger, env.image, version.digest, version.sha).passed,
         "sbom": sbom_diff.summary(version),
     }
     if as_json:

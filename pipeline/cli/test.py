@@ -7,7 +7,7 @@ import click
 from pipeline import output, source
 from pipeline import spec as spec_module
 from pipeline.cli.common import emit_json, settings_of, table
-from pipeline.errors import Refused, UsageError
+from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.ledger import Ledger
 from pipeline.notebooks import Result, TestReport, run_tests
 
@@ -93,6 +93,11 @@ def command(ctx: click.Context, image: str, rev: str, as_json: bool, jobs: int |
     else:
         _print(report)
     output.info(f"artifacts: {report.artifacts}")
+    if report.infrastructure_failed:
+        raise Unavailable(
+            f"the test run of {image} at {tree.sha[:12]} hit an infrastructure error; no evidence was "
+            "recorded. Check `envctl stack status` and run it again"
+        )
     if not report.passed:
         failed = sum(1 for r in report.results if not r.passed)
         raise Refused(f"{failed} of {len(report.results)} tests failed for {image} at {tree.sha[:12]}")

@@ -144,8 +144,8 @@ def classify_notebook(
             error=f"still running after {deadline:.0f} s; killed",
             cell_index=at_index,
             execution_count=at_count,
-            hint="the notebook (or papermill after its last cell) hung: "
-            "shorten it or raise tests.timeout in the spec",
+            hint="the notebook ran past tests.timeout, its budget for the whole notebook "
+            "(or papermill hung after its last cell): shorten it or raise tests.timeout in the spec",
         )
     if ran.oom_killed or ran.exit_code == 137:
         return Verdict(

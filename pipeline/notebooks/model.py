@@ -102,6 +102,11 @@ class TestReport:
     def passed(self) -> bool:
         return bool(self.results) and all(r.passed for r in self.results)
 
+    @property
+    def infrastructure_failed(self) -> bool:
+        """A part (engine, registry) failed during the run: the run says nothing of the version."""
+        return any(r.verdict.outcome == "infrastructure" for r in self.results)
+
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for result in self.results:

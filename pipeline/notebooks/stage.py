@@ -181,7 +181,10 @@ def run_tests(
         finished_at=datetime.now(UTC).isoformat(),
     )
     artifacts.write_reports(report)
-    if ledger is not None:
+    if report.infrastructure_failed:
+        # The parts failed, not the version: no evidence either way.
+        log.warning("run %s hit an infrastructure error; no evidence recorded", run_id)
+    elif ledger is not None:
         record_test_run(
             ledger,
             TestRun(

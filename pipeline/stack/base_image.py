@@ -10,7 +10,6 @@ holds an image with that hash.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from typing import Any
 
@@ -20,6 +19,7 @@ from pipeline.errors import Unavailable
 from pipeline.proc import run, which
 from pipeline.registry import Registry, split_ref
 from pipeline.settings import Settings
+from pipeline.stack import apt
 
 INPUTS_LABEL = "org.envctl.inputs-hash"
 BASE_DIR = "docker/base"
@@ -85,10 +85,7 @@ def _debootstrap(settings: Settings, key: str) -> str:
     except Exception:  # docker.errors.ImageNotFound
         pass
     if which("debootstrap") is None:
-        if os.geteuid() != 0:
-            raise Unavailable("debootstrap is not installed; install Debian's debootstrap")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        run(["apt-get", "install", "-y", "-q", "debootstrap"], timeout=600, env=env)
+        apt.install("debootstrap")
     conf = _rootfs_conf(settings)
     suite = conf.get("suite", "bookworm")
     mirror = machine.apt_mirror(suite)

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from pipeline import output
 from pipeline.docker_engine import answers
 from pipeline.errors import Unavailable
-from pipeline.proc import run, which
+from pipeline.proc import which
 from pipeline.settings import Settings
-from pipeline.stack import daemons
+from pipeline.stack import apt, daemons
 
 NAME = "dockerd"
 SOCKET = "unix:///var/run/docker.sock"
 
 
-def _is_debian_root() -> bool:
-    return os.geteuid() == 0 and Path("/etc/debian_version").exists()
-
-
 def install() -> None:
-    if not _is_debian_root():
-        raise Unavailable("dockerd is not installed and this is not root on Debian; install Docker Engine")
-    with output.step("installing Debian's docker.io"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        run(["apt-get", "update", "-q"], timeout=600, env=env)
-        run(["apt-get", "install", "-y", "-q", "docker.io"], timeout=600, env=env)
+    apt.install("docker.io")
 
 
 def up(settings: Settings) -> dict[str, Any]:

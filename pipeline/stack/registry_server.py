@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +9,10 @@ import yaml
 
 from pipeline import output
 from pipeline.errors import Unavailable
-from pipeline.proc import run, which
+from pipeline.proc import which
 from pipeline.registry import Registry
 from pipeline.settings import Settings
-from pipeline.stack import daemons
+from pipeline.stack import apt, daemons
 
 NAME = "registry"
 
@@ -49,11 +48,7 @@ def up(settings: Settings) -> dict[str, Any]:
         managed = record is not None and daemons.alive(record)
         return {"part": "registry", "ready": True, "managed": managed, "address": settings.registry}
     if which("docker-registry") is None:
-        if os.geteuid() != 0 or not Path("/etc/debian_version").exists():
-            raise Unavailable("docker-registry is not installed; install Debian's docker-registry")
-        with output.step("installing Debian's docker-registry"):
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            run(["apt-get", "install", "-y", "-q", "docker-registry"], timeout=600, env=env)
+        apt.install("docker-registry")
     with output.step(f"starting the registry on {settings.registry_listen}"):
         daemons.start(
             settings.stack_dir,

@@ -177,8 +177,8 @@ def test_dockerfile_syntax_error_exits_1(mini: minirepo.MiniRepo, tmp_path: Path
 @pytest.mark.parametrize(
     ("rev", "message"),
     [
-        ("no-such-branch", "unknown revision 'no-such-branch'"),
-        ("deadbeef00", "unknown revision 'deadbeef00'"),
+        ("no-such-branch", "unknown revision 'no-such-branch'; give a branch, tag or commit SHA"),
+        ("deadbeef00", "unknown revision 'deadbeef00'; no commit of this repository starts with it"),
     ],
 )
 def test_bad_revisions_exit_2(mini: minirepo.MiniRepo, tmp_path: Path, rev: str, message: str) -> None:
@@ -189,20 +189,45 @@ def test_bad_revisions_exit_2(mini: minirepo.MiniRepo, tmp_path: Path, rev: str,
 
 
 def test_ambiguous_prefix_exits_2(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
-    # Make commits until two share a 4-character prefix.
+    # 40,000 empty commits on a side branch make two share a 7-character prefix (birthday bound).
+    stream = []
+    for i in range(40_000):
+        stream.append(
+            f"commit refs/heads/noise\ncommitter t <t@example.com> {1_700_000_000 + i} +0000\n"
+            f"data {len(str(i))}\n{i}\n\n"
+        )
+    subprocess.run(
+        ["git", "-C", str(mini.path), "fast-import", "--quiet"], input="".join(stream), text=True, check=True
+    )
+    shas = minirepo.git(mini.path, "rev-list", "noise").split()
     seen: dict[str, str] = {}
     prefix = ""
-    for i in range(400):
-        mini.write("notes.txt", f"{i}\n")
-        sha = mini.commit(f"note {i}")
-        if sha[:4] in seen:
-            prefix = sha[:4]
+    for sha in shas:
+        if sha[:7] in seen:
+            prefix = sha[:7]
             break
-        seen[sha[:4]] = sha
-    assert prefix, "no two commits shared a 4-character prefix"
+        seen[sha[:7]] = sha
+    assert prefix, "no two of 40,000 commits shared a 7-character prefix"
+
     result = build(mini, prefix, tmp_path)
+
     assert result.returncode == 2
-    assert "ambiguous" in result.stderr
+    assert (
+        result.stderr.strip().splitlines()
+        == [
+            f"envctl: error: SHA prefix '{prefix}' is ambiguous ({seen[prefix][:12]}, "
+            f"{next(s for s in shas if s.startswith(prefix) and s != seen[prefix])[:12]}); give more characters"
+        ]
+        or "is ambiguous" in result.stderr
+    )
+    assert "ambiguous" in result.stderr and tmp_path.name not in result.stderr
+
+
+def test_short_prefix_exits_2(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
+    sha = minirepo.git(mini.path, "rev-parse", "HEAD")
+    result = build(mini, sha[:5], tmp_path)
+    assert result.returncode == 2
+    assert f"SHA prefix '{sha[:5]}' is too short; give at least 7 characters" in result.stderr
 
 
 def test_image_without_spec_at_that_commit_exits_2(mini: minirepo.MiniRepo, tmp_path: Path) -> None:

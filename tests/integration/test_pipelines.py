@@ -100,7 +100,9 @@ def test_push_to_staging_then_merge_to_production(world: World) -> None:
     world.mini.write("docker/__IMAGE__/greeting.py", "print('hi again')\n")
     world.mini.write(
         "test-notebooks/__IMAGE__/greet.ipynb",
-        world.mini.read("test-notebooks/__IMAGE__/greet.ipynb").replace("hello", "hello"),
+        world.mini.read("test-notebooks/__IMAGE__/greet.ipynb").replace(
+            "expected = 'hello'", "expected = 'hello'  # again"
+        ),
     )
     second = world.mini.commit("second version")
     world.push("staging")
@@ -237,8 +239,10 @@ def test_killed_run_is_marked_and_its_containers_removed(world: World) -> None:
     try:
         result = world.envctl("pipeline", "run", "--branch", "staging", "--rev", "staging")
         assert result.returncode == 0, result.stderr
-        assert "pipeline pkilled-1 was killed before it finished" in result.stderr
-        assert runs.get(ledger, "pkilled-1").state == "killed"
+        assert "pipeline pkilled-1 was killed before it finished; marked failed" in result.stderr
+        killed = runs.get(ledger, "pkilled-1")
+        assert killed.state == "failed"
+        assert killed.verdicts["_"] == "the run was killed before it finished"
         assert client.containers.list(all=True, filters={"label": f"{RUN_LABEL}=pkilled-1.some-image"}) == []
     finally:
         with contextlib.suppress(Exception):
