@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import docker.errors
-import requests
 
 from pipeline import __version__, dockerfile, machine, output, sbom
-from pipeline.docker_engine import ContextFile, build, connect, context_tar, push
+from pipeline.docker_engine import TRANSPORT_ERRORS, ContextFile, build, connect, context_tar, push
 from pipeline.errors import Unavailable, UsageError
 from pipeline.ledger import Ledger, Version, now
 from pipeline.publish import Publisher
@@ -229,7 +228,7 @@ def _engine_call(call: Callable[[], Any]) -> Any:
     """A Docker Engine call whose failure is `Unavailable`, not a traceback."""
     try:
         return call()
-    except (docker.errors.DockerException, requests.RequestException) as e:
+    except (docker.errors.DockerException, *TRANSPORT_ERRORS) as e:
         raise Unavailable(f"the Docker Engine failed: {e}") from e
 
 

@@ -17,12 +17,20 @@ from typing import Any
 
 import docker.errors
 import requests
+import urllib3.exceptions
 from docker.client import DockerClient, from_env
 
 from pipeline.errors import BuildFailed, Unavailable
 
 log = logging.getLogger(__name__)
 LineSink = Callable[[str], None]
+# How a connection to the engine fails when it goes away: requests or urllib3 errors, or the
+# socket's own ConnectionError, depending on when it drops.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    ConnectionError,
+)
 
 
 def connect(docker_host: str = "", *, timeout: int = 600) -> Any:
@@ -32,7 +40,7 @@ def connect(docker_host: str = "", *, timeout: int = 600) -> Any:
             DockerClient(base_url=docker_host, timeout=timeout) if docker_host else from_env(timeout=timeout)
         )
         client.ping()
-    except (docker.errors.DockerException, requests.RequestException) as e:
+    except (docker.errors.DockerException, *TRANSPORT_ERRORS) as e:
         raise Unavailable(
             f"the Docker Engine does not answer ({type(e).__name__}); start it with `envctl stack up`"
         ) from e
@@ -128,7 +136,7 @@ def build(
         if e.is_client_error():
             raise BuildFailed(f"build failed: {e.explanation or e}") from e
         raise Unavailable(f"the Docker Engine failed during the build: {e}") from e
-    except requests.RequestException as e:
+    except TRANSPORT_ERRORS as e:
         raise Unavailable(f"the Docker Engine failed during the build: {e}") from e
     if not image_id:
         image_id = client.images.get(tag).id
@@ -150,7 +158,7 @@ def push(client: Any, ref: str, *, on_line: LineSink | None = None) -> str:
             status = chunk.get("status")
             if on_line and status and "progress" not in chunk:
                 on_line(f"{chunk.get('id', '')} {status}".strip())
-    except (docker.errors.APIError, requests.RequestException) as e:
+    except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
         raise Unavailable(f"push of {ref} failed: {e}") from e
     if not digest:
         raise Unavailable(f"push of {ref} reported no digest")

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import docker.errors
-import requests
 import sqlalchemy as sa
 
+from pipeline.docker_engine import TRANSPORT_ERRORS
 from pipeline.errors import UsageError
 from pipeline.ledger import Ledger, _aware, now, pipeline_runs
 
@@ -177,12 +177,12 @@ def _remove_containers(client: Any, run_id: str) -> None:
     """Remove what the killed run's test stage left; the engine may be gone too."""
     try:
         found = client.containers.list(all=True, filters={"label": RUN_LABEL})
-    except (docker.errors.DockerException, requests.RequestException) as e:
+    except (docker.errors.DockerException, *TRANSPORT_ERRORS) as e:
         log.warning("could not list the containers of run %s: %s", run_id, e)
         return
     for container in found:
         if str(container.labels.get(RUN_LABEL, "")).startswith(run_id):
             try:
                 container.remove(force=True)
-            except (docker.errors.DockerException, requests.RequestException) as e:
+            except (docker.errors.DockerException, *TRANSPORT_ERRORS) as e:
                 log.warning("could not remove container %s of run %s: %s", container.short_id, run_id, e)

@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 import docker.errors
-import requests
 
+from pipeline.docker_engine import TRANSPORT_ERRORS
 from pipeline.errors import Unavailable
 
 # Runs with the image's own python; prints one JSON document.
@@ -60,7 +60,7 @@ def collect(client: Any, image: str, *, timeout: int = 300) -> dict[str, Any]:
             raise Unavailable(f"the SBOM of {image} could not be taken (exit {status.get('StatusCode')})")
         data: dict[str, Any] = json.loads(logs.strip().splitlines()[-1])
         return data
-    except (docker.errors.DockerException, requests.RequestException, ValueError, IndexError) as e:
+    except (docker.errors.DockerException, *TRANSPORT_ERRORS, ValueError, IndexError) as e:
         raise Unavailable(f"the SBOM of {image} could not be taken: {e}") from e
     finally:
         if container is not None:

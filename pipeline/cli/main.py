@@ -58,8 +58,8 @@ def _unavailable_part(error: BaseException) -> str | None:
     module = type(error).__module__.split(".")[0]
     return {
         "docker": "the Docker Engine",
-        "requests": "the registry",
-        "urllib3": "the registry",
+        "requests": "the Docker Engine or the registry",
+        "urllib3": "the Docker Engine or the registry",
         "sqlalchemy": "the ledger",
         "psycopg": "the ledger",
         "sqlite3": "the ledger",

@@ -22,6 +22,7 @@ from typing import Any
 import docker.errors
 import requests
 
+from pipeline.docker_engine import TRANSPORT_ERRORS
 from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.instances.model import Instance, Target, check_name
 
@@ -94,7 +95,7 @@ class LocalInstances:
     def list(self) -> list[Instance]:
         try:
             found = self.client.containers.list(all=True, filters={"label": LABEL})
-        except (docker.errors.APIError, requests.RequestException) as e:
+        except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
             raise Unavailable(f"the Docker Engine failed to list instances: {e}") from e
         return sorted((self._instance(c) for c in found), key=lambda i: i.name)
 
@@ -105,7 +106,7 @@ class LocalInstances:
         check_name(name)
         try:
             found = self.client.containers.list(all=True, filters={"label": f"{LABEL}={name}"})
-        except (docker.errors.APIError, requests.RequestException) as e:
+        except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
             raise Unavailable(f"the Docker Engine failed to list instances: {e}") from e
         return found[0] if found else None
 
@@ -167,7 +168,7 @@ class LocalInstances:
         try:
             old.stop(timeout=10)
             old.rename(f"{container_name(name)}-old-{secrets.token_hex(3)}")
-        except (docker.errors.APIError, requests.RequestException) as e:
+        except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
             raise Unavailable(f"the Docker Engine failed to stop instance {name!r}: {e}") from e
         try:
             container = self._run(
@@ -177,7 +178,7 @@ class LocalInstances:
             try:
                 old.rename(container_name(name))
                 old.start()
-            except (docker.errors.APIError, requests.RequestException) as e:
+            except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
                 log.warning("could not start the previous container of %s again: %s", name, e)
             raise
         with contextlib.suppress(docker.errors.APIError):
@@ -194,7 +195,7 @@ class LocalInstances:
                 with contextlib.suppress(docker.errors.NotFound):
                     self.client.volumes.get(volume).remove(force=True)
                 return None
-        except (docker.errors.APIError, requests.RequestException) as e:
+        except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
             raise Unavailable(f"the Docker Engine failed to delete instance {name!r}: {e}") from e
         return volume
 
@@ -208,7 +209,7 @@ class LocalInstances:
             return ref
         except docker.errors.ImageNotFound:
             pass
-        except (docker.errors.APIError, requests.RequestException) as e:
+        except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
             raise Unavailable(f"the Docker Engine failed to look up {ref}: {e}") from e
         repository = ref.rpartition("@")[0]
         try:
@@ -216,7 +217,7 @@ class LocalInstances:
                 if "error" in chunk or "errorDetail" in chunk:
                     detail = chunk.get("error") or chunk["errorDetail"].get("message", "")
                     raise Unavailable(f"pull of {ref} failed: {detail}")
-        except (docker.errors.APIError, requests.RequestException) as e:
+        except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
             raise Unavailable(
                 f"pull of {ref} failed: {e}; is the registry up (`envctl stack status`)?"
             ) from e
@@ -230,7 +231,7 @@ class LocalInstances:
             pass
         try:
             return self.client.volumes.create(volume_name(name), labels={LABEL: name}), True
-        except (docker.errors.APIError, requests.RequestException) as e:
+        except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
             raise Unavailable(f"the Docker Engine failed to create volume {volume_name(name)}: {e}") from e
 
     def _run(

@@ -18,6 +18,7 @@ from typing import Any
 import docker.errors
 import requests
 
+from pipeline.docker_engine import TRANSPORT_ERRORS
 from pipeline.errors import Unavailable
 from pipeline.notebooks.artifacts import write_atomic
 from pipeline.notebooks.model import ContainerExit
@@ -73,7 +74,7 @@ def remove(container: Any) -> None:
         container.remove(force=True)
     except docker.errors.NotFound:
         pass
-    except (docker.errors.APIError, requests.RequestException) as e:
+    except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
         if "already in progress" not in str(e):
             log.warning("could not remove container %s: %s", container.short_id, e)
 
@@ -82,7 +83,7 @@ def sweep(client: Any, run_id: str) -> int:
     """Remove every container labelled with this run; how many there were."""
     try:
         left = client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
-    except (docker.errors.APIError, requests.RequestException) as e:
+    except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
         log.warning("could not list the containers of run %s: %s", run_id, e)
         return 0
     for container in left:
@@ -102,12 +103,12 @@ def ensure_image(client: Any, image_ref: str) -> None:
         return
     except docker.errors.ImageNotFound:
         pass
-    except (docker.errors.APIError, requests.RequestException) as e:
+    except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
         raise Unavailable(f"the Docker Engine could not look up {image_ref}: {_explain(e)}") from e
     log.info("pulling %s", image_ref)
     try:
         client.images.pull(image_ref)
-    except (docker.errors.APIError, requests.RequestException) as e:
+    except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
         raise Unavailable(
             f"could not pull {image_ref}: {_explain(e)}; is the registry up (`envctl stack status`)?"
         ) from e
@@ -176,7 +177,7 @@ def run_container(
             logs=output[-20_000:].decode(errors="replace"),
             seconds=seconds,
         )
-    except (docker.errors.APIError, requests.RequestException) as e:
+    except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
         if tracker.cancelled.is_set():
             raise Cancelled(tracker.run_id) from e
         return ContainerExit(start_error=_explain(e), seconds=time.monotonic() - started)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -252,7 +253,6 @@ def test_killed_run_is_marked_and_its_containers_removed(world: World) -> None:
 def test_two_runs_for_one_image_queue(world: World) -> None:
     sha = minirepo.git(world.mini.path, "rev-parse", "HEAD")
     argv = ["pipeline", "run", "--branch", "staging", "--rev", sha, "--json"]
-    import sys
 
     procs = [
         subprocess.Popen(
@@ -310,3 +310,51 @@ def test_hook_without_wait_queues_the_run(tmp_path: Path) -> None:
     finally:
         _cleanup(world)
         shutil.rmtree(tmp_path / "state", ignore_errors=True)
+
+
+def test_engine_going_down_mid_build_fails_the_run_cleanly(world: World, tmp_path: Path) -> None:
+    from tests.sockproxy import SocketProxy
+
+    # A slow step so the engine can vanish while the build runs.
+    world.mini.write(
+        "docker/__IMAGE__/Dockerfile", world.mini.read("docker/__IMAGE__/Dockerfile") + "RUN sleep 20\n"
+    )
+    sha = world.mini.commit("a slow build")
+    proxy = SocketProxy(tmp_path / "engine.sock")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}, **world.env}
+    env["ENVCTL_DOCKER_HOST"] = proxy.url
+    log = tmp_path / "run.out"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli.main",
+                "pipeline",
+                "run",
+                "--branch",
+                "staging",
+                "--rev",
+                sha,
+            ],
+            cwd=world.mini.path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while "RUN sleep 20" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "RUN sleep 20" in log.read_text(), log.read_text()
+        proxy.cut()
+        code = process.wait(timeout=120)
+    text = log.read_text()
+    assert code == 3, text
+    assert "Traceback" not in text
+    assert text.strip().splitlines()[-1].startswith("envctl: error: pipeline ")
+    run = listing(world.ledger(), 1)[0]
+    assert run.state == "failed"
+    assert run.verdicts[world.mini.image]["state"] == "error"
+    assert "Docker Engine" in run.verdicts[world.mini.image]["detail"]
+    assert world.ledger().get_version(world.mini.image, sha) is None
