@@ -33,7 +33,9 @@ class Publisher:
     @classmethod
     def for_settings(cls, settings: Settings, *, timeout: float = 30.0) -> Publisher:
         host, _, prefix = settings.registry.partition("/")
-        return cls(Registry(host, credentials=docker_credentials(host), timeout=timeout), prefix.strip("/"))
+        token = settings.registry_token or None
+        credentials = None if token else docker_credentials(host)
+        return cls(Registry(host, token=token, credentials=credentials, timeout=timeout), prefix.strip("/"))
 
     def repo(self, image: str) -> str:
         return f"{self.prefix}/{image}" if self.prefix else image

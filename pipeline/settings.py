@@ -27,6 +27,7 @@ class Settings:
     repo: Path
     registry: str = "localhost:5000"
     registry_listen: str = "127.0.0.1:5000"
+    registry_token: str = field(default="", repr=False)
     ledger_url: str = ""
     ledger_password: str = field(default="", repr=False)
     state_dir: Path = Path(".envctl")

@@ -60,3 +60,26 @@ def test_cli_reports_a_bad_setting_with_exit_2(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"envctl: error: {repo / 'pyproject.toml'} [tool.envctl]: unknown key 'regstry'; did you mean 'registry'?"
     ]
+
+
+def test_registry_token_is_sent_as_bearer_and_kept_out_of_repr(tmp_path: Path) -> None:
+    from pipeline.publish import Publisher
+
+    settings = load(
+        repo=_repo(tmp_path),
+        env={"ENVCTL_REGISTRY": "europe-docker.pkg.dev/proj/images", "ENVCTL_REGISTRY_TOKEN": "s3cret"},
+    )
+    publisher = Publisher.for_settings(settings)
+    assert publisher.registry.host == "europe-docker.pkg.dev"
+    assert publisher.prefix == "proj/images"
+    assert publisher.registry.session.headers["Authorization"] == "Bearer s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_ledger_password_goes_into_the_url_only(tmp_path: Path) -> None:
+    env = {
+        "ENVCTL_LEDGER_URL": "postgresql+psycopg://envctl@127.0.0.1/envctl",
+        "ENVCTL_LEDGER_PASSWORD": "pw",
+    }
+    settings = load(repo=_repo(tmp_path), env=env)
+    assert settings.ledger_url == "postgresql+psycopg://envctl:pw@127.0.0.1/envctl"
