@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ import requests
 from pipeline.errors import Unavailable, UsageError
 
 log = logging.getLogger(__name__)
+
+RETRIES = 3
+RETRY_STATUS = frozenset({500, 502, 503, 504})
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -124,12 +128,38 @@ class Registry:
         self.timeout = timeout
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            return self.session.request(method, self.base + path, timeout=self.timeout, **kwargs)
-        except requests.RequestException as e:
-            raise Unavailable(
-                f"registry {self.host} does not answer ({type(e).__name__}); start it with `envctl stack up`"
-            ) from e
+        """One request; idempotent ones (GET, HEAD, PUT of a manifest) are retried on a 5xx.
+
+        A distribution registry on a file system answers 500 ("invalid checksum digest
+        format") when a manifest is read while another client writes a tag's link file;
+        the next read succeeds, so a short retry is the correct client behaviour.
+        """
+        attempts = RETRIES + 1 if method in {"GET", "HEAD", "PUT"} else 1
+        for attempt in range(attempts):
+            try:
+                response = self.session.request(method, self.base + path, timeout=self.timeout, **kwargs)
+            except requests.ConnectionError as e:
+                if attempt + 1 < attempts:
+                    time.sleep(0.1 * 3**attempt)
+                    continue
+                raise Unavailable(
+                    f"registry {self.host} does not answer ({type(e).__name__}); "
+                    "start it with `envctl stack up`"
+                ) from e
+            except requests.RequestException as e:
+                raise Unavailable(f"registry {self.host} failed ({type(e).__name__}: {e})") from e
+            if response.status_code in RETRY_STATUS and attempt + 1 < attempts:
+                log.debug(
+                    "registry %s answered %d to %s %s; retrying",
+                    self.host,
+                    response.status_code,
+                    method,
+                    path,
+                )
+                time.sleep(0.1 * 3**attempt)
+                continue
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         response = self._send(method, path, **kwargs)
