@@ -198,7 +198,10 @@ class Registry:
                 f"the token service of {self.host} refused a token (HTTP {answer.status_code}); "
                 f"log in with `docker login {self.host}`"
             )
-        body = answer.json()
+        try:
+            body = answer.json()
+        except ValueError as e:
+            raise Unavailable(f"the token service of {self.host} answered with no JSON") from e
         token = body.get("token") or body.get("access_token")
         if not token:
             raise Unavailable(f"the token service of {self.host} answered without a token")

@@ -98,8 +98,9 @@ def unpin(ctx: click.Context, env_id: str, reason: str | None) -> None:
 
 @click.command("sync")
 @click.argument("image", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the republished tags as JSON.")
 @click.pass_context
-def sync(ctx: click.Context, image: str | None) -> None:
+def sync(ctx: click.Context, image: str | None, as_json: bool) -> None:
     """Republish the registry tags of IMAGE (default: every image) from the ledger."""
     settings = settings_of(ctx)
     ledger = Ledger.open(settings.ledger_url)
@@ -111,6 +112,8 @@ def sync(ctx: click.Context, image: str | None) -> None:
         p = state.pointer
         output.info(f"{p.image}.{p.stage}: {state.drift}; republished {publisher.tag_ref(p.image, p.stage)}")
     output.info(f"sync: {len(fixed)} tag(s) republished; the registry matches the ledger")
+    if as_json:
+        emit_json([{**state.to_json(publisher), "republished": True} for state in fixed])
 
 
 commands = [promote, rollback, pin, unpin, sync]

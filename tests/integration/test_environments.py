@@ -6,6 +6,7 @@ own ledger, and runs the real `envctl` in child processes as a pipeline would.
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -242,8 +243,12 @@ def test_drift_shows_in_status_and_sync_repairs_it(world: World) -> None:
     shown = world.envctl("status", img)
     assert "drift: moved" in shown.stdout and "envctl sync" in shown.stderr
 
-    synced = world.envctl("sync", img)
+    synced = world.envctl("sync", img, "--json")
     assert synced.returncode == 0, synced.stderr
+    republished = json.loads(synced.stdout)
+    assert [(r["environment"], r["drift"], r["digest"]) for r in republished] == [
+        (f"{img}.staging", "moved", world.digest["c2"])
+    ]
     assert world.status()["staging"]["drift"] is None
     assert registry.digest_of(img, "staging") == world.digest["c2"]
 
