@@ -11,12 +11,15 @@ image queue instead of interleaving pointer writes.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
+
+import sqlalchemy as sa
 
 from pipeline import output
 from pipeline import spec as spec_module
@@ -86,8 +89,16 @@ def check_branch(branch: str) -> Branch:
 
 
 @contextmanager
-def image_lock(settings: Settings, image: str) -> Iterator[None]:
-    """Hold the image's lock: a second run for the same image waits here."""
+def image_lock(settings: Settings, ledger: Ledger, image: str) -> Iterator[None]:
+    """Hold the image's pipeline lock: a second run for the same image waits here.
+
+    With a PostgreSQL ledger the lock is a session advisory lock, so runs on different
+    hosts (Cloud Build workers) queue too; with SQLite it is a file lock on this host.
+    """
+    if ledger.engine.dialect.name == "postgresql":
+        with _advisory_lock(ledger, image):
+            yield
+        return
     folder = settings.state_dir / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{image}.lock", "a+") as handle:
@@ -100,6 +111,22 @@ def image_lock(settings: Settings, image: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _advisory_lock(ledger: Ledger, image: str) -> Iterator[None]:
+    # Not the key of environments.lock_image: promotions inside this run take that one.
+    key = int.from_bytes(hashlib.sha256(f"envctl-pipeline:{image}".encode()).digest()[:8], "big", signed=True)
+    with ledger.engine.connect() as conn:
+        if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
+            output.info(f"{image}: another pipeline holds this image; waiting for it")
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            conn.commit()
 
 
 def images_at(tree: GitTree) -> list[str]:
@@ -268,7 +295,7 @@ def run_pipeline(
     if not images:
         raise UsageError(f"{tree.label} has no environments/*.yaml; nothing to run")
     for image in images:
-        with image_lock(settings, image):
+        with image_lock(settings, ledger, image):
             try:
                 if branch == "staging":
                     verdict = staging_image(settings, repo, tree, image, ledger, run_id, force_all=force_all)

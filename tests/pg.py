@@ -37,8 +37,10 @@ def _install() -> None:
         pytest.skip("PostgreSQL is not installed and we are not root on Debian to install it")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=True, timeout=900)
         subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], env=env, check=True, timeout=900)
     except subprocess.CalledProcessError:
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=True, timeout=900)
         subprocess.run(["apt-get", "update", "-q"], env=env, check=True, timeout=900)
         subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], env=env, check=True, timeout=900)
 

@@ -24,6 +24,7 @@ from tests import minirepo
 from tests.helpers import envctl
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.pg"]
 
 
 @dataclass
@@ -51,7 +52,9 @@ class World:
         return {row["stage"]: row for row in json.loads(result.stdout)}
 
     def ledger(self) -> Ledger:
-        return Ledger.open(f"sqlite:///{self.env['ENVCTL_STATE_DIR']}/ledger.db")
+        return Ledger.open(
+            self.env.get("ENVCTL_LEDGER_URL") or f"sqlite:///{self.env['ENVCTL_STATE_DIR']}/ledger.db"
+        )
 
 
 def _world(tmp_path: Path, *, wait: bool) -> World:
@@ -250,7 +253,9 @@ def test_killed_run_is_marked_and_its_containers_removed(world: World) -> None:
             leftover.remove(force=True)
 
 
-def test_two_runs_for_one_image_queue(world: World) -> None:
+def test_two_runs_for_one_image_queue(world: World, ledger_url: str) -> None:
+    # SQLite ledger: a file lock on this host; PostgreSQL: an advisory lock across hosts.
+    world.env["ENVCTL_LEDGER_URL"] = ledger_url
     sha = minirepo.git(world.mini.path, "rev-parse", "HEAD")
     argv = ["pipeline", "run", "--branch", "staging", "--rev", sha, "--json"]
 
@@ -269,9 +274,49 @@ def test_two_runs_for_one_image_queue(world: World) -> None:
     assert [p.returncode for p in procs] == [0, 0], outputs
     states = sorted(json.loads(out)["verdicts"][world.mini.image]["state"] for out, _ in outputs)
     assert states == ["noop", "promoted"]
-    assert any("another pipeline holds this image; waiting" in err for _, err in outputs)
     history = json.loads(world.envctl("history", f"{world.mini.image}.staging", "--json").stdout)
     assert len(history) == 1
+
+
+def test_a_run_waits_while_another_holds_the_image(world: World, ledger_url: str, tmp_path: Path) -> None:
+    from pipeline.pipelines import image_lock
+    from pipeline.settings import load
+
+    world.env["ENVCTL_LEDGER_URL"] = ledger_url
+    settings = load(repo=world.mini.path, env=world.env)
+    ledger = Ledger.open(ledger_url)
+    log = tmp_path / "waiting.out"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}, **world.env}
+    with image_lock(settings, ledger, world.mini.image), open(log, "w") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli.main",
+                "pipeline",
+                "run",
+                "--branch",
+                "staging",
+                "--rev",
+                "staging",
+            ],
+            cwd=world.mini.path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while "waiting for it" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "another pipeline holds this image; waiting for it" in log.read_text()
+        time.sleep(1)
+        assert process.poll() is None, "the run went on while the image was held"
+        from pipeline.environments import current
+
+        pointer = current(ledger, world.mini.image, "staging")
+        assert pointer is None or pointer.sha is None
+    assert process.wait(timeout=300) == 0, log.read_text()
+    assert world.status()["staging"]["sha"] == minirepo.git(world.mini.path, "rev-parse", "HEAD")
 
 
 def test_engine_unavailable_fails_the_run_with_exit_3(world: World, tmp_path: Path) -> None:
