@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import shutil
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,7 +24,7 @@ from pipeline.spec import Spec
 
 Sink = Callable[[str], None]
 HTML_DEADLINE = 300.0
-IN, OUT, HTML = "/envctl/in", "/envctl/out", "/envctl/html"
+IN, OUT, HTML, CWD = "/envctl/in", "/envctl/out", "/envctl/html", "/envctl/cwd"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,6 +67,13 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
     out.chmod(0o777)
     name = PurePosixPath(rel).name
     tests = run.spec.tests
+    # The notebook runs in a writable copy of its folder: notebooks save files beside
+    # themselves, and the committed inputs (mounted read-only) must stay as they are.
+    folder = PurePosixPath(rel).parent.as_posix()
+    scratch = run.work / "cwd" / str(index)
+    shutil.copytree(run.work / "in" / folder, scratch, dirs_exist_ok=True)
+    for path in [scratch, *scratch.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
     command = [
         "papermill",
         f"{IN}/{rel}",
@@ -77,7 +85,7 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
         "--execution-timeout",
         str(tests.timeout),
         "--cwd",
-        f"{IN}/{PurePosixPath(rel).parent}".rstrip("/."),
+        CWD,
         "--log-output",
         "--no-progress-bar",
     ]
@@ -91,7 +99,7 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
         labels=run.labels(job.path),
         limits=run.limits,
         deadline=deadline,
-        mounts={run.work / "in": (IN, "ro"), out: (OUT, "rw")},
+        mounts={run.work / "in": (IN, "ro"), out: (OUT, "rw"), scratch: (CWD, "rw")},
         log_file=run.run_dir / log_rel,
     )
     executed = artifacts.read_json(out / name)

@@ -326,6 +326,13 @@ def test_passing_run_prints_a_table_and_exits_0(images: dict[str, str], tmp_path
     assert containers_with(f"org.envctl.image={world.image}") == []
 
 
+def test_notebook_can_write_beside_itself(images: dict[str, str], tmp_path: Path) -> None:
+    world = make_world(tmp_path, images["tests"], ["writes_beside.ipynb"])
+    result = world.test()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert containers_with(f"org.envctl.image={world.image}") == []
+
+
 def test_containers_run_in_parallel_up_to_jobs(images: dict[str, str], tmp_path: Path) -> None:
     world = make_world(tmp_path, images["tests"], {f"sleeps{i}.ipynb": "sleeps.ipynb" for i in range(3)})
     settings, spec, tree, version = world.library()
