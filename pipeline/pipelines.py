@@ -200,10 +200,12 @@ def staging_image(
             )
             verdict.digest = at.digest
             return verdict
+    progress = output.BuildProgress()
     with output.step(f"{image}: build"):
-        built = build_version(
-            settings, repo, tree, image, ledger=ledger, on_line=lambda line: output.info(f"  {line}")
-        )
+        try:
+            built = build_version(settings, repo, tree, image, ledger=ledger, on_line=progress)
+        finally:
+            progress.close()
     version = built.version
     verdict.built, verdict.digest = built.action, version.digest
     passing = _passing_run_for_inputs(ledger, version)

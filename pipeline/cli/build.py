@@ -42,15 +42,19 @@ def command(
     git_repo = open_repo(settings.repo)
     tree = resolve(git_repo, rev)
     ledger = Ledger.open(settings.ledger_url)
-    result = build_version(
-        settings,
-        git_repo,
-        tree,
-        image,
-        ledger=ledger,
-        on_line=None if quiet else (lambda line: output.info(f"  {line}")),
-        no_cache=no_cache,
-    )
+    progress = output.BuildProgress()
+    try:
+        result = build_version(
+            settings,
+            git_repo,
+            tree,
+            image,
+            ledger=ledger,
+            on_line=None if quiet else progress,
+            no_cache=no_cache,
+        )
+    finally:
+        progress.close()
     if as_json:
         emit_json(result.as_json())
     else:
