@@ -134,6 +134,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: metadata.create_all(conn, tables=[pipeline_runs], checkfirst=True),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+MIGRATION_LOCK = 0x656E76637472_6C  # a fixed advisory lock key for schema migrations
 
 
 def now() -> datetime:
@@ -230,6 +231,10 @@ class Ledger:
 
     def migrate(self) -> None:
         with self.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                # Processes opening a new database at once would race on CREATE TABLE;
+                # SQLite's BEGIN IMMEDIATE already serialises them.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             schema_version.create(conn, checkfirst=True)
             current = conn.execute(sa.select(schema_version.c.version)).scalar()
             if current is None:
