@@ -19,7 +19,7 @@ import docker.errors
 
 from pipeline import __version__, dockerfile, machine, output, sbom
 from pipeline.docker_engine import TRANSPORT_ERRORS, ContextFile, build, connect, context_tar, push
-from pipeline.errors import Unavailable, UsageError
+from pipeline.errors import Unavailable
 from pipeline.ledger import Ledger, Version, now
 from pipeline.publish import Publisher
 from pipeline.registry import Registry, docker_credentials, split_ref
@@ -247,8 +247,3 @@ def _version(spec: Spec, tree: GitTree, same: Version, key: str, digest: str, re
         sbom=same.sbom,
         created_at=now(),
     )
-
-
-def check_image_known(tree: GitTree, image: str) -> None:
-    if tree.read(spec_path(image)) is None:
-        raise UsageError(f"{image} has no spec at {tree.sha[:12]} ({spec_path(image)} is missing)")

@@ -391,9 +391,3 @@ def test_runs_for(ledger: Ledger, image: str, digest: str) -> list[TestRun]:
             .order_by(test_runs.c.id)
         ).all()
     return [TestRun.from_row(r) for r in rows]
-
-
-def has_passing_evidence(ledger: Ledger, image: str, digest: str) -> bool:
-    """True when the latest test run of this digest passed."""
-    runs = test_runs_for(ledger, image, digest)
-    return bool(runs) and runs[-1].passed

@@ -281,13 +281,6 @@ class Registry:
         labels: dict[str, str] = (config.get("config") or {}).get("Labels") or {}
         return labels
 
-    def tags(self, repo: str) -> list[str]:
-        response = self._request("GET", f"/{repo}/tags/list")
-        if response.status_code == 404:
-            return []
-        self._check(response, f"list tags of {repo}")
-        return sorted(response.json().get("tags") or [])
-
     def _check(self, response: requests.Response, what: str) -> None:
         if response.status_code >= 400:
             detail = response.text.strip().replace("\n", " ")[:200]

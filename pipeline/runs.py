@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from pipeline.docker_engine import TRANSPORT_ERRORS
 from pipeline.errors import UsageError
 from pipeline.ledger import Ledger, _aware, now, pipeline_runs
+from pipeline.notebooks.runner import RUN_LABEL, remove
 
 RunState = Literal["running", "passed", "failed", "noop"]
-RUN_LABEL = "org.envctl.run"  # the label the test stage puts on its containers
 log = logging.getLogger(__name__)
 
 
@@ -182,7 +182,4 @@ def _remove_containers(client: Any, run_id: str) -> None:
         return
     for container in found:
         if str(container.labels.get(RUN_LABEL, "")).startswith(run_id):
-            try:
-                container.remove(force=True)
-            except (docker.errors.DockerException, *TRANSPORT_ERRORS) as e:
-                log.warning("could not remove container %s of run %s: %s", container.short_id, run_id, e)
+            remove(container)

@@ -120,10 +120,6 @@ class GitTree:
             return [entry.path]
         return sorted(item.path for item in entry.traverse() if item.type == "blob")
 
-    def subtree_sha(self, path: str) -> str | None:
-        entry = self._entry(path)
-        return None if entry is None else str(entry.hexsha)
-
 
 def open_repo(path: Path) -> Any:
     try:

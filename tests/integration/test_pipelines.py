@@ -18,8 +18,9 @@ import pytest
 from pipeline import ledger as ledger_module
 from pipeline.docker_engine import connect
 from pipeline.ledger import Ledger
+from pipeline.notebooks.runner import RUN_LABEL
 from pipeline.registry import Registry
-from pipeline.runs import RUN_LABEL, listing
+from pipeline.runs import listing
 from tests import minirepo
 from tests.helpers import envctl
 
