@@ -144,12 +144,13 @@ def build_version(
     registry = publisher.registry
     target_repo = publisher.repo(image)
     if existing is not None:
-        if registry.manifest(target_repo, existing.digest) is None:
+        manifest = registry.manifest(target_repo, existing.digest)
+        if manifest is None:
             raise Unavailable(
                 f"the ledger records {image}@{existing.digest[:19]} for {tree.sha[:12]} but the registry "
                 "lost it; run `envctl sync` or rebuild in a new ledger"
             )
-        registry.retag(target_repo, existing.digest, tree.sha)
+        registry.put_manifest(target_repo, tree.sha, manifest)
         output.info(f"{image} {tree.sha[:12]}: already built as {existing.digest}")
         return BuildResult(existing, "existing")
 
@@ -158,8 +159,9 @@ def build_version(
     key = build_key(spec, context, base_digest, settings.backend)
     tag = publisher.tag_ref(image, tree.sha)
     same = ledger.find_by_build_key(image, key)
-    if same is not None and registry.manifest(target_repo, same.digest) is not None:
-        digest = registry.retag(target_repo, same.digest, tree.sha)
+    reusable = registry.manifest(target_repo, same.digest) if same is not None else None
+    if same is not None and reusable is not None:
+        digest = registry.put_manifest(target_repo, tree.sha, reusable)
         output.info(f"{image} {tree.sha[:12]}: inputs unchanged since {same.sha[:12]}; reusing {digest}")
         version = _version(spec, tree, same, key, digest, publisher.image_ref(image, digest))
         return BuildResult(ledger.record_version(version), "reused")

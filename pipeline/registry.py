@@ -263,21 +263,17 @@ class Registry:
         self._check(response, f"read blob {digest[:19]} of {repo}")
         return response.content
 
-    def config(self, repo: str, reference: str) -> dict[str, Any] | None:
-        """The image config of a single-platform manifest (labels under config.Labels)."""
+    def labels(self, repo: str, reference: str) -> dict[str, str] | None:
+        """The labels of the image a tag or digest names; None when it is not there."""
         manifest = self.manifest(repo, reference)
-        if manifest is None:
-            return None
+        return None if manifest is None else self.labels_of(repo, manifest)
+
+    def labels_of(self, repo: str, manifest: Manifest) -> dict[str, str] | None:
+        """The labels in the config of a single-platform manifest already fetched."""
         data = manifest.json()
         if "config" not in data:
             return None
         config: dict[str, Any] = json.loads(self.blob(repo, data["config"]["digest"]))
-        return config
-
-    def labels(self, repo: str, reference: str) -> dict[str, str] | None:
-        config = self.config(repo, reference)
-        if config is None:
-            return None
         labels: dict[str, str] = (config.get("config") or {}).get("Labels") or {}
         return labels
 

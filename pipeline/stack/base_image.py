@@ -17,7 +17,7 @@ from pipeline import __version__, machine, output
 from pipeline.docker_engine import ContextFile, build, connect, context_tar, push
 from pipeline.errors import Unavailable
 from pipeline.proc import run, which
-from pipeline.registry import Registry, split_ref
+from pipeline.registry import Manifest, Registry, split_ref
 from pipeline.settings import Settings
 from pipeline.stack import apt
 
@@ -50,20 +50,24 @@ def _rootfs_conf(settings: Settings) -> dict[str, str]:
     )
 
 
-def published_hash(settings: Settings) -> str | None:
+def _published(settings: Settings) -> tuple[str | None, Manifest | None]:
+    """The inputs hash the registry's base image was built from, and its manifest."""
     host, repo, tag = split_ref(settings.base_image)
-    labels = Registry(host, timeout=10).labels(repo, tag)
-    return None if labels is None else labels.get(INPUTS_LABEL)
+    registry = Registry(host, timeout=10)
+    manifest = registry.manifest(repo, tag)
+    labels = None if manifest is None else registry.labels_of(repo, manifest)
+    return (None if labels is None else labels.get(INPUTS_LABEL)), manifest
 
 
 def status(settings: Settings) -> dict[str, Any]:
-    wanted = inputs_hash(settings)
     try:
-        found = published_hash(settings)
-        host, repo, tag = split_ref(settings.base_image)
-        manifest = Registry(host, timeout=10).manifest(repo, tag) if found else None
+        found, manifest = _published(settings)
     except Unavailable:
         found, manifest = None, None
+    return _status(settings, inputs_hash(settings), found, manifest)
+
+
+def _status(settings: Settings, wanted: str, found: str | None, manifest: Manifest | None) -> dict[str, Any]:
     return {
         "part": "base",
         "ready": found == wanted,
@@ -125,8 +129,9 @@ def _debootstrap(settings: Settings, key: str) -> str:
 def ensure(settings: Settings, *, force: bool = False) -> dict[str, Any]:
     """Build and push the base image unless the registry already has these inputs."""
     key = inputs_hash(settings)
-    if not force and published_hash(settings) == key:
-        return status(settings)
+    found, manifest = _published(settings)
+    if not force and found == key:
+        return _status(settings, key, found, manifest)
     client = connect(settings.docker_host)
     rootfs = _debootstrap(settings, key)
     files = {name: ContextFile(data) for name, data in _inputs(settings).items()}
