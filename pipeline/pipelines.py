@@ -143,18 +143,12 @@ def _passing_run_for_inputs(ledger: Ledger, version: Version) -> str | None:
 
 
 def _report_failures(report: TestReport) -> str:
-    lines = []
-    for result in report.results:
-        if not result.passed:
-            lines.append(_describe(result))
-    return "; ".join(lines)
+    return "; ".join(_describe(result) for result in report.results if not result.passed)
 
 
 def _describe(result: Result) -> str:
     v = result.verdict
-    where = ""
-    if v.cell_index is not None:
-        where = f" at cell {v.cell_index}" + (f" line {v.line}" if v.line else "")
+    where = f" at {v.where()}" if v.where() else ""
     error = f": {v.error}" if v.error else ""
     return f"{result.name} {v.outcome}{where}{error}"
 
@@ -165,13 +159,8 @@ def _print_report(image: str, report: TestReport) -> None:
         output.info(f"  {mark} {result.name} ({result.seconds:.1f} s)")
         if not result.passed:
             v = result.verdict
-            if v.cell_index is not None:
-                output.info(
-                    f"       cell {v.cell_index}"
-                    + (f" [{v.execution_count}]" if v.execution_count is not None else "")
-                    + (f", line {v.line}" if v.line else "")
-                    + (f": {v.source_line.strip()}" if v.source_line else "")
-                )
+            if v.where():
+                output.info(f"       {v.where()}" + (f": {v.source_line.strip()}" if v.source_line else ""))
             if v.error:
                 output.info(f"       error: {v.error}")
             output.info(f"       hint: {v.hint}")

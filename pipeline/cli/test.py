@@ -12,16 +12,8 @@ from pipeline.ledger import Ledger
 from pipeline.notebooks import Result, TestReport, run_tests
 
 
-def _where(result: Result) -> str:
-    verdict = result.verdict
-    if verdict.cell_index is None:
-        return ""
-    count = f", In [{verdict.execution_count}]" if verdict.execution_count is not None else ""
-    return f"cell {verdict.cell_index}{count}" + (f", line {verdict.line}" if verdict.line else "")
-
-
 def _progress(result: Result) -> None:
-    where = _where(result)
+    where = result.verdict.where()
     output.info(
         f"  {result.verdict.outcome:<17} {result.name}  {result.seconds:.1f} s"
         + (f"  ({where})" if where else "")
@@ -32,7 +24,7 @@ def _print(report: TestReport) -> None:
     table(
         ["NOTEBOOK", "RESULT", "DURATION", "CELL", "ERROR"],
         [
-            [r.name, r.verdict.outcome, f"{r.seconds:.1f} s", _where(r), r.verdict.error[:80]]
+            [r.name, r.verdict.outcome, f"{r.seconds:.1f} s", r.verdict.where(), r.verdict.error[:80]]
             for r in report.results
         ],
     )
@@ -40,7 +32,8 @@ def _print(report: TestReport) -> None:
     for result in failures:
         click.echo("")
         click.echo(
-            f"{result.name}: {result.verdict.outcome}" + (f" at {_where(result)}" if _where(result) else "")
+            f"{result.name}: {result.verdict.outcome}"
+            + (f" at {result.verdict.where()}" if result.verdict.where() else "")
         )
         if result.verdict.source_line:
             click.echo(f"    {result.verdict.source_line}")

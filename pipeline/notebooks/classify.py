@@ -110,13 +110,6 @@ def running_cell(executed: Mapping[str, Any]) -> tuple[int | None, int | None]:
     return found
 
 
-def _where(verdict: Verdict) -> str:
-    if verdict.cell_index is None:
-        return ""
-    where = f"cell {verdict.cell_index}"
-    return where + (f", line {verdict.line}" if verdict.line else "")
-
-
 def classify_notebook(
     ran: ContainerExit,
     executed: Mapping[str, Any] | None,
@@ -201,6 +194,7 @@ def _with_hint(found: Verdict, dockerfile: str) -> Verdict:
     outcome: Any = "failed"
     module = MODULE_NOT_FOUND.search(value)
     imported = IMPORT_FROM.search(value)
+    where = found.where(count=False)
     if name == "ModuleNotFoundError" and module:
         outcome = "missing_module"
         hint = f"add {package_for(module.group(1))} to {dockerfile}"
@@ -214,13 +208,11 @@ def _with_hint(found: Verdict, dockerfile: str) -> Verdict:
         outcome = "missing_module"
         hint = f"a package or its native library is missing; add it to {dockerfile}"
     elif name == "SystemExit":
-        hint = (
-            f"the notebook called sys.exit({value}) at {_where(found)}; raise an exception or assert instead"
-        )
+        hint = f"the notebook called sys.exit({value}) at {where}; raise an exception or assert instead"
     elif name == "AssertionError":
-        hint = f"an assertion failed at {_where(found)}; the image no longer meets this test"
+        hint = f"an assertion failed at {where}; the image no longer meets this test"
     else:
-        hint = f"fix {_where(found) or 'the failing cell'} or the image; open the executed notebook"
+        hint = f"fix {where or 'the failing cell'} or the image; open the executed notebook"
     return Verdict(
         outcome=outcome,
         hint=hint,

@@ -44,6 +44,13 @@ class Verdict:
     line: int | None = None
     source_line: str = ""
 
+    def where(self, *, count: bool = True) -> str:
+        """`cell 3, In [4], line 2` (0-based cell of the committed notebook); "" when unknown."""
+        if self.cell_index is None:
+            return ""
+        run = f", In [{self.execution_count}]" if count and self.execution_count is not None else ""
+        return f"cell {self.cell_index}{run}" + (f", line {self.line}" if self.line else "")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Result:
