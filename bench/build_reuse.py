@@ -8,111 +8,40 @@ container or image event on the Docker Engine while it ran) and kept the digest.
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _scratch import envctl_env, example_repo, git, timed_envctl
+
 from pipeline.docker_engine import connect
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "nlp.keras-batch"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def envctl_build(repo: Path, state: Path, *extra: str) -> tuple[float, dict[str, object]]:
-    start = time.monotonic()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli.main",
-            "build",
-            IMAGE,
-            "--rev",
-            "staging",
-            "--json",
-            "--quiet",
-            *extra,
-        ],
-        cwd=repo,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "ENVCTL_STATE_DIR": str(state)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    elapsed = time.monotonic() - start
-    if result.returncode != 0:
-        raise SystemExit(f"build failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
-    data: dict[str, object] = json.loads(result.stdout)
-    return elapsed, data
 
 
 def main() -> None:
     client = connect()
     with tempfile.TemporaryDirectory(prefix="envctl-bench-") as scratch:
-        repo = Path(scratch) / "repo"
-        for folder in ("environments", "docker", "test-notebooks"):
-            shutil.copytree(ROOT / folder, repo / folder)
-        git(repo, "init", "-q", "-b", "staging")
-        git(
-            repo,
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@example.com",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            "x",
-        )
-        git(repo, "add", "-A")
-        git(
-            repo,
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "images",
-        )
-        state = Path(scratch) / "state"
+        repo = example_repo(Path(scratch))
+        env = envctl_env(Path(scratch) / "state")
+        build = ("build", IMAGE, "--rev", "staging", "--quiet")
 
-        build_time, built = envctl_build(repo, state, "--no-cache")
+        build_time, built = timed_envctl(repo, env, *build, "--no-cache")
 
         notebook = repo / "test-notebooks" / IMAGE / "fit.ipynb"
         notebook.write_text(notebook.read_text().replace("A small model fit", "A small model fit (bench)"))
         git(repo, "add", "-A")
-        git(
-            repo,
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "notebook only",
-        )
+        git(repo, "commit", "-q", "-m", "notebook only")
         since = datetime.now(UTC)
-        reuse_time, reused = envctl_build(repo, state)
+        reuse_time, reused = timed_envctl(repo, env, *build)
         until = datetime.now(UTC)
+        # docker-py sends `since` in whole seconds: the first build's push, finished in the
+        # same second, would be counted; keep only events from after the reuse started.
+        since_ns = int(since.timestamp() * 1e9)
         engine_events = [
             e
             for e in client.events(since=since, until=until, decode=True)
-            if e.get("Type") in {"container", "image", "builder"}
+            if e.get("Type") in {"container", "image", "builder"} and int(e.get("timeNano", 0)) >= since_ns
         ]
 
     print(f"real build (no cache):   {build_time:8.2f} s  digest {built['digest']}")
@@ -121,6 +50,8 @@ def main() -> None:
     )
     print(f"ratio build/reuse:       {build_time / reuse_time:8.1f}x")
     print(f"engine events during the reuse: {len(engine_events)} (container/image/builder)")
+    for event in engine_events:
+        print(f"  {event.get('Type')} {event.get('Action')} {event.get('id', '')[:30]} {event.get('time')}")
     ok = reused["action"] == "reused" and reused["digest"] == built["digest"] and not engine_events
     print("reuse ran no docker build and kept the digest" if ok else "REUSE CHECK FAILED")
     if not ok:

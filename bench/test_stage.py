@@ -10,13 +10,13 @@ and kernel start), and the speedup of 2 jobs over 1. Ratios only; nothing assert
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from _scratch import git
 
 from pipeline import settings as settings_module
 from pipeline import source
@@ -29,12 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = "localhost:5000/dlc/base-cpu:local"
 IMAGE = "bench.test-stage"
 COPIES = 4
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=60
-    ).stdout.strip()
 
 
 def base_ref() -> str:
@@ -75,8 +69,8 @@ def make_repo(scratch: Path) -> Path:
             ROOT / "tests/data/notebooks/sleeps.ipynb", repo / "test-notebooks" / IMAGE / f"sleeps{i}.ipynb"
         )
     git(repo, "init", "-q", "-b", "staging")
-    git(repo, "-c", "user.email=bench@example.com", "-c", "user.name=bench", "add", "-A")
-    git(repo, "-c", "user.email=bench@example.com", "-c", "user.name=bench", "commit", "-q", "-m", "bench")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "bench")
     return repo
 
 
