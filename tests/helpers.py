@@ -12,16 +12,24 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 
 
+ENVCTL = [sys.executable, "-m", "pipeline.cli.main"]
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment less its ENVCTL_* settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}
+    env.update(extra or {})
+    return env
+
+
 def envctl(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI as users do, in a child process."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}
-    full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli.main", *args],
+        [*ENVCTL, *args],
         cwd=cwd or ROOT,
-        env=full_env,
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

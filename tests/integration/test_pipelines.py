@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pipeline.notebooks.runner import RUN_LABEL
 from pipeline.registry import Registry
 from pipeline.runs import listing
 from tests import minirepo
-from tests.helpers import envctl
+from tests.helpers import ENVCTL, cli_env, envctl
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.pg"]
@@ -262,9 +261,9 @@ def test_two_runs_for_one_image_queue(world: World, ledger_url: str) -> None:
 
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli.main", *argv],
+            [*ENVCTL, *argv],
             cwd=world.mini.path,
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}, **world.env},
+            env=cli_env(world.env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -287,13 +286,11 @@ def test_a_run_waits_while_another_holds_the_image(world: World, ledger_url: str
     settings = load(repo=world.mini.path, env=world.env)
     ledger = Ledger.open(ledger_url)
     log = tmp_path / "waiting.out"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}, **world.env}
+    env = cli_env(world.env)
     with image_lock(settings, ledger, world.mini.image), open(log, "w") as out:
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "pipeline.cli.main",
+                *ENVCTL,
                 "pipeline",
                 "run",
                 "--branch",
@@ -367,15 +364,13 @@ def test_engine_going_down_mid_build_fails_the_run_cleanly(world: World, tmp_pat
     )
     sha = world.mini.commit("a slow build")
     proxy = SocketProxy(tmp_path / "engine.sock")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}, **world.env}
+    env = cli_env(world.env)
     env["ENVCTL_DOCKER_HOST"] = proxy.url
     log = tmp_path / "run.out"
     with open(log, "w") as out:
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "pipeline.cli.main",
+                *ENVCTL,
                 "pipeline",
                 "run",
                 "--branch",

@@ -7,15 +7,13 @@ each environment is unbroken (each event's from is the previous event's to) and,
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.registry import Registry
-from tests.helpers import ROOT
+from tests.helpers import ENVCTL, ROOT, cli_env
 from tests.integration.test_environments import chain_is_unbroken
 from tests.stageworld import World
 
@@ -42,10 +40,10 @@ def test_ten_processes_race_and_the_chain_holds(world: World, tmp_path: Path) ->
         ["promote", f"{img}.production", "--rev", world.sha["c2"]],
         ["rollback", img, "--to", world.sha["c3"][:10]],
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")} | world.env
+    env = cli_env(world.env)
     running = [
         subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli.main", *args],
+            [*ENVCTL, *args],
             cwd=world.repo,
             env=env | {"PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE,

@@ -8,13 +8,11 @@ records a version for its commit in a temporary ledger and runs `envctl test`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +34,7 @@ from pipeline.notebooks import run_tests
 from pipeline.settings import Settings
 from pipeline.source import GitTree
 from pipeline.spec import Spec
-from tests.helpers import DATA, envctl
+from tests.helpers import DATA, ENVCTL, cli_env, envctl
 from tests.minirepo import git
 
 pytestmark = pytest.mark.integration
@@ -384,9 +382,9 @@ def test_image_without_papermill(images: dict[str, str], tmp_path: Path) -> None
 
 def test_ctrl_c_removes_every_container(images: dict[str, str], tmp_path: Path) -> None:
     world = make_world(tmp_path, images["tests"], ["hangs.ipynb"], timeout=120)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")} | world.env()
+    env = cli_env(world.env())
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.main", "test", world.image, "--rev", "staging"],
+        [*ENVCTL, "test", world.image, "--rev", "staging"],
         cwd=world.repo,
         env=env,
         stdout=subprocess.PIPE,
