@@ -5,7 +5,6 @@ Nothing here is written into the repository; the values are read when a build ru
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 import subprocess
@@ -68,12 +67,10 @@ def pip_conf() -> str:
         env_value = os.environ.get("PIP_" + name.upper().replace("-", "_"))
         if env_value:
             values[name] = env_value
-    config = configparser.ConfigParser()
-    config["global"] = {}
+    lines = ["[global]"]
     for name, value in values.items():
         if name.endswith("index-url"):
             value = " ".join(u for u in value.split() if u.startswith(("http://", "https://")))
         if value:
-            config["global"][name] = value
-    lines = ["[global]"] + [f"{k} = {v}" for k, v in config["global"].items()]
+            lines.append(f"{name} = {value}")
     return "\n".join(lines) + "\n"

@@ -14,18 +14,17 @@ from pipeline.docker_engine import ContextFile, build, connect, context_tar
 from tests.stageworld import BASE, MARKERS, OwnRegistry, World, make_world
 
 
-@pytest.fixture(scope="session")
-def marker_images() -> Iterator[list[str]]:
-    """Local image IDs of MARKERS distinct tiny images."""
+def _tiny_images(base: str, name: str, count: int) -> Iterator[list[str]]:
+    """Build `count` distinct images `FROM base` (one marker file each); remove them after."""
     client = connect()
     run = secrets.token_hex(4)
-    tags = [f"envctl-test/marker-{run}:{i}" for i in range(MARKERS)]
+    tags = [f"envctl-test/{name}-{run}:{i}" for i in range(count)]
     try:
         ids = []
         for i, tag in enumerate(tags):
             context = context_tar(
                 {
-                    "Dockerfile": ContextFile(f"FROM {BASE}\nCOPY marker /marker\n".encode()),
+                    "Dockerfile": ContextFile(f"FROM {base}\nCOPY marker /marker\n".encode()),
                     "marker": ContextFile(f"{run}-{i}\n".encode()),
                 }
             )
@@ -37,6 +36,12 @@ def marker_images() -> Iterator[list[str]]:
         for tag in tags:
             with contextlib.suppress(Exception):
                 client.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="session")
+def marker_images() -> Iterator[list[str]]:
+    """Local image IDs of MARKERS distinct tiny images."""
+    yield from _tiny_images(BASE, "marker", MARKERS)
 
 
 @pytest.fixture
@@ -48,26 +53,7 @@ def world(tmp_path: Path, ledger_url: str, marker_images: list[str]) -> World:
 @pytest.fixture(scope="session")
 def scratch_images() -> Iterator[list[str]]:
     """Two tiny images FROM scratch: cheap to push into a registry of a test's own."""
-    client = connect()
-    run = secrets.token_hex(4)
-    tags = [f"envctl-test/scratch-{run}:{i}" for i in range(2)]
-    try:
-        ids = []
-        for i, tag in enumerate(tags):
-            context = context_tar(
-                {
-                    "Dockerfile": ContextFile(b"FROM scratch\nCOPY marker /marker\n"),
-                    "marker": ContextFile(f"{run}-{i}\n".encode()),
-                }
-            )
-            ids.append(
-                build(client, context=context, dockerfile="Dockerfile", tag=tag, buildargs={}, labels={})
-            )
-        yield ids
-    finally:
-        for tag in tags:
-            with contextlib.suppress(Exception):
-                client.images.remove(tag, force=True)
+    yield from _tiny_images("scratch", "scratch", 2)
 
 
 @pytest.fixture
