@@ -14,7 +14,7 @@ from pathlib import Path
 
 from _scratch import envctl_env, example_repo, git, timed_envctl
 
-from pipeline.docker_engine import connect
+from pipeline.build.engine import connect
 
 IMAGE = "nlp.keras-batch"
 

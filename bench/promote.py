@@ -32,9 +32,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.docker_engine import ContextFile, build, connect, context_tar, push  # noqa: E402
-from pipeline.ledger import Ledger, TestRun, Version, now, record_test_run  # noqa: E402
-from pipeline.registry import Registry  # noqa: E402
+from pipeline.build.engine import ContextFile, build, connect, context_tar, push  # noqa: E402
+from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run  # noqa: E402
+from pipeline.publish.oci import Registry  # noqa: E402
 
 BASE = "localhost:5000/dlc/base-cpu:local"
 DOCKERFILE = (

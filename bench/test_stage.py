@@ -20,10 +20,10 @@ from _scratch import git
 
 from pipeline import settings as settings_module
 from pipeline import source
-from pipeline import spec as spec_module
-from pipeline.docker_engine import connect
-from pipeline.ledger import Ledger, Version, now
-from pipeline.notebooks import TestReport, run_tests
+from pipeline.build.engine import connect
+from pipeline.ledger.db import Ledger, Version, now
+from pipeline.spec import model as spec_module
+from pipeline.testing import TestReport, run_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "localhost:5000/dlc/base-cpu:local"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.docker_engine import ContextFile, build, connect, context_tar
+from pipeline.build.engine import ContextFile, build, connect, context_tar
 from tests.stageworld import BASE, MARKERS, OwnRegistry, World, make_world
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.docker_engine import connect, push
-from pipeline.ledger import Ledger, TestRun, Version, now, record_test_run
-from pipeline.registry import Registry
+from pipeline.build.engine import connect, push
+from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
+from pipeline.publish.oci import Registry
 from tests.helpers import envctl
 
 BASE = "localhost:5000/dlc/base-cpu:local"

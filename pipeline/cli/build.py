@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from pipeline import output
-from pipeline.build import build_version
+from pipeline.build.stage import build_version
 from pipeline.cli.common import emit_json, settings_of
-from pipeline.ledger import Ledger
+from pipeline.ledger.db import Ledger
 from pipeline.source import open_repo, resolve
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
-from pipeline import output, triggers
+from pipeline import output
 from pipeline.cli.common import settings_of
 from pipeline.cli.pipeline import execute, print_run
 from pipeline.errors import EnvctlError
+from pipeline.pipelines import hooks as triggers
 
 
 @click.group("hooks")

@@ -8,17 +8,17 @@ from typing import Any
 import click
 
 from pipeline import output
-from pipeline import spec as specs
+from pipeline.build.engine import connect
 from pipeline.cli.common import emit_json, settings_of, table
-from pipeline.docker_engine import connect
 from pipeline.errors import UsageError
 from pipeline.instances import gcp, model
 from pipeline.instances.local import LocalInstances
 from pipeline.instances.model import Instance, Target
-from pipeline.ledger import Ledger
-from pipeline.publish import Publisher
+from pipeline.ledger.db import Ledger
+from pipeline.publish.tags import Publisher
 from pipeline.settings import Settings
 from pipeline.source import open_repo, resolve
+from pipeline.spec import model as specs
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the instance(s) as JSON.")
 

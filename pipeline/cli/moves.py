@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import click
 
-from pipeline import output, promotion, publish
+from pipeline import output
 from pipeline.cli.common import emit_json, settings_of
-from pipeline.environments import check_image_name, parse_env_id, require_known
-from pipeline.ledger import Ledger
-from pipeline.promotion import Outcome
+from pipeline.ledger.db import Ledger
+from pipeline.ledger.pointers import check_image_name, parse_env_id, require_known
+from pipeline.promote import moves as promotion
+from pipeline.promote.moves import Outcome
+from pipeline.publish import tags as publish
 
 _force = click.option("--force", is_flag=True, help="Override the rules; recorded on the event.")
 _reason = click.option("--reason", help="Why; recorded on the event.")

@@ -10,12 +10,13 @@ from typing import Any, TextIO
 
 import click
 
-from pipeline import output, runs
+from pipeline import output
+from pipeline.build.engine import connect
 from pipeline.cli.common import emit_json, settings_of, table
-from pipeline.docker_engine import connect
 from pipeline.errors import Refused, Unavailable
-from pipeline.ledger import Ledger
-from pipeline.pipelines import Outcome, check_branch, run_pipeline
+from pipeline.ledger.db import Ledger
+from pipeline.pipelines import records as runs
+from pipeline.pipelines.flows import Outcome, check_branch, run_pipeline
 from pipeline.settings import Settings
 from pipeline.source import open_repo, resolve
 

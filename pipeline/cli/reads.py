@@ -6,13 +6,15 @@ from typing import Any
 
 import click
 
-from pipeline import environments as envs
-from pipeline import output, publish, sbom_diff
+from pipeline import output
+from pipeline.build import sbom_diff
 from pipeline.cli.common import emit_json, settings_of, table
-from pipeline.environments import EnvId, parse_env_id
 from pipeline.errors import Unavailable, UsageError
-from pipeline.ledger import Ledger, Version, test_runs_for
-from pipeline.promotion import Evidence
+from pipeline.ledger import pointers as envs
+from pipeline.ledger.db import Ledger, Version, test_runs_for
+from pipeline.ledger.pointers import EnvId, parse_env_id
+from pipeline.promote.moves import Evidence
+from pipeline.publish import tags as publish
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 

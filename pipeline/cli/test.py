@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from pipeline import output, source
-from pipeline import spec as spec_module
 from pipeline.cli.common import emit_json, settings_of, table
 from pipeline.errors import Refused, Unavailable, UsageError
-from pipeline.ledger import Ledger
-from pipeline.notebooks import Result, TestReport, run_tests
+from pipeline.ledger.db import Ledger
+from pipeline.spec import model as spec_module
+from pipeline.testing import Result, TestReport, run_tests
 
 
 def _progress(result: Result) -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from pipeline import spec
 from pipeline.cli.common import emit_json, settings_of
 from pipeline.errors import SpecError
 from pipeline.source import WorkTree
+from pipeline.spec import model as spec
 
 
 def _repo_relative(item: str, repo: Path) -> str:

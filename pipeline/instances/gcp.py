@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.instances.model import Instance, Target, check_name
-from pipeline.spec import Cloud
+from pipeline.spec.model import Cloud
 
 LABEL = "envctl-instance"
 META = "envctl-"

@@ -22,7 +22,7 @@ from typing import Any
 import docker.errors
 import requests
 
-from pipeline.docker_engine import TRANSPORT_ERRORS
+from pipeline.build.engine import TRANSPORT_ERRORS
 from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.instances.model import Instance, Target, check_name
 

@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import environments as envs
-from pipeline.environments import EnvId, Pointer, parse_env_id
 from pipeline.errors import UsageError
-from pipeline.ledger import Ledger
+from pipeline.ledger import pointers as envs
+from pipeline.ledger.db import Ledger
+from pipeline.ledger.pointers import EnvId, Pointer, parse_env_id
 
 # Docker container names and Workbench instance IDs both accept this: lowercase
 # letters, digits and '-', starting with a letter, not ending with '-'.

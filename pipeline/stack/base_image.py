@@ -14,10 +14,10 @@ import shutil
 from typing import Any
 
 from pipeline import __version__, machine, output
-from pipeline.docker_engine import ContextFile, build, connect, context_tar, push
+from pipeline.build.engine import ContextFile, build, connect, context_tar, push
 from pipeline.errors import Unavailable
 from pipeline.proc import run, which
-from pipeline.registry import Manifest, Registry, split_ref
+from pipeline.publish.oci import Manifest, Registry, split_ref
 from pipeline.settings import Settings
 from pipeline.stack import apt
 

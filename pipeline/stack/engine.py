@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline import output
-from pipeline.docker_engine import answers
+from pipeline.build.engine import answers
 from pipeline.errors import Unavailable
 from pipeline.proc import which
 from pipeline.settings import Settings

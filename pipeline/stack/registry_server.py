@@ -10,7 +10,7 @@ import yaml
 from pipeline import output
 from pipeline.errors import Unavailable
 from pipeline.proc import which
-from pipeline.registry import Registry
+from pipeline.publish.oci import Registry
 from pipeline.settings import Settings
 from pipeline.stack import apt, daemons
 

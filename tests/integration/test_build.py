@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.docker_engine import connect
-from pipeline.ledger import Ledger
-from pipeline.registry import Registry
+from pipeline.build.engine import connect
+from pipeline.ledger.db import Ledger
+from pipeline.publish.oci import Registry
 from tests import minirepo
 from tests.helpers import envctl
 

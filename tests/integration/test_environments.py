@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from pipeline.ledger import Ledger, Version, now
-from pipeline.registry import Registry
+from pipeline.ledger.db import Ledger, Version, now
+from pipeline.publish.oci import Registry
 from tests.stageworld import World
 
 pytestmark = pytest.mark.integration
@@ -296,7 +296,7 @@ def test_bad_input_is_one_line_with_the_right_exit_code(world: World) -> None:
 
 
 def test_ledger_schema_migrates_forward_and_is_shared_by_pointers(world: World) -> None:
-    from pipeline import environments
+    from pipeline.ledger import pointers as environments
 
     assert world.envctl("promote", f"{world.image}.staging", "--rev", world.sha["c1"]).returncode == 0
     pointer = environments.current(Ledger.open(world.ledger_url), world.image, "staging")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import environments
-from pipeline.registry import Registry
+from pipeline.ledger import pointers as environments
+from pipeline.publish.oci import Registry
 from tests.integration.test_environments import chain_is_unbroken, one_line_error
 from tests.stageworld import OwnRegistry, make_world
 

@@ -19,7 +19,7 @@ import docker.errors
 import pytest
 import requests
 
-from pipeline.docker_engine import connect
+from pipeline.build.engine import connect
 from tests.stageworld import World, make_world
 
 pytestmark = pytest.mark.integration

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import ledger as ledger_module
-from pipeline.docker_engine import connect
-from pipeline.ledger import Ledger
-from pipeline.notebooks.runner import RUN_LABEL
-from pipeline.registry import Registry
-from pipeline.runs import listing
+from pipeline.build.engine import connect
+from pipeline.ledger import db as ledger_module
+from pipeline.ledger.db import Ledger
+from pipeline.pipelines.records import listing
+from pipeline.publish.oci import Registry
+from pipeline.testing.runner import RUN_LABEL
 from tests import minirepo
 from tests.helpers import ENVCTL, cli_env, envctl
 
@@ -221,7 +221,7 @@ def test_invalid_spec_fails_that_image_only(world: World) -> None:
 
 
 def test_killed_run_is_marked_and_its_containers_removed(world: World) -> None:
-    from pipeline import runs
+    from pipeline.pipelines import records as runs
 
     ledger = world.ledger()
     dead = subprocess.Popen(["true"])
@@ -229,7 +229,7 @@ def test_killed_run_is_marked_and_its_containers_removed(world: World) -> None:
     runs.start(
         ledger, run_id="pkilled-1", branch="staging", sha="0" * 40, log=Path("/dev/null"), trigger="test"
     )
-    from pipeline.ledger import pipeline_runs
+    from pipeline.ledger.db import pipeline_runs
 
     with ledger.transaction() as conn:
         conn.execute(pipeline_runs.update().where(pipeline_runs.c.run_id == "pkilled-1").values(pid=dead.pid))
@@ -279,7 +279,7 @@ def test_two_runs_for_one_image_queue(world: World, ledger_url: str) -> None:
 
 
 def test_a_run_waits_while_another_holds_the_image(world: World, ledger_url: str, tmp_path: Path) -> None:
-    from pipeline.pipelines import image_lock
+    from pipeline.pipelines.flows import image_lock
     from pipeline.settings import load
 
     world.env["ENVCTL_LEDGER_URL"] = ledger_url
@@ -309,7 +309,7 @@ def test_a_run_waits_while_another_holds_the_image(world: World, ledger_url: str
         assert "another pipeline holds this image; waiting for it" in log.read_text()
         time.sleep(1)
         assert process.poll() is None, "the run went on while the image was held"
-        from pipeline.environments import current
+        from pipeline.ledger.pointers import current
 
         pointer = current(ledger, world.mini.image, "staging")
         assert pointer is None or pointer.sha is None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.registry import Registry
+from pipeline.publish.oci import Registry
 from tests.helpers import ENVCTL, ROOT, cli_env
 from tests.integration.test_environments import chain_is_unbroken
 from tests.stageworld import World

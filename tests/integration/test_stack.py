@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.registry import Registry
+from pipeline.publish.oci import Registry
 from tests.helpers import envctl
 
 pytestmark = pytest.mark.integration

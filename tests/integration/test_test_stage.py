@@ -24,16 +24,16 @@ import pytest
 import yaml
 from junitparser import Error, Failure, JUnitXml
 
-from pipeline import ledger as ledger_module
 from pipeline import settings as settings_module
 from pipeline import source
-from pipeline import spec as spec_module
-from pipeline.docker_engine import ContextFile, build, connect, context_tar, push
-from pipeline.ledger import Ledger, Version, now
-from pipeline.notebooks import run_tests
+from pipeline.build.engine import ContextFile, build, connect, context_tar, push
+from pipeline.ledger import db as ledger_module
+from pipeline.ledger.db import Ledger, Version, now
 from pipeline.settings import Settings
 from pipeline.source import GitTree
-from pipeline.spec import Spec
+from pipeline.spec import model as spec_module
+from pipeline.spec.model import Spec
+from pipeline.testing import run_tests
 from tests.helpers import DATA, ENVCTL, cli_env, envctl
 from tests.minirepo import git
 

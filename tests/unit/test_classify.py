@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.notebooks.classify import classify_command, classify_notebook, package_for
-from pipeline.notebooks.model import ContainerExit
+from pipeline.testing.classify import classify_command, classify_notebook, package_for
+from pipeline.testing.model import ContainerExit
 
 DOCKERFILE = "docker/nlp.keras-batch/Dockerfile"
 RED, RESET = "\x1b[31m", "\x1b[39m"

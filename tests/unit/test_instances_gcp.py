@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.environments import EnvId
 from pipeline.errors import Refused, UsageError
 from pipeline.instances.gcp import GcpInstances
 from pipeline.instances.model import Target
-from pipeline.spec import Accelerator, Cloud
+from pipeline.ledger.pointers import EnvId
+from pipeline.spec.model import Accelerator, Cloud
 
 nb = pytest.importorskip("google.cloud.notebooks_v2")
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import environments as envs
 from pipeline.errors import UsageError
 from pipeline.instances.local import check_port, jupyter_command
 from pipeline.instances.model import Instance, check_name, current_digest, target
-from pipeline.ledger import Ledger, Version, now
+from pipeline.ledger import pointers as envs
+from pipeline.ledger.db import Ledger, Version, now
 
 SHA = "c" * 40
 DIGEST = "sha256:" + "1" * 64

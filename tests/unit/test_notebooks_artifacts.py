@@ -7,8 +7,8 @@ from pathlib import Path
 
 from junitparser import Error, Failure, JUnitXml
 
-from pipeline.notebooks.artifacts import write_atomic, write_reports
-from pipeline.notebooks.model import Result, TestReport, Verdict
+from pipeline.testing.artifacts import write_atomic, write_reports
+from pipeline.testing.model import Result, TestReport, Verdict
 
 
 def report(tmp_path: Path) -> TestReport:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from pipeline import spec as spec_module
-from pipeline.notebooks.params import MalformedNotebook, assigned_names, load_notebook, parameters_for, plan
-from pipeline.notebooks.stage import common_root
+from pipeline.spec import model as spec_module
+from pipeline.testing.params import MalformedNotebook, assigned_names, load_notebook, parameters_for, plan
+from pipeline.testing.stage import common_root
 from tests.helpers import DATA
 
 NOTEBOOKS = DATA / "notebooks"

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import sbom_diff
-from pipeline.environments import EnvId, parse_env_id
+from pipeline.build import sbom_diff
 from pipeline.errors import UsageError
-from pipeline.ledger import Ledger, Version, now
-from pipeline.promotion import Evidence, find_version, refusals
+from pipeline.ledger.db import Ledger, Version, now
+from pipeline.ledger.pointers import EnvId, parse_env_id
+from pipeline.promote.moves import Evidence, find_version, refusals
 
 
 def test_environment_ids_split_at_the_last_dot() -> None:

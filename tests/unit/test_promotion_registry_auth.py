@@ -1,4 +1,4 @@
-"""Bearer-token auth of `pipeline.registry`, against a tiny fake at the HTTP boundary.
+"""Bearer-token auth of `pipeline.publish.oci`, against a tiny fake at the HTTP boundary.
 
 The local registry runs without auth; Artifact Registry (which needs the token flow)
 can't run here. The fake answers like a token-protected registry: 401 with a
@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from pipeline.errors import Unavailable
-from pipeline.registry import Credentials, Registry, parse_challenge
+from pipeline.publish.oci import Credentials, Registry, parse_challenge
 
 MEDIA = "application/vnd.oci.image.manifest.v1+json"
 BODY = json.dumps({"schemaVersion": 2, "mediaType": MEDIA, "layers": []}).encode()

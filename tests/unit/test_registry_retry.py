@@ -1,4 +1,4 @@
-"""Retries of `pipeline.registry` on a 5xx, against a tiny HTTP server on 127.0.0.1.
+"""Retries of `pipeline.publish.oci` on a 5xx, against a tiny HTTP server on 127.0.0.1.
 
 The real distribution registry answers 500 ("invalid checksum digest format") when a
 manifest is read while another client writes its tag; the race test met it. A fake is
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import Unavailable
-from pipeline.registry import Registry
+from pipeline.publish.oci import Registry
 
 MEDIA = "application/vnd.oci.image.manifest.v1+json"
 BODY = json.dumps({"schemaVersion": 2, "mediaType": MEDIA, "layers": []}).encode()

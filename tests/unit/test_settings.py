@@ -63,7 +63,7 @@ def test_cli_reports_a_bad_setting_with_exit_2(tmp_path: Path) -> None:
 
 
 def test_registry_token_is_sent_as_bearer_and_kept_out_of_repr(tmp_path: Path) -> None:
-    from pipeline.publish import Publisher
+    from pipeline.publish.tags import Publisher
 
     settings = load(
         repo=_repo(tmp_path),

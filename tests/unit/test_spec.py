@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import spec
 from pipeline.source import WorkTree
+from pipeline.spec import model as spec
 from tests.helpers import DATA, ROOT, copy_example, envctl
 
 BAD = sorted(p.stem for p in (DATA / "bad-specs").glob("*.yaml"))

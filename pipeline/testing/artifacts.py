@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from pipeline.notebooks.model import Result, TestReport
+from pipeline.testing.model import Result, TestReport
 
 FAILURE_OUTCOMES = {"failed", "timeout", "oom", "kernel_died", "missing_module", "malformed"}
 

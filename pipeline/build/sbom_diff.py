@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.ledger import Version
+from pipeline.ledger.db import Version
 
 KINDS = ("pip", "conda", "dpkg")
 BASE_NAME = "org.opencontainers.image.base.name"

@@ -11,11 +11,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline import environments
-from pipeline.environments import Pointer, Stage
 from pipeline.errors import EnvctlError, Unavailable
-from pipeline.ledger import Ledger
-from pipeline.registry import Registry, docker_credentials
+from pipeline.ledger import pointers as environments
+from pipeline.ledger.db import Ledger
+from pipeline.ledger.pointers import Pointer, Stage
+from pipeline.publish.oci import Registry, docker_credentials
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

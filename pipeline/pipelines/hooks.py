@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import UsageError
-from pipeline.runs import log_path, new_run_id
+from pipeline.pipelines.records import log_path, new_run_id
 from pipeline.settings import Settings
 
 MARKER = "# installed by envctl hooks install"

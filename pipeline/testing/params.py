@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from pipeline.spec import Spec
+from pipeline.spec.model import Spec
 
 
 class MalformedNotebook(ValueError):

@@ -22,15 +22,15 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from pipeline import output
-from pipeline import spec as spec_module
-from pipeline.build import build_version, inputs_key
-from pipeline.environments import EnvId, current
+from pipeline.build.stage import build_version, inputs_key
 from pipeline.errors import BuildFailed, EnvctlError, Refused, Unavailable, UsageError
-from pipeline.ledger import Ledger, Version, test_runs_for
-from pipeline.notebooks import Result, TestReport, run_tests
-from pipeline.promotion import promote
+from pipeline.ledger.db import Ledger, Version, test_runs_for
+from pipeline.ledger.pointers import EnvId, current
+from pipeline.promote.moves import promote
 from pipeline.settings import Settings
 from pipeline.source import GitTree
+from pipeline.spec import model as spec_module
+from pipeline.testing import Result, TestReport, run_tests
 
 log = logging.getLogger(__name__)
 

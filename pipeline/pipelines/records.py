@@ -19,10 +19,10 @@ from typing import Any, Literal
 import docker.errors
 import sqlalchemy as sa
 
-from pipeline.docker_engine import TRANSPORT_ERRORS
+from pipeline.build.engine import TRANSPORT_ERRORS
 from pipeline.errors import UsageError
-from pipeline.ledger import Ledger, _aware, now, pipeline_runs
-from pipeline.notebooks.runner import RUN_LABEL, remove
+from pipeline.ledger.db import Ledger, _aware, now, pipeline_runs
+from pipeline.testing.runner import RUN_LABEL, remove
 
 RunState = Literal["running", "passed", "failed", "noop"]
 log = logging.getLogger(__name__)

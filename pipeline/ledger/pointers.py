@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from pipeline import spec
 from pipeline.errors import Unavailable, UsageError
-from pipeline.ledger import Ledger, _aware, environments, events, now, versions
+from pipeline.ledger.db import Ledger, _aware, environments, events, now, versions
+from pipeline.spec import model as spec
 
 Stage = Literal["staging", "production", "fallback"]
 STAGES: tuple[Stage, ...] = get_args(Stage)

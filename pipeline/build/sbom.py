@@ -11,7 +11,7 @@ from typing import Any
 
 import docker.errors
 
-from pipeline.docker_engine import TRANSPORT_ERRORS
+from pipeline.build.engine import TRANSPORT_ERRORS
 from pipeline.errors import Unavailable
 
 # Runs with the image's own python; prints one JSON document.

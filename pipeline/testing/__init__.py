@@ -5,7 +5,7 @@ The entry point is `run_tests`; `envctl test` and the pipelines call it.
 
 from __future__ import annotations
 
-from pipeline.notebooks.model import Outcome, Result, TestReport, Verdict
-from pipeline.notebooks.stage import run_tests
+from pipeline.testing.model import Outcome, Result, TestReport, Verdict
+from pipeline.testing.stage import run_tests
 
 __all__ = ["Outcome", "Result", "TestReport", "Verdict", "run_tests"]

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.ledger import Version
-from pipeline.notebooks import artifacts
-from pipeline.notebooks.classify import classify_command, classify_notebook
-from pipeline.notebooks.model import Result
-from pipeline.notebooks.params import NotebookPlan
-from pipeline.notebooks.runner import Limits, Tracker, run_container
-from pipeline.spec import Spec
+from pipeline.ledger.db import Version
+from pipeline.spec.model import Spec
+from pipeline.testing import artifacts
+from pipeline.testing.classify import classify_command, classify_notebook
+from pipeline.testing.model import Result
+from pipeline.testing.params import NotebookPlan
+from pipeline.testing.runner import Limits, Tracker, run_container
 
 Sink = Callable[[str], None]
 HTML_DEADLINE = 300.0

@@ -18,10 +18,10 @@ from typing import Any
 import docker.errors
 import requests
 
-from pipeline.docker_engine import TRANSPORT_ERRORS
+from pipeline.build.engine import TRANSPORT_ERRORS
 from pipeline.errors import Unavailable
-from pipeline.notebooks.artifacts import write_atomic
-from pipeline.notebooks.model import ContainerExit
+from pipeline.testing.artifacts import write_atomic
+from pipeline.testing.model import ContainerExit
 
 log = logging.getLogger(__name__)
 RUN_LABEL = "org.envctl.run"

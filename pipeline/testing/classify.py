@@ -10,8 +10,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.notebooks.model import ContainerExit, Verdict
-from pipeline.notebooks.params import source_of
+from pipeline.testing.model import ContainerExit, Verdict
+from pipeline.testing.params import source_of
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 CELL_LINE = re.compile(r"Cell In\s*\[(\d+)\],\s*line (\d+)")

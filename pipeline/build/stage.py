@@ -17,15 +17,17 @@ from typing import Any
 
 import docker.errors
 
-from pipeline import __version__, dockerfile, machine, output, sbom
-from pipeline.docker_engine import TRANSPORT_ERRORS, ContextFile, build, connect, context_tar, push
+from pipeline import __version__, machine, output
+from pipeline.build import dockerfile
+from pipeline.build import sbom
+from pipeline.build.engine import TRANSPORT_ERRORS, ContextFile, build, connect, context_tar, push
 from pipeline.errors import Unavailable
-from pipeline.ledger import Ledger, Version, now
-from pipeline.publish import Publisher
-from pipeline.registry import Registry, docker_credentials, split_ref
+from pipeline.ledger.db import Ledger, Version, now
+from pipeline.publish.tags import Publisher
+from pipeline.publish.oci import Registry, docker_credentials, split_ref
 from pipeline.settings import Settings
 from pipeline.source import GitTree
-from pipeline.spec import Spec, load, notebooks, spec_path
+from pipeline.spec.model import Spec, load, notebooks, spec_path
 
 log = logging.getLogger(__name__)
 

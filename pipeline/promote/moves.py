@@ -15,12 +15,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
-from pipeline import environments as envs
-from pipeline.environments import EnvId, Pointer, Stage, Who
 from pipeline.errors import Refused, Unavailable, UsageError
-from pipeline.ledger import Ledger, Version, test_runs_for
+from pipeline.ledger import pointers as envs
+from pipeline.ledger.db import Ledger, Version, test_runs_for
+from pipeline.ledger.pointers import EnvId, Pointer, Stage, Who
 from pipeline.proc import run
-from pipeline.publish import Publisher, publish
+from pipeline.publish.tags import Publisher, publish
 from pipeline.settings import Settings
 from pipeline.source import open_repo, resolve
 

@@ -18,18 +18,18 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline import docker_engine
-from pipeline import spec as spec_module
+from pipeline.build import engine as docker_engine
 from pipeline.errors import UsageError
-from pipeline.ledger import Ledger, TestRun, Version, record_test_run
-from pipeline.notebooks import artifacts
-from pipeline.notebooks.model import Result, TestReport, Verdict
-from pipeline.notebooks.params import MalformedNotebook, load_notebook, plan
-from pipeline.notebooks.runner import Cancelled, Limits, Tracker, ensure_image, sweep
-from pipeline.notebooks.tasks import Run, Sink, render_html, run_notebook, run_smoke
+from pipeline.ledger.db import Ledger, TestRun, Version, record_test_run
 from pipeline.settings import Settings
 from pipeline.source import Tree
-from pipeline.spec import Spec
+from pipeline.spec import model as spec_module
+from pipeline.spec.model import Spec
+from pipeline.testing import artifacts
+from pipeline.testing.model import Result, TestReport, Verdict
+from pipeline.testing.params import MalformedNotebook, load_notebook, plan
+from pipeline.testing.runner import Cancelled, Limits, Tracker, ensure_image, sweep
+from pipeline.testing.tasks import Run, Sink, render_html, run_notebook, run_smoke
 
 log = logging.getLogger(__name__)
 STARTUP_GRACE = 60.0  # container, papermill and kernel start, on top of tests.timeout

@@ -1,0 +1,1 @@
+"""The ledger: database and migrations, versions, test runs, pointers and their events."""

@@ -1,0 +1,1 @@
+"""The pipelines: staging and production runs, their records, git hooks."""

@@ -1,0 +1,1 @@
+"""Promotion: the policy (evidence, refusals) and the moves (promote, rollback, pin)."""

@@ -1,0 +1,1 @@
+"""Environment specs: the model, loading and validation."""
