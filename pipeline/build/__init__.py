@@ -1,0 +1,1 @@
+"""The build stage: build key and reuse, Dockerfile handling, SBOM; builders."""
