@@ -32,7 +32,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.build.engine import ContextFile, build, connect, context_tar, push  # noqa: E402
+from pipeline.backends import ContextFile  # noqa: E402
+from pipeline.build.engine import build, connect, context_tar, push  # noqa: E402
 from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run  # noqa: E402
 from pipeline.publish.oci import Registry  # noqa: E402
 

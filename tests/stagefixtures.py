@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build.engine import ContextFile, build, connect, context_tar
+from pipeline.backends import ContextFile
+from pipeline.build.engine import build, connect, context_tar
 from tests.stageworld import BASE, MARKERS, OwnRegistry, World, make_world
 
 

@@ -12,7 +12,6 @@ import re
 import tarfile
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import docker.errors
@@ -20,6 +19,7 @@ import requests
 import urllib3.exceptions
 from docker.client import DockerClient, from_env
 
+from pipeline.backends import ContextFile
 from pipeline.errors import BuildFailed, Unavailable
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,6 @@ def answers(docker_host: str = "") -> bool:
     except Unavailable:
         return False
     return True
-
-
-@dataclass(frozen=True)
-class ContextFile:
-    data: bytes
-    mode: int = 0o644
 
 
 def context_tar(files: Mapping[str, ContextFile]) -> bytes:

@@ -2,8 +2,9 @@
 
 The commit is read through git (never the work tree). The build key hashes everything
 the build can read; a version with the same key is tagged with the new SHA at manifest
-level and recorded, with no build. Otherwise the Docker Engine builds, envctl pushes
-`<registry>/<image>:<sha>`, takes the SBOM and records the version in one transaction.
+level and recorded, with no build. Otherwise the builder (Docker Engine or Cloud Build)
+builds and pushes `<registry>/<image>:<sha>` and reports its digest and SBOM; the
+version is recorded in one transaction.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import docker.errors
-
-from pipeline import __version__, machine, output
+from pipeline import __version__, output
+from pipeline.backends import Builder, BuildRequest, ContextFile, Publisher, builder_for, publisher_for
 from pipeline.build import dockerfile
-from pipeline.build import sbom
-from pipeline.build.engine import TRANSPORT_ERRORS, ContextFile, build, connect, context_tar, push
 from pipeline.errors import Unavailable
 from pipeline.ledger.db import Ledger, Version, now
-from pipeline.publish.tags import Publisher
 from pipeline.publish.oci import Registry, docker_credentials, split_ref
 from pipeline.settings import Settings
 from pipeline.source import GitTree
@@ -138,21 +135,20 @@ def build_version(
     ledger: Ledger,
     on_line: Callable[[str], None] | None = None,
     no_cache: bool = False,
+    builder: Builder | None = None,
+    publisher: Publisher | None = None,
 ) -> BuildResult:
     """Build (or reuse) the version of `image` at the commit of `tree`; record it."""
     spec = load(tree, image)
     existing = ledger.get_version(image, tree.sha)
-    publisher = Publisher.for_settings(settings)
-    registry = publisher.registry
-    target_repo = publisher.repo(image)
+    publisher = publisher or publisher_for(settings)
     if existing is not None:
-        manifest = registry.manifest(target_repo, existing.digest)
-        if manifest is None:
+        if publisher.digest_of(image, existing.digest) is None:
             raise Unavailable(
                 f"the ledger records {image}@{existing.digest[:19]} for {tree.sha[:12]} but the registry "
                 "lost it; run `envctl sync` or rebuild in a new ledger"
             )
-        registry.put_manifest(target_repo, tree.sha, manifest)
+        publisher.tag(image, existing.digest, tree.sha)
         output.info(f"{image} {tree.sha[:12]}: already built as {existing.digest}")
         return BuildResult(existing, "existing")
 
@@ -161,27 +157,12 @@ def build_version(
     key = build_key(spec, context, base_digest, settings.backend)
     tag = publisher.tag_ref(image, tree.sha)
     same = ledger.find_by_build_key(image, key)
-    reusable = registry.manifest(target_repo, same.digest) if same is not None else None
-    if same is not None and reusable is not None:
-        digest = registry.put_manifest(target_repo, tree.sha, reusable)
+    if same is not None and publisher.digest_of(image, same.digest) is not None:
+        digest = publisher.tag(image, same.digest, tree.sha)
         output.info(f"{image} {tree.sha[:12]}: inputs unchanged since {same.sha[:12]}; reusing {digest}")
         version = _version(spec, tree, same, key, digest, publisher.image_ref(image, digest))
         return BuildResult(ledger.record_version(version), "reused")
 
-    client = connect(settings.docker_host)
-    squash = bool(_engine_call(lambda: client.info()).get("ExperimentalBuild"))
-    files = dict(context.files)
-    docker_text = files[context.dockerfile].data.decode()
-    if squash:
-        ca = machine.ca_bundle()
-        files[f"{dockerfile.BUILD_DIR}/ca.crt"] = ContextFile(ca.read_bytes() if ca else b"")
-        files[f"{dockerfile.BUILD_DIR}/pip.conf"] = ContextFile(machine.pip_conf().encode())
-        files[context.dockerfile] = ContextFile(dockerfile.inject_build_files(docker_text).encode())
-    else:
-        output.warn(
-            "the Docker Engine has no experimental squash; the machine's CA bundle and pip settings "
-            "are not passed to this build"
-        )
     labels = {
         f"{LABEL_PREFIX}.revision": tree.sha,
         f"{LABEL_PREFIX}.source": _source_url(repo),
@@ -192,25 +173,18 @@ def build_version(
         "org.envctl.build-key": key,
         "org.envctl.version": __version__,
     }
-    buildargs = {**spec.build.args, "BASE_IMAGE": base_ref}
-    with output.step(f"building {image} at {tree.sha[:12]}"):
-        image_id = build(
-            client,
-            context=context_tar(files),
-            dockerfile=context.dockerfile,
-            tag=tag,
-            buildargs=buildargs,
-            labels=labels,
-            network_mode="host",
-            squash=squash,
-            no_cache=no_cache,
-            on_line=on_line,
-        )
-    with output.step("taking the SBOM"):
-        bill = sbom.collect(client, image_id)
-    size = int(_engine_call(lambda: client.images.get(image_id)).attrs.get("Size") or 0)
-    with output.step(f"pushing {tag}"):
-        digest = push(client, tag)
+    request = BuildRequest(
+        image=image,
+        sha=tree.sha,
+        files=context.files,
+        dockerfile=context.dockerfile,
+        tag=tag,
+        buildargs={**spec.build.args, "BASE_IMAGE": base_ref},
+        labels=labels,
+        no_cache=no_cache,
+    )
+    built = (builder or builder_for(settings)).build(request, on_line=on_line)
+    digest, size, bill = built.digest, built.size, built.sbom
     version = Version(
         image=image,
         sha=tree.sha,
@@ -226,14 +200,6 @@ def build_version(
         created_at=now(),
     )
     return BuildResult(ledger.record_version(version), "built")
-
-
-def _engine_call(call: Callable[[], Any]) -> Any:
-    """A Docker Engine call whose failure is `Unavailable`, not a traceback."""
-    try:
-        return call()
-    except (docker.errors.DockerException, *TRANSPORT_ERRORS) as e:
-        raise Unavailable(f"the Docker Engine failed: {e}") from e
 
 
 def _version(spec: Spec, tree: GitTree, same: Version, key: str, digest: str, ref: str) -> Version:

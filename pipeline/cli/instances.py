@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from pipeline import output
+from pipeline.backends import publisher_for
 from pipeline.build.engine import connect
 from pipeline.cli.common import emit_json, settings_of, table
 from pipeline.errors import UsageError
@@ -15,7 +16,6 @@ from pipeline.instances import gcp, model
 from pipeline.instances.local import LocalInstances
 from pipeline.instances.model import Instance, Target
 from pipeline.ledger.db import Ledger
-from pipeline.publish.tags import Publisher
 from pipeline.settings import Settings
 from pipeline.source import open_repo, resolve
 from pipeline.spec import model as specs
@@ -35,13 +35,13 @@ def _gcp(ctx: click.Context, settings: Settings) -> gcp.GcpInstances:
             "the gcp backend needs `envctl instances --project P --zone Z` "
             "(or GOOGLE_CLOUD_PROJECT and CLOUDSDK_COMPUTE_ZONE)"
         )
-    publisher = Publisher.for_settings(settings)
+    publisher = publisher_for(settings)
     return gcp.GcpInstances(
         client=gcp.real_client(),
         project=project,
         zone=zone,
         registry=settings.registry,
-        tag_digest=lambda image, tag: publisher.registry.digest_of(publisher.repo(image), tag),
+        tag_digest=lambda image, tag: publisher.digest_of(image, tag),
     )
 
 

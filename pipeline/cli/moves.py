@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline import output
+from pipeline.backends import publisher_for
 from pipeline.cli.common import emit_json, settings_of
 from pipeline.ledger.db import Ledger
 from pipeline.ledger.pointers import check_image_name, parse_env_id, require_known
@@ -108,7 +109,7 @@ def sync(ctx: click.Context, image: str | None, as_json: bool) -> None:
     ledger = Ledger.open(settings.ledger_url)
     if image is not None:
         require_known(ledger, check_image_name(image))
-    publisher = publish.Publisher.for_settings(settings)
+    publisher = publisher_for(settings)
     fixed = publish.sync(ledger, publisher, image)
     for state in fixed:
         p = state.pointer

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from pipeline import output
+from pipeline.backends import publisher_for
 from pipeline.build import sbom_diff
 from pipeline.cli.common import emit_json, settings_of, table
 from pipeline.errors import Unavailable, UsageError
@@ -37,8 +38,8 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
     ledger = Ledger.open(settings.ledger_url)
     if image is not None:
         envs.require_known(ledger, envs.check_image_name(image))
-    publisher = publish.Publisher.for_settings(settings, timeout=10)
-    reachable = publisher.registry.ping()
+    publisher = publisher_for(settings, timeout=10)
+    reachable = publisher.ping()
     pointers = envs.pointers(ledger, image)
     if reachable:
         found = [publish.tag_state(publisher, p) for p in pointers]
@@ -62,7 +63,7 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
         if any(s.drift in {"missing", "moved"} for s in found):
             output.warn("registry tags differ from the ledger; run `envctl sync` to republish them")
     if not reachable:
-        raise Unavailable(f"registry {publisher.registry.host} does not answer; drift is unknown")
+        raise Unavailable(f"registry {publisher.host} does not answer; drift is unknown")
 
 
 def _target(ledger: Ledger, text: str) -> tuple[str, EnvId | None]:
@@ -126,7 +127,7 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
     envs.require_known(ledger, env.image)
     version = _version_of(ledger, env)
     pointer = envs.current(ledger, env.image, env.stage)
-    publisher = publish.Publisher.for_settings(settings, timeout=10)
+    publisher = publisher_for(settings, timeout=10)
     state = publish.tag_state(publisher, pointer) if pointer else None
     runs = test_runs_for(ledger, env.image, version.digest)
     data: dict[str, Any] = {

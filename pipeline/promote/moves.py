@@ -15,12 +15,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
+from pipeline.backends import Publisher, publisher_for
 from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.ledger import pointers as envs
 from pipeline.ledger.db import Ledger, Version, test_runs_for
 from pipeline.ledger.pointers import EnvId, Pointer, Stage, Who
 from pipeline.proc import run
-from pipeline.publish.tags import Publisher, publish
+from pipeline.publish.tags import publish
 from pipeline.settings import Settings
 from pipeline.source import open_repo, resolve
 
@@ -203,8 +204,8 @@ def descends(settings: Settings, old: str, new: str) -> bool:
 
 
 def _ready(ledger: Ledger, publisher: Publisher, version: Version) -> None:
-    publisher.registry.require()
-    if publisher.registry.digest_of(publisher.repo(version.image), version.digest) is None:
+    publisher.require()
+    if publisher.digest_of(version.image, version.digest) is None:
         raise Unavailable(
             f"{publisher.image_ref(version.image, version.digest)} is not in the registry; "
             f"push it again with `envctl build {version.image} --rev {version.sha[:12]}`"
@@ -229,7 +230,7 @@ def promote(
         )
     envs.require_known(ledger, env.image)
     version = resolve_version(settings, ledger, env.image, rev)
-    publisher = publisher or Publisher.for_settings(settings)
+    publisher = publisher or publisher_for(settings)
     evidence = (
         Evidence.of(ledger, env.image, version.digest, version.sha) if env.stage == "production" else None
     )
@@ -280,8 +281,8 @@ def rollback(
     envs.check_image_name(image)
     envs.require_known(ledger, image)
     chosen = find_version(ledger, image, to) if to else None
-    publisher = publisher or Publisher.for_settings(settings)
-    publisher.registry.require()
+    publisher = publisher or publisher_for(settings)
+    publisher.require()
 
     outcome = Outcome(image=image, action="rollback")
     with ledger.transaction() as conn:
@@ -308,7 +309,7 @@ def rollback(
                 pinned=[f"{image}.production"] if production.pinned else [],
             )
             forced = _decide(reasons, force, f"rollback of {image}.production to {sha[:12]}")
-            if publisher.registry.digest_of(publisher.repo(image), digest) is None:
+            if publisher.digest_of(image, digest) is None:
                 raise Unavailable(
                     f"{publisher.image_ref(image, digest)} is not in the registry; nothing was changed"
                 )

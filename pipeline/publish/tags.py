@@ -11,40 +11,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipeline.backends import Publisher
 from pipeline.errors import EnvctlError, Unavailable
 from pipeline.ledger import pointers as environments
 from pipeline.ledger.db import Ledger
 from pipeline.ledger.pointers import Pointer, Stage
-from pipeline.publish.oci import Registry, docker_credentials
-from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Drift = Literal["missing", "moved", "unknown"]
-
-
-@dataclass(frozen=True)
-class Publisher:
-    """Where tags go: a registry host and the repository prefix under it (may be empty)."""
-
-    registry: Registry
-    prefix: str = ""
-
-    @classmethod
-    def for_settings(cls, settings: Settings, *, timeout: float = 30.0) -> Publisher:
-        host, _, prefix = settings.registry.partition("/")
-        token = settings.registry_token or None
-        credentials = None if token else docker_credentials(host)
-        return cls(Registry(host, token=token, credentials=credentials, timeout=timeout), prefix.strip("/"))
-
-    def repo(self, image: str) -> str:
-        return f"{self.prefix}/{image}" if self.prefix else image
-
-    def tag_ref(self, image: str, tag: str) -> str:
-        return f"{self.registry.host}/{self.repo(image)}:{tag}"
-
-    def image_ref(self, image: str, digest: str) -> str:
-        return f"{self.registry.host}/{self.repo(image)}@{digest}"
 
 
 @dataclass(frozen=True)
@@ -78,7 +53,7 @@ def tag_state(publisher: Publisher, pointer: Pointer) -> TagState:
     if pointer.digest is None:
         return TagState(pointer, None, None)
     try:
-        found = publisher.registry.digest_of(publisher.repo(pointer.image), pointer.stage)
+        found = publisher.digest_of(pointer.image, pointer.stage)
     except EnvctlError as e:
         log.info("cannot read %s: %s", publisher.tag_ref(pointer.image, pointer.stage), e)
         return TagState(pointer, None, "unknown")
@@ -103,7 +78,7 @@ def publish(ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage
                 pointer = environments.current(ledger, image, stage)
                 if pointer is None or pointer.digest is None:
                     break
-                publisher.registry.retag(publisher.repo(image), pointer.digest, stage)
+                publisher.tag(image, pointer.digest, stage)
                 again = environments.current(ledger, image, stage)
                 if again is None or again.digest == pointer.digest:
                     break
@@ -116,7 +91,7 @@ def publish(ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage
 
 def sync(ledger: Ledger, publisher: Publisher, image: str | None = None) -> list[TagState]:
     """Republish every tag that differs from the ledger; returns the states that were fixed."""
-    publisher.registry.require()
+    publisher.require()
     fixed = []
     for state in states(ledger, publisher, image):
         if state.drift is None:

@@ -14,7 +14,8 @@ import shutil
 from typing import Any
 
 from pipeline import __version__, machine, output
-from pipeline.build.engine import ContextFile, build, connect, context_tar, push
+from pipeline.backends import ContextFile
+from pipeline.build.engine import build, connect, context_tar, push
 from pipeline.errors import Unavailable
 from pipeline.proc import run, which
 from pipeline.publish.oci import Manifest, Registry, split_ref

@@ -26,7 +26,8 @@ from junitparser import Error, Failure, JUnitXml
 
 from pipeline import settings as settings_module
 from pipeline import source
-from pipeline.build.engine import ContextFile, build, connect, context_tar, push
+from pipeline.backends import ContextFile
+from pipeline.build.engine import build, connect, context_tar, push
 from pipeline.ledger import db as ledger_module
 from pipeline.ledger.db import Ledger, Version, now
 from pipeline.settings import Settings

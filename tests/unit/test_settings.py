@@ -63,13 +63,13 @@ def test_cli_reports_a_bad_setting_with_exit_2(tmp_path: Path) -> None:
 
 
 def test_registry_token_is_sent_as_bearer_and_kept_out_of_repr(tmp_path: Path) -> None:
-    from pipeline.publish.tags import Publisher
+    from pipeline.publish.distribution import OciPublisher
 
     settings = load(
         repo=_repo(tmp_path),
         env={"ENVCTL_REGISTRY": "europe-docker.pkg.dev/proj/images", "ENVCTL_REGISTRY_TOKEN": "s3cret"},
     )
-    publisher = Publisher.for_settings(settings)
+    publisher = OciPublisher.for_settings(settings)
     assert publisher.registry.host == "europe-docker.pkg.dev"
     assert publisher.prefix == "proj/images"
     assert publisher.registry.session.headers["Authorization"] == "Bearer s3cret"

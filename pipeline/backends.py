@@ -1,0 +1,108 @@
+"""The protocols each stage calls, and the one place that picks their implementation.
+
+A stage receives a `Builder`, a `Publisher`, a `TestRunner` or an `InstanceHost` and
+never tests which backend is configured. The `*_for` functions below are the only code
+that reads `settings.backend`; they import the chosen implementation when called, so a
+local command never pays for the Google client libraries (about 0.4 s to import).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+LineSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ContextFile:
+    """One file of a build context: its bytes and mode."""
+
+    data: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildRequest:
+    """Everything a builder needs to build one version and push it as `tag`."""
+
+    image: str
+    sha: str
+    files: Mapping[str, ContextFile]
+    dockerfile: str  # path inside the context
+    tag: str  # full reference `<registry>/<repo>:<sha>`
+    buildargs: Mapping[str, str]
+    labels: Mapping[str, str]
+    no_cache: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Built:
+    """What a builder reports: the pushed manifest's digest, the image size and its SBOM."""
+
+    digest: str
+    size: int
+    sbom: dict[str, Any] = field(default_factory=dict)
+
+
+class Builder(Protocol):
+    """Builds a context into an image, pushes it under the request's tag, reads its SBOM.
+
+    Raises `BuildFailed` (exit 1) naming the failing step, `Unavailable` (exit 3) when
+    its part is down. Never writes to the ledger.
+    """
+
+    def build(self, request: BuildRequest, *, on_line: LineSink | None = None) -> Built: ...
+
+
+class Publisher(Protocol):
+    """Tags in a registry: reads them and moves them at manifest level (no layer moves).
+
+    `repo`, `tag_ref` and `image_ref` name things; `digest_of` reads a tag or checks a
+    digest (None: not there); `tag` points a tag at a digest the registry already holds.
+    """
+
+    @property
+    def host(self) -> str: ...
+
+    def repo(self, image: str) -> str: ...
+
+    def tag_ref(self, image: str, tag: str) -> str: ...
+
+    def image_ref(self, image: str, digest: str) -> str: ...
+
+    def ping(self) -> bool: ...
+
+    def require(self) -> None: ...
+
+    def digest_of(self, image: str, reference: str) -> str | None: ...
+
+    def tag(self, image: str, digest: str, tag: str) -> str: ...
+
+
+def publisher_for(settings: Settings, *, timeout: float = 30.0) -> Publisher:
+    """The publisher for `settings.registry`: Artifact Registry's API on gcp, else OCI distribution."""
+    if settings.backend == "gcp":
+        _not_yet("publisher")
+    from pipeline.publish.distribution import OciPublisher
+
+    return OciPublisher.for_settings(settings, timeout=timeout)
+
+
+def builder_for(settings: Settings) -> Builder:
+    """The builder: Cloud Build on gcp, else the Docker Engine."""
+    if settings.backend == "gcp":
+        _not_yet("builder")
+    from pipeline.build.docker_builder import EngineBuilder
+
+    return EngineBuilder.for_settings(settings)
+
+
+def _not_yet(part: str) -> NoReturn:
+    from pipeline.errors import ConfigError
+
+    raise ConfigError(f"the gcp backend has no {part} in this version of envctl; use ENVCTL_BACKEND=local")

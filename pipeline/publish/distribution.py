@@ -1,0 +1,62 @@
+"""The OCI distribution publisher: tags moved through the registry protocol.
+
+Used for the local registry and any registry that speaks the protocol. A retag reads
+the manifest's bytes and writes them under the new tag, so the digest is unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.errors import UsageError
+from pipeline.publish.oci import Manifest, Registry, docker_credentials
+from pipeline.settings import Settings
+
+
+@dataclass
+class OciPublisher:
+    """Tags under `<host>/<prefix>/<image>` in a distribution registry."""
+
+    registry: Registry
+    prefix: str = ""
+    _seen: dict[tuple[str, str], Manifest] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, *, timeout: float = 30.0) -> OciPublisher:
+        host, _, prefix = settings.registry.partition("/")
+        token = settings.registry_token or None
+        credentials = None if token else docker_credentials(host)
+        return cls(Registry(host, token=token, credentials=credentials, timeout=timeout), prefix.strip("/"))
+
+    @property
+    def host(self) -> str:
+        return self.registry.host
+
+    def repo(self, image: str) -> str:
+        return f"{self.prefix}/{image}" if self.prefix else image
+
+    def tag_ref(self, image: str, tag: str) -> str:
+        return f"{self.registry.host}/{self.repo(image)}:{tag}"
+
+    def image_ref(self, image: str, digest: str) -> str:
+        return f"{self.registry.host}/{self.repo(image)}@{digest}"
+
+    def ping(self) -> bool:
+        return self.registry.ping()
+
+    def require(self) -> None:
+        self.registry.require()
+
+    def digest_of(self, image: str, reference: str) -> str | None:
+        manifest = self.registry.manifest(self.repo(image), reference)
+        if manifest is None:
+            return None
+        self._seen[(image, manifest.digest)] = manifest
+        return manifest.digest
+
+    def tag(self, image: str, digest: str, tag: str) -> str:
+        """Point `tag` at `digest`; the manifest just read by `digest_of` is not read again."""
+        manifest = self._seen.get((image, digest)) or self.registry.manifest(self.repo(image), digest)
+        if manifest is None:
+            raise UsageError(f"{self.image_ref(image, digest)} is not in the registry")
+        return self.registry.put_manifest(self.repo(image), tag, manifest)
