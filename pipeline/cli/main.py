@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -11,14 +12,74 @@ from typing import Any
 import click
 
 from pipeline import __version__
-from pipeline.cli import build, moves, reads, stack, test, validate
-from pipeline.cli import hooks as hooks_cli
-from pipeline.cli import instances as instances_cli
-from pipeline.cli import pipeline as pipeline_cli
 from pipeline.errors import EnvctlError
 
+# Every command: where it lives and its one-line summary. `--help` reads this table and
+# imports nothing else; a command's module (and what it imports: docker, SQLAlchemy,
+# git, Google clients) loads only when that command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "stack": (
+        "pipeline.cli.stack:group",
+        "Start, inspect or stop the local Docker Engine, registry and base image.",
+    ),
+    "validate": (
+        "pipeline.cli.validate:command",
+        "Check environments/*.yaml: one line per mistake, exit 2 if any.",
+    ),
+    "build": ("pipeline.cli.build:command", "Build (or reuse) and push the version of IMAGE at a revision."),
+    "test": (
+        "pipeline.cli.test:command",
+        "Run IMAGE's test notebooks inside the version built from a revision.",
+    ),
+    "pipeline": (
+        "pipeline.cli.pipeline:group",
+        "Run the staging or production pipeline; list and show runs.",
+    ),
+    "promote": ("pipeline.cli.moves:promote", "Point ENV_ID at the tested version of a revision."),
+    "rollback": (
+        "pipeline.cli.moves:rollback",
+        "Point IMAGE's production back at fallback or an earlier tested version.",
+    ),
+    "pin": ("pipeline.cli.moves:pin", "Hold ENV_ID where it is: pipelines cannot move it until unpin."),
+    "unpin": ("pipeline.cli.moves:unpin", "Let pipelines move ENV_ID again."),
+    "sync": ("pipeline.cli.moves:sync", "Republish registry tags that differ from the ledger."),
+    "status": ("pipeline.cli.reads:status", "Every environment: version, digest, pin and drift of its tag."),
+    "history": (
+        "pipeline.cli.reads:history",
+        "Every move of an environment or an image: when, who, from, to, why.",
+    ),
+    "describe": (
+        "pipeline.cli.reads:describe",
+        "ENV_ID's image@digest, SHA, test evidence and SBOM summary.",
+    ),
+    "diff": ("pipeline.cli.reads:diff", "Packages added, removed and changed between two environments."),
+    "hooks": ("pipeline.cli.hooks:group", "Install the git hook that runs the pipelines on push."),
+    "instances": ("pipeline.cli.instances:group", "Notebook instances started from an environment ID."),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """A group whose commands load on first use; the listing comes from `COMMANDS`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module_name, _, attribute = COMMANDS[cmd_name][0].partition(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, summary) for name, (_, summary) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="envctl")
 @click.option(
     "--repo",
@@ -40,17 +101,6 @@ def cli(ctx: click.Context, repo: Path | None, debug: bool) -> None:
     """
     ctx.obj = {"repo": repo, "debug": debug or None}
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
-
-
-cli.add_command(stack.group)
-cli.add_command(build.command)
-cli.add_command(validate.command)
-cli.add_command(test.command)
-cli.add_command(pipeline_cli.group)
-cli.add_command(hooks_cli.group)
-cli.add_command(instances_cli.group)
-for _command in (*moves.commands, *reads.commands):
-    cli.add_command(_command)
 
 
 def _unavailable_part(error: BaseException) -> str | None:

@@ -1,0 +1,55 @@
+"""The CLI's start: `--help` lists every command from its table and loads none of them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+
+from pipeline.cli.main import COMMANDS, LazyGroup, cli
+from tests.helpers import ROOT, envctl
+
+HEAVY = ("docker", "sqlalchemy", "git", "google", "requests", "yaml", "pydantic")
+
+
+def test_help_lists_every_command_with_its_summary() -> None:
+    result = envctl("--help")
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout.split("Commands:", 1)[1]
+    for name, (_, summary) in COMMANDS.items():
+        assert name in listed
+        assert summary.split()[0] in listed
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_table_entry_loads_the_command_of_that_name(name: str) -> None:
+    assert isinstance(cli, LazyGroup)
+    command = cli.get_command(click.Context(cli), name)
+    assert isinstance(command, click.Command)
+    assert command.name == name
+
+
+def test_help_imports_no_heavy_module() -> None:
+    code = (
+        "import sys, json\n"
+        "from pipeline.cli.main import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(json.loads(result.stderr.strip().splitlines()[-1]))
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_unknown_command_is_bad_input() -> None:
+    result = envctl("promot")
+    assert result.returncode == 2
+    assert "No such command 'promot'" in result.stderr
