@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 if TYPE_CHECKING:
+    from pipeline.instances.model import Instance, Target
+    from pipeline.ledger.db import Ledger, Version
     from pipeline.settings import Settings
+    from pipeline.source import Tree
+    from pipeline.spec.model import Cloud, Spec
+    from pipeline.testing.model import Result, TestReport
 
 LineSink = Callable[[str], None]
+CloudOf = Callable[[], "Cloud"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,47 @@ class Publisher(Protocol):
     def tag(self, image: str, digest: str, tag: str) -> str: ...
 
 
+class TestRunner(Protocol):
+    """Runs a spec's test notebooks inside one version (by digest) and records the evidence.
+
+    No job or container it starts outlives the call, KeyboardInterrupt included.
+    """
+
+    def run(
+        self,
+        spec: Spec,
+        tree: Tree,
+        version: Version,
+        *,
+        jobs: int | None = None,
+        ledger: Ledger | None = None,
+        run_id: str | None = None,
+        on_result: Callable[[Result], None] | None = None,
+        on_warning: LineSink | None = None,
+    ) -> TestReport: ...
+
+
+class InstanceHost(Protocol):
+    """Notebook instances started from an environment's version; names are checked first.
+
+    `port` is where a local instance listens; `cloud` reads the spec's `cloud` section (machine
+    type, accelerator) at the version's commit, for the hosts that use it; each host ignores
+    what it has no use for.
+    """
+
+    def check_free(self, name: str, port: int | None = None) -> int | None: ...
+
+    def create(self, name: str, target: Target, *, cloud: CloudOf, port: int | None = None) -> Instance: ...
+
+    def list(self) -> list[Instance]: ...
+
+    def get(self, name: str) -> Instance: ...
+
+    def restart(self, name: str, target: Target, *, cloud: CloudOf) -> Instance: ...
+
+    def delete(self, name: str, *, purge: bool = False) -> str | None: ...
+
+
 def publisher_for(settings: Settings, *, timeout: float = 30.0) -> Publisher:
     """The publisher for `settings.registry`: Artifact Registry's API on gcp, else OCI distribution."""
     if settings.backend == "gcp":
@@ -100,6 +147,26 @@ def builder_for(settings: Settings) -> Builder:
     from pipeline.build.docker_builder import EngineBuilder
 
     return EngineBuilder.for_settings(settings)
+
+
+def test_runner_for(settings: Settings) -> TestRunner:
+    """The test runner: local containers (Vertex AI custom jobs on gcp arrive with issue 12)."""
+    if settings.backend == "gcp":
+        _not_yet("test runner")
+    from pipeline.testing.stage import LocalTestRunner
+
+    return LocalTestRunner(settings)
+
+
+def instance_host_for(settings: Settings, *, project: str | None, zone: str | None) -> InstanceHost:
+    """Where instances run: Vertex AI Workbench on gcp (needs project and zone), else local JupyterLab."""
+    if settings.backend == "gcp":
+        from pipeline.instances.gcp import GcpInstances
+
+        return GcpInstances.for_settings(settings, project=project, zone=zone)
+    from pipeline.instances.local import LocalInstances
+
+    return LocalInstances.for_settings(settings)
 
 
 def _not_yet(part: str) -> NoReturn:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import click
 
 from pipeline import output
-from pipeline.backends import publisher_for
-from pipeline.build.engine import connect
+from pipeline.backends import InstanceHost, instance_host_for
 from pipeline.cli.common import emit_json, settings_of, table
-from pipeline.errors import UsageError
-from pipeline.instances import gcp, model
-from pipeline.instances.local import LocalInstances
+from pipeline.instances import model
 from pipeline.instances.model import Instance, Target
 from pipeline.ledger.db import Ledger
 from pipeline.settings import Settings
@@ -23,26 +19,9 @@ from pipeline.spec import model as specs
 _json = click.option("--json", "as_json", is_flag=True, help="Print the instance(s) as JSON.")
 
 
-def _local(settings: Settings) -> LocalInstances:
-    return LocalInstances(client=connect(settings.docker_host, timeout=120), registry=settings.registry)
-
-
-def _gcp(ctx: click.Context, settings: Settings) -> gcp.GcpInstances:
+def _host(ctx: click.Context, settings: Settings) -> InstanceHost:
     found = ctx.find_object(dict) or {}
-    project, zone = found.get("gcp_project"), found.get("gcp_zone")
-    if not project or not zone:
-        raise UsageError(
-            "the gcp backend needs `envctl instances --project P --zone Z` "
-            "(or GOOGLE_CLOUD_PROJECT and CLOUDSDK_COMPUTE_ZONE)"
-        )
-    publisher = publisher_for(settings)
-    return gcp.GcpInstances(
-        client=gcp.real_client(),
-        project=project,
-        zone=zone,
-        registry=settings.registry,
-        tag_digest=lambda image, tag: publisher.digest_of(image, tag),
-    )
+    return instance_host_for(settings, project=found.get("gcp_project"), zone=found.get("gcp_zone"))
 
 
 def _cloud(settings: Settings, target: Target) -> specs.Cloud:
@@ -97,16 +76,10 @@ def create(ctx: click.Context, name: str, env_id: str, port: int | None, as_json
     settings = settings_of(ctx)
     target = model.target(Ledger.open(settings.ledger_url), env_id)
     title = f"instance {name}: {target.env} at {target.sha[:12]} ({target.digest})"
-    if settings.backend == "gcp":
-        cloud, workbench = _cloud(settings, target), _gcp(ctx, settings)
-        workbench.check_free(name)
-        with output.step(title):
-            instance = workbench.create(name, target, cloud)
-    else:
-        local = _local(settings)
-        port = local.check_free(name, port)
-        with output.step(title):
-            instance = local.create(name, target, port=port)
+    host = _host(ctx, settings)
+    port = host.check_free(name, port)
+    with output.step(title):
+        instance = host.create(name, target, cloud=lambda: _cloud(settings, target), port=port)
     _show(dataclasses.replace(instance, current_digest=target.digest), as_json)
 
 
@@ -117,10 +90,9 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     """Every instance: environment, digest, status and whether the environment moved since (stale)."""
     settings = settings_of(ctx)
     ledger = Ledger.open(settings.ledger_url)
-    backend: Any = _gcp(ctx, settings) if settings.backend == "gcp" else _local(settings)
     found = [
         dataclasses.replace(i, current_digest=model.current_digest(ledger, i.environment))
-        for i in backend.list()
+        for i in _host(ctx, settings).list()
     ]
     if as_json:
         emit_json([i.to_json() for i in found])
@@ -136,14 +108,12 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 def restart(ctx: click.Context, name: str, as_json: bool) -> None:
     """Restart NAME on the digest its environment points to now (same URL, same work volume)."""
     settings = settings_of(ctx)
-    if settings.backend == "gcp":
-        raise UsageError("restart is not supported on the gcp backend yet; delete and create the instance")
-    backend = _local(settings)
-    before = backend.get(name)
+    host = _host(ctx, settings)
+    before = host.get(name)
     target = model.target(Ledger.open(settings.ledger_url), before.environment)
     moved = "already current" if before.digest == target.digest else f"{before.digest} -> {target.digest}"
     with output.step(f"instance {name}: restart on {target.env} ({moved})"):
-        instance = backend.restart(name, target)
+        instance = host.restart(name, target, cloud=lambda: _cloud(settings, target))
     _show(dataclasses.replace(instance, current_digest=target.digest), as_json)
 
 
@@ -154,10 +124,6 @@ def restart(ctx: click.Context, name: str, as_json: bool) -> None:
 def delete(ctx: click.Context, name: str, purge: bool) -> None:
     """Remove NAME. Locally its work volume is kept unless --purge."""
     settings = settings_of(ctx)
-    if settings.backend == "gcp":
-        _gcp(ctx, settings).delete(name)
-        output.info(f"instance {name}: deleted")
-        return
-    kept = _local(settings).delete(name, purge=purge)
+    kept = _host(ctx, settings).delete(name, purge=purge)
     kept_text = f"; its work stays in volume {kept} (`delete --purge` removes it)" if kept else ""
     output.info(f"instance {name}: deleted{kept_text}")

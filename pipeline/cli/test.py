@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from pipeline import output, source
+from pipeline.backends import test_runner_for
 from pipeline.cli.common import emit_json, settings_of, table
 from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.ledger.db import Ledger
 from pipeline.spec import model as spec_module
-from pipeline.testing import Result, TestReport, run_tests
+from pipeline.testing import Result, TestReport
 
 
 def _progress(result: Result) -> None:
@@ -71,8 +72,7 @@ def command(ctx: click.Context, image: str, rev: str, as_json: bool, jobs: int |
             f"{image} has no version for {tree.sha[:12]}; run `envctl build {image} --rev {rev}` first"
         )
     with output.step(f"test {image} at {tree.sha[:12]} ({version.digest[:19]})"):
-        report = run_tests(
-            settings,
+        report = test_runner_for(settings).run(
             spec,
             tree,
             version,

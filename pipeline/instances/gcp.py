@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pipeline.backends import CloudOf
 from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.instances.model import Instance, Target, check_name
+from pipeline.settings import Settings
 from pipeline.spec.model import Cloud
 
 LABEL = "envctl-instance"
@@ -115,6 +117,24 @@ class GcpInstances:
     tag_digest: TagDigest
     timeout: float = 1800.0
 
+    @classmethod
+    def for_settings(cls, settings: Settings, *, project: str | None, zone: str | None) -> GcpInstances:
+        if not project or not zone:
+            raise UsageError(
+                "the gcp backend needs `envctl instances --project P --zone Z` "
+                "(or GOOGLE_CLOUD_PROJECT and CLOUDSDK_COMPUTE_ZONE)"
+            )
+        from pipeline.backends import publisher_for
+
+        publisher = publisher_for(settings)
+        return cls(
+            client=real_client(),
+            project=project,
+            zone=zone,
+            registry=settings.registry,
+            tag_digest=publisher.digest_of,
+        )
+
     @property
     def parent(self) -> str:
         return f"projects/{self.project}/locations/{self.zone}"
@@ -122,14 +142,15 @@ class GcpInstances:
     def repository(self, image: str) -> str:
         return f"{self.registry}/{image}"
 
-    def check_free(self, name: str) -> None:
+    def check_free(self, name: str, port: int | None = None) -> None:
+        """`UsageError` when NAME is taken; `port` is for local instances only."""
         check_name(name)
         if any(i.name == name for i in self.list()):
             raise UsageError(
                 f"instance {name!r} exists in {self.parent}; delete it first or pick another name"
             )
 
-    def create(self, name: str, target: Target, cloud: Cloud) -> Instance:
+    def create(self, name: str, target: Target, *, cloud: CloudOf, port: int | None = None) -> Instance:
         self.check_free(name)
         nb = notebooks()
         found = self.tag_digest(target.env.image, target.sha)
@@ -144,7 +165,7 @@ class GcpInstances:
             name=name,
             target=target,
             repository=self.repository(target.env.image),
-            cloud=cloud,
+            cloud=cloud(),
         )
         with google_errors(f"creating Workbench instance {name}"):
             self.client.create_instance(request=request).result(timeout=self.timeout)
@@ -160,7 +181,22 @@ class GcpInstances:
         ]
         return sorted(found, key=lambda i: i.name)
 
-    def delete(self, name: str) -> None:
+    def get(self, name: str) -> Instance:
+        check_name(name)
+        for instance in self.list():
+            if instance.name == name:
+                return instance
+        raise UsageError(f"no instance named {name!r} in {self.parent}; `envctl instances list` shows them")
+
+    def restart(self, name: str, target: Target, *, cloud: CloudOf) -> Instance:
+        self.get(name)
+        raise UsageError(
+            f"restart is not supported on the gcp backend yet; `envctl instances delete {name}` "
+            f"and create it again from {target.env}"
+        )
+
+    def delete(self, name: str, *, purge: bool = False) -> None:
+        """Delete the Workbench instance; `purge` is for local work volumes only."""
         check_name(name)
         if not any(i.name == name for i in self.list()):
             raise UsageError(

@@ -22,9 +22,11 @@ from typing import Any
 import docker.errors
 import requests
 
-from pipeline.build.engine import TRANSPORT_ERRORS
+from pipeline.backends import CloudOf
+from pipeline.build.engine import TRANSPORT_ERRORS, connect
 from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.instances.model import Instance, Target, check_name
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,10 @@ class LocalInstances:
     host: str = "127.0.0.1"
     ready_timeout: float = 120.0
 
+    @classmethod
+    def for_settings(cls, settings: Settings) -> LocalInstances:
+        return cls(client=connect(settings.docker_host, timeout=120), registry=settings.registry)
+
     def image_ref(self, target: Target) -> str:
         return f"{self.registry}/{target.env.image}@{target.digest}"
 
@@ -142,7 +148,9 @@ class LocalInstances:
             )
         return check_port(port, self.host) if port is not None else free_port(self.host)
 
-    def create(self, name: str, target: Target, *, port: int | None = None) -> Instance:
+    def create(
+        self, name: str, target: Target, *, cloud: CloudOf | None = None, port: int | None = None
+    ) -> Instance:
         """Start JupyterLab from the target's digest; the URL answers when this returns."""
         port = self.check_free(name, port)
         ref = self._pull(target)
@@ -156,7 +164,7 @@ class LocalInstances:
             raise
         return self._instance(container)
 
-    def restart(self, name: str, target: Target) -> Instance:
+    def restart(self, name: str, target: Target, *, cloud: CloudOf | None = None) -> Instance:
         """Replace the container with one of the target's digest: same port, token and volume.
 
         If the new one doesn't answer, the old one is started again and the error raised.

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from pipeline import output
+from pipeline.backends import test_runner_for
 from pipeline.build.stage import build_version, inputs_key
 from pipeline.errors import BuildFailed, EnvctlError, Refused, Unavailable, UsageError
 from pipeline.ledger.db import Ledger, Version, test_runs_for
@@ -30,7 +31,7 @@ from pipeline.promote.moves import promote
 from pipeline.settings import Settings
 from pipeline.source import GitTree
 from pipeline.spec import model as spec_module
-from pipeline.testing import Result, TestReport, run_tests
+from pipeline.testing import Result, TestReport
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,7 @@ def staging_image(
     passing = _passing_run_for_inputs(ledger, version)
     if passing is None:
         with output.step(f"{image}: test {version.digest[:19]}"):
-            report = run_tests(
-                settings,
+            report = test_runner_for(settings).run(
                 spec,
                 tree,
                 version,

@@ -13,6 +13,7 @@ import secrets
 import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -67,6 +68,37 @@ def _materialize(tree: Tree, root: str, target: Path) -> None:
         data = tree.read(path)
         if data is not None:
             artifacts.write_atomic(target / (path[len(root) + 1 :] if root else path), data)
+
+
+@dataclass(frozen=True)
+class LocalTestRunner:
+    """The local TestRunner: one fresh container per notebook on the Docker Engine."""
+
+    settings: Settings
+
+    def run(
+        self,
+        spec: Spec,
+        tree: Tree,
+        version: Version,
+        *,
+        jobs: int | None = None,
+        ledger: Ledger | None = None,
+        run_id: str | None = None,
+        on_result: Callable[[Result], None] | None = None,
+        on_warning: Sink | None = None,
+    ) -> TestReport:
+        return run_tests(
+            self.settings,
+            spec,
+            tree,
+            version,
+            jobs=jobs,
+            ledger=ledger,
+            run_id=run_id,
+            on_result=on_result,
+            on_warning=on_warning,
+        )
 
 
 def run_tests(

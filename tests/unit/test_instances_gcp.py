@@ -62,7 +62,7 @@ def workbench(fake: FakeWorkbench, tag_digest: str | None = DIGEST) -> GcpInstan
 def test_create_sends_the_image_pinned_to_the_version_and_the_spec_machine() -> None:
     fake = FakeWorkbench()
     cloud = Cloud(machine_type="n1-highmem-8", accelerator=Accelerator(type="nvidia-tesla-t4", count=2))
-    instance = workbench(fake).create("alice-nlp", TARGET, cloud)
+    instance = workbench(fake).create("alice-nlp", TARGET, cloud=lambda: cloud)
 
     request = fake.sent[-1]
     assert isinstance(request, nb.CreateInstanceRequest)
@@ -83,7 +83,7 @@ def test_create_sends_the_image_pinned_to_the_version_and_the_spec_machine() -> 
 def test_no_accelerator_by_default_and_list_and_delete_by_name() -> None:
     fake = FakeWorkbench()
     backend = workbench(fake)
-    backend.create("bob", TARGET, Cloud())
+    backend.create("bob", TARGET, cloud=lambda: Cloud())
     assert fake.sent[-1].instance.gce_setup.machine_type == "n1-standard-4"
     assert list(fake.sent[-1].instance.gce_setup.accelerator_configs) == []
 
@@ -97,20 +97,20 @@ def test_no_accelerator_by_default_and_list_and_delete_by_name() -> None:
 def test_refuses_when_the_tag_no_longer_names_the_digest() -> None:
     fake = FakeWorkbench()
     with pytest.raises(Refused, match="envctl sync"):
-        workbench(fake, tag_digest="sha256:" + "e" * 64).create("carol", TARGET, Cloud())
+        workbench(fake, tag_digest="sha256:" + "e" * 64).create("carol", TARGET, cloud=lambda: Cloud())
     assert not any(isinstance(r, nb.CreateInstanceRequest) for r in fake.sent)
 
 
 def test_bad_input_sends_nothing() -> None:
     fake = FakeWorkbench()
     backend = workbench(fake)
-    backend.create("dave", TARGET, Cloud())
+    backend.create("dave", TARGET, cloud=lambda: Cloud())
     with pytest.raises(UsageError, match="exists"):
-        backend.create("dave", TARGET, Cloud())
+        backend.create("dave", TARGET, cloud=lambda: Cloud())
     with pytest.raises(UsageError, match="not an instance name"):
-        backend.create("Dave_2", TARGET, Cloud())
+        backend.create("Dave_2", TARGET, cloud=lambda: Cloud())
     with pytest.raises(UsageError, match="NVIDIA_TESLA_T4"):
-        backend.create("erin", TARGET, Cloud(accelerator=Accelerator(type="quantum-9000")))
+        backend.create("erin", TARGET, cloud=lambda: Cloud(accelerator=Accelerator(type="quantum-9000")))
     with pytest.raises(UsageError, match="no instance"):
         backend.delete("frank")
     assert sum(isinstance(r, nb.CreateInstanceRequest) for r in fake.sent) == 1
