@@ -34,6 +34,11 @@ class Settings:
     artifacts_dir: Path = Path("")
     base_image: str = "localhost:5000/dlc/base-cpu:local"
     backend: Backend = "local"
+    gcp_project: str = ""
+    gcp_region: str = ""
+    gcp_endpoints: str = ""  # `cloudbuild=URL,artifactregistry=URL,storage=URL`: emulators, tests
+    gcp_timeout: int = 60  # seconds one Google API call may take, retries included
+    gcp_retry: bool = True  # retry transient Google API errors within gcp_timeout
     docker_host: str = ""
     actor: str = ""
     ci_run_id: str = ""

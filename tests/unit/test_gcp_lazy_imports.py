@@ -1,0 +1,31 @@
+"""Local commands never pay for the Google client libraries: they load only on the gcp backend."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.helpers import ROOT, cli_env
+
+PROBE = """
+import sys
+import pipeline.cli.main
+import pipeline.backends
+import pipeline.publish.tags
+loaded = sorted(m for m in sys.modules if m == "google" or m.startswith("google."))
+print(",".join(loaded))
+"""
+
+
+def test_cli_start_imports_no_google_module() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"imported at CLI start: {done.stdout.strip()}"
