@@ -134,7 +134,9 @@ class InstanceHost(Protocol):
 def publisher_for(settings: Settings, *, timeout: float = 30.0) -> Publisher:
     """The publisher for `settings.registry`: Artifact Registry's API on gcp, else OCI distribution."""
     if settings.backend == "gcp":
-        _not_yet("publisher")
+        from pipeline.publish.artifact_registry import ArtifactRegistryPublisher
+
+        return ArtifactRegistryPublisher.for_settings(settings, timeout=timeout)
     from pipeline.publish.distribution import OciPublisher
 
     return OciPublisher.for_settings(settings, timeout=timeout)
