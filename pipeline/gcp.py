@@ -44,6 +44,12 @@ LOGIN_FIX = (
     "run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS "
     "to the key file of the service account envctl should use"
 )
+#: The predefined role an account needs for what envctl does with each API.
+ROLE = {
+    "cloudbuild": "roles/cloudbuild.builds.editor",
+    "artifactregistry": "roles/artifactregistry.writer",
+    "storage": "roles/storage.objectAdmin",
+}
 SERVICE = {
     "cloudbuild": "cloudbuild.googleapis.com",
     "artifactregistry": "artifactregistry.googleapis.com",
@@ -191,11 +197,16 @@ def default_credentials() -> Credentials:
 
 def access_token() -> str:
     """A fresh OAuth access token from the default credentials (for the registry protocol)."""
+    from google.auth import exceptions as auth_errors
     from google.auth.transport.requests import Request
 
     found = default_credentials()
-    with translated("Google Cloud credentials", api="iam"):
+    try:
         found.refresh(Request())  # type: ignore[no-untyped-call]
+    except auth_errors.GoogleAuthError as e:
+        raise Unavailable(
+            f"the Google Cloud credentials could not be refreshed ({_short(e)}); {LOGIN_FIX}"
+        ) from e
     token = found.token
     if not token:
         raise Unavailable(f"the Google Cloud credentials gave no access token; {LOGIN_FIX}")
@@ -343,10 +354,10 @@ def translate(
             f"`gcloud services enable {service}{where}`"
         )
     if isinstance(e, gapi.Forbidden):
+        role = ROLE.get(api, "the role this needs")
         return Unavailable(
-            f"permission denied on {what} ({detail}); grant the account envctl runs as the role it "
-            "needs (Artifact Registry Writer for tags, Cloud Build Editor for builds), or use another "
-            "service account"
+            f"permission denied on {what} ({detail}); grant the account envctl runs as {role}, "
+            "or use a service account that has it"
         )
     if isinstance(e, gapi.Unauthorized):
         return Unavailable(f"Google Cloud did not accept the credentials for {what} ({detail}); {LOGIN_FIX}")

@@ -51,6 +51,8 @@ class Settings:
 
 
 _KEYS = {f.name for f in fields(Settings)} - {"repo"}
+#: Keys that send credentials where they point: only the environment or flags may set them.
+_NOT_FROM_REPO = {"gcp_endpoints"}
 
 
 def _suggest(key: str) -> str:
@@ -114,6 +116,12 @@ def load(
             origin = f"{pyproject} [tool.envctl]"
             if key.replace("-", "_") not in _KEYS:
                 raise ConfigError(f"{origin}: unknown key '{key}'{_suggest(key)}")
+            if key.replace("-", "_") in _NOT_FROM_REPO:
+                name = "ENVCTL_" + key.replace("-", "_").upper()
+                raise ConfigError(
+                    f"{origin}: '{key}' may only come from the environment ({name}) or a flag, "
+                    "because credentials are sent where it points"
+                )
             values[key.replace("-", "_")] = _coerce(key.replace("-", "_"), value, origin)
 
     for name, value in env.items():

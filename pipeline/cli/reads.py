@@ -10,7 +10,7 @@ from pipeline import output
 from pipeline.backends import publisher_for
 from pipeline.build import sbom_diff
 from pipeline.cli.common import emit_json, settings_of, table
-from pipeline.errors import Unavailable, UsageError
+from pipeline.errors import EnvctlError, Unavailable, UsageError
 from pipeline.ledger import pointers as envs
 from pipeline.ledger.db import Ledger, Version, test_runs_for
 from pipeline.ledger.pointers import EnvId, parse_env_id
@@ -63,6 +63,12 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
         if any(s.drift in {"missing", "moved"} for s in found):
             output.warn("registry tags differ from the ledger; run `envctl sync` to republish them")
     if not reachable:
+        try:
+            publisher.require()  # says why: down, missing, permission denied
+        except EnvctlError as e:
+            said = Unavailable(f"{e}; drift is unknown")
+            said.exit_code = e.exit_code
+            raise said from e
         raise Unavailable(f"registry {publisher.host} does not answer; drift is unknown")
 
 

@@ -105,6 +105,9 @@ class Registry:
     the client fetches a token from the realm for the challenged scope (with the
     username and password, or `oauth2accesstoken` and the configured token, as basic
     auth) and retries once; a `Basic` challenge is answered with the username and password.
+    On Artifact Registry (`*-docker.pkg.dev`, or `google_adc=True`) with neither, the
+    password is an access token from Google's Application Default Credentials, fetched
+    only when the registry asks (user `oauth2accesstoken`).
     """
 
     def __init__(
@@ -114,8 +117,15 @@ class Registry:
         token: str | None = None,
         credentials: Credentials | None = None,
         timeout: float = 30.0,
+        google_adc: bool | None = None,
     ) -> None:
         self.host = host
+        if google_adc is None:
+            from pipeline.gcp import is_artifact_registry  # no Google library is imported by this
+
+            google_adc = is_artifact_registry(host)
+        self.google_adc = google_adc
+        self._adc_token = ""
         local = host.split(":")[0] in {"localhost", "127.0.0.1", "::1"}
         netloc = host.replace("localhost", "127.0.0.1", 1) if local else host
         self.base = f"{'http' if local else 'https'}://{netloc}/v2"
@@ -178,6 +188,11 @@ class Registry:
         user, password = self.credentials.username, self.credentials.password
         if not password and self.static_token:
             user, password = "oauth2accesstoken", self.static_token
+        if not password and self.google_adc and scheme in {"basic", "bearer"}:
+            from pipeline.gcp import access_token
+
+            self._adc_token = self._adc_token or access_token()
+            user, password = "oauth2accesstoken", self._adc_token
         if scheme == "basic" and password:
             self.session.auth = (user, password)
             return True

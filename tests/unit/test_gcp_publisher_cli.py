@@ -224,6 +224,8 @@ def test_permission_denied_changes_nothing(world: World) -> None:
         code=3,
         match="permission denied on Artifact Registry repository",
     )
+    code, _, err = world.run("status")
+    assert code == 3 and "permission denied" in err and "drift is unknown" in err, err
 
 
 def test_a_missing_repository_names_the_command_that_creates_it(world: World) -> None:
