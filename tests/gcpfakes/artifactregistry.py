@@ -39,6 +39,11 @@ WRITER = frozenset(
 )
 
 
+def _full(request: FakeRequest) -> bool:
+    """`view=FULL`; the REST transport sends enums as numbers (FULL is 2)."""
+    return request.param("view") in {"FULL", "2"}
+
+
 def package_id(image: str) -> str:
     return image.replace("/", "%2F")
 
@@ -187,15 +192,14 @@ class FakeArtifactRegistry(FakeRestServer):
         with self.lock:
             if digest not in package.versions:
                 raise GoogleError("NOT_FOUND", f"Requested entity was not found. Version {digest}")
-            return proto_json(self._version(request, package, digest, request.param("view") == "FULL"))
+            return proto_json(self._version(request, package, digest, _full(request)))
 
     def _list_versions(self, request: FakeRequest) -> dict[str, Any]:
         package = self._package(request)
         with self.lock:
             digests = sorted(package.versions, key=lambda d: package.versions[d], reverse=True)
             items = [
-                json.loads(proto_json(self._version(request, package, d, request.param("view") == "FULL")))
-                for d in digests
+                json.loads(proto_json(self._version(request, package, d, _full(request)))) for d in digests
             ]
         return pages(items, request, "versions")
 

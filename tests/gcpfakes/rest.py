@@ -157,7 +157,11 @@ class FakeRestServer:
     # -- set-up -----------------------------------------------------------------------
 
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
-        """Register `handler` for `method` on paths that fully match `pattern` (named groups → `groups`)."""
+        """Register `handler` for `method` on paths that fully match `pattern` (named groups → `groups`).
+
+        A route registered later wins over an earlier one that matches too, so a test can
+        override one call of a fake.
+        """
 
         def register(handler: Handler) -> Handler:
             self._routes.append((method, re.compile(pattern), handler))
@@ -300,7 +304,7 @@ class FakeRestServer:
                 ):
                     failure.times -= 1
                     raise failure.error
-        for method, pattern, handler in self._routes:
+        for method, pattern, handler in reversed(self._routes):  # the latest registered wins
             match = pattern.fullmatch(request.path)
             if method == request.method and match:
                 request.groups = {k: v for k, v in match.groupdict().items() if v is not None}

@@ -12,6 +12,11 @@ import sys
 import pipeline.cli.main
 import pipeline.backends
 import pipeline.publish.tags
+from pathlib import Path
+from pipeline.backends import publisher_for
+from pipeline.settings import Settings
+publisher_for(Settings(repo=Path(".")))  # the local publisher (its registry client checks the host)
+publisher_for(Settings(repo=Path("."), registry="europe-west4-docker.pkg.dev/p/r"))  # OCI client on AR: ADC only when challenged
 loaded = sorted(m for m in sys.modules if m == "google" or m.startswith("google."))
 print(",".join(loaded))
 """

@@ -165,3 +165,26 @@ def test_a_dead_endpoint_fails_fast_as_unavailable() -> None:
         google.artifact_registry().get_repository(name=REPO, **google.call())
     assert dead.value.exit_code == 3
     assert time.monotonic() - started < 5
+
+
+def test_a_service_that_hangs_fails_at_the_deadline() -> None:
+    fake = _fake()
+
+    @fake.route("GET", r"/v1/projects/slow/locations/l/repositories/r")
+    def slow(request):  # type: ignore[no-untyped-def]
+        time.sleep(4)
+        return {}
+
+    with fake:
+        google = _google(fake)
+        google.policy = gcp.CallPolicy(timeout=1, retry=False)
+        started = time.monotonic()
+        with (
+            pytest.raises(Unavailable, match="does not answer") as slow_error,
+            gcp.translated("repository r", api="artifactregistry"),
+        ):
+            google.artifact_registry().get_repository(
+                name="projects/slow/locations/l/repositories/r", **google.call()
+            )
+        assert slow_error.value.exit_code == 3
+        assert time.monotonic() - started < 3.5
