@@ -62,6 +62,7 @@ class FakeArtifactRegistry(FakeRestServer):
         self.repositories: set[str] = set(repositories)
         self.packages: dict[tuple[str, str], Package] = {}
         self.granted: frozenset[str] = WRITER
+        self.sizes: dict[str, int] = {}  # digest -> image size in bytes
         route = self.route
         route("GET", REPO)(self._get_repository)
         route("GET", r"/v1/(?P<parent>projects/[^/]+/locations/[^/]+)/repositories")(self._list_repositories)
@@ -83,9 +84,16 @@ class FakeArtifactRegistry(FakeRestServer):
 
     # -- helpers for tests --------------------------------------------------------------
 
-    def push(self, repository: str, image: str, digest: str, tags: tuple[str, ...] = ()) -> None:
-        """A manifest `digest` arrives for `image` (a docker push or a Cloud Build build)."""
+    def push(
+        self, repository: str, image: str, digest: str, tags: tuple[str, ...] = (), *, size: int = 0
+    ) -> None:
+        """A manifest `digest` arrives for `image` (a docker push or a Cloud Build build).
+
+        `size` is what dockerImages report as `imageSizeBytes` (0: not reported).
+        """
         with self.lock:
+            if size:
+                self.sizes[digest] = size
             package = self.packages.setdefault((repository, package_id(image)), Package())
             package.versions.setdefault(digest, time.time())
             for tag in tags:
@@ -295,6 +303,7 @@ class FakeArtifactRegistry(FakeRestServer):
             uri=f"{location}-docker.pkg.dev/{project}/{repository}/{image}@{digest}",
             tags=tags,
             media_type="application/vnd.oci.image.manifest.v1+json",
+            image_size_bytes=self.sizes.get(digest, 0),
         )
 
     def _get_image(self, request: FakeRequest) -> str:
