@@ -19,7 +19,6 @@ libraries are imported inside the functions below.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import urllib.parse
 from collections.abc import Iterator
@@ -158,6 +157,8 @@ def endpoints(settings: Settings) -> dict[Api, str]:
 
 
 def _loopback(host: str) -> bool:
+    import ipaddress
+
     if host == "localhost":
         return True
     try:

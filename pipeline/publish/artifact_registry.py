@@ -162,11 +162,16 @@ class ArtifactRegistryPublisher:
                     return digest
                 except gapi.AlreadyExists:
                     log.info("%s appeared while envctl created it; updating it", what)
-            client.update_tag(
-                tag=Tag(name=self.tag_name(image, tag), version=version),
-                update_mask=FieldMask(paths=["version"]),
-                **self.google.call(),
-            )
+            try:
+                client.update_tag(
+                    tag=Tag(name=self.tag_name(image, tag), version=version),
+                    update_mask=FieldMask(paths=["version"]),
+                    **self.google.call(),
+                )
+            except gapi.NotFound:  # deleted since it was read (or the version is gone: create says so)
+                client.create_tag(
+                    parent=self.package(image), tag_id=tag, tag=Tag(version=version), **self.google.call()
+                )
             log.info("moved %s -> %s", what, digest[:19])
         return digest
 

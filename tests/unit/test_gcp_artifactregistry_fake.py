@@ -120,3 +120,22 @@ def test_the_publisher_escapes_a_slash_and_moves_a_tag_once(fake: FakeArtifactRe
     assert writes == [("POST", "tags"), ("PATCH", "production")]
     assert fake.tags_of(REPOSITORY, "team/nested.img")["production"] == D1
     assert "token" not in repr(publisher).lower()
+
+
+def test_a_tag_deleted_between_read_and_update_is_created(fake: FakeArtifactRegistry) -> None:
+    publisher = ArtifactRegistryPublisher.for_settings(_settings(fake))
+    original = fake._get_tag
+
+    @fake.route(
+        "GET",
+        r"/v1/(?P<repo>projects/[^/]+/locations/[^/]+/repositories/[^/]+)/packages/(?P<package>[^/]+)/tags/(?P<tag>v1)",
+    )
+    def read_then_lose(request):  # type: ignore[no-untyped-def]
+        answer = original(request)
+        with fake.lock:
+            del fake.packages[(REPOSITORY, "team%2Fnested.img")].tags["v1"]
+        return answer
+
+    publisher.tag("team/nested.img", D2, "v1")
+    assert [r.method for r in fake.writes()] == ["PATCH", "POST"]
+    assert fake.tags_of(REPOSITORY, "team/nested.img")["v1"] == D2
