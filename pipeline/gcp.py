@@ -19,6 +19,7 @@ libraries are imported inside the functions below.
 
 from __future__ import annotations
 
+import logging
 import re
 import urllib.parse
 from collections.abc import Iterator
@@ -189,10 +190,15 @@ def default_credentials() -> Credentials:
     import google.auth
     from google.auth import exceptions as auth_errors
 
+    quiet = logging.getLogger("google.auth._default")  # "No project ID could be determined": envctl names it
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         found, _project = google.auth.default(scopes=list(SCOPES))
     except auth_errors.GoogleAuthError as e:
         raise Unavailable(f"no Google Cloud credentials ({_short(e)}); {LOGIN_FIX}") from e
+    finally:
+        quiet.setLevel(level)
     return found
 
 
@@ -246,7 +252,12 @@ class CallPolicy:
 
 
 class Google:
-    """The Google clients for one settings, built on first use, with the call policy to pass them."""
+    """The Google clients for one settings, built on first use, with the call policy to pass them.
+
+    The API clients always use the REST transport: the same wire the tests' fakes and
+    emulators speak, and a credentials failure surfaces as google.auth's own error
+    (gRPC wraps it in a retryable UNAVAILABLE that would be retried to the deadline).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -269,9 +280,8 @@ class Google:
         if "artifactregistry" not in self._clients:
             from google.cloud.artifactregistry_v1 import ArtifactRegistryClient
 
-            kwargs, url = self._options("artifactregistry")
-            if url is not None:
-                kwargs["transport"] = "rest"
+            kwargs, _url = self._options("artifactregistry")
+            kwargs["transport"] = "rest"
             self._clients["artifactregistry"] = ArtifactRegistryClient(**kwargs)
         client: ArtifactRegistryClient = self._clients["artifactregistry"]
         return client
@@ -280,9 +290,8 @@ class Google:
         if "cloudbuild" not in self._clients:
             from google.cloud.devtools.cloudbuild_v1 import CloudBuildClient
 
-            kwargs, url = self._options("cloudbuild")
-            if url is not None:
-                kwargs["transport"] = "rest"
+            kwargs, _url = self._options("cloudbuild")
+            kwargs["transport"] = "rest"
             self._clients["cloudbuild"] = CloudBuildClient(**kwargs)
         client: CloudBuildClient = self._clients["cloudbuild"]
         return client

@@ -203,7 +203,8 @@ def _unchanged(world: World, *args: str, code: int, match: str, **extra: str) ->
     got, _, err = world.run(*args, **extra)
     assert got == code, err
     assert time.monotonic() - started < 20
-    line = err.strip().splitlines()[-1]
+    assert len(err.strip().splitlines()) == 1, err  # one line, no traceback, no library noise
+    line = err.strip()
     assert match in line, err
     assert world.events() == events and world.tags() == tags
     return line
@@ -300,6 +301,6 @@ def test_missing_credentials_name_the_login(world: World, tmp_path: Path) -> Non
         timeout=60,
     )
     assert done.returncode == 3, done.stderr
-    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "gcloud auth application-default login" in done.stderr
     assert world.events() == []

@@ -126,3 +126,19 @@ def test_missing_credentials_exit_3_naming_the_login(tmp_path: Path, monkeypatch
     with pytest.raises(Unavailable, match="gcloud auth application-default login") as failed:
         gcp.access_token()
     assert "GOOGLE_APPLICATION_CREDENTIALS" in str(failed.value)
+
+
+def test_a_credentials_error_raised_inside_an_api_call_names_the_login() -> None:
+    """The refresh an API client does before its request raises google.auth's own errors."""
+    from google.auth import exceptions as auth_errors
+
+    error = gcp.translate(
+        auth_errors.RefreshError("invalid_grant: Token has been expired or revoked."),
+        "Artifact Registry repository repo",
+        api="artifactregistry",
+    )
+    assert isinstance(error, Unavailable) and error.exit_code == 3
+    assert "gcloud auth application-default login" in str(error) and "GOOGLE_APPLICATION_CREDENTIALS" in str(
+        error
+    )
+    assert gcp.translate(ValueError("not Google's"), "x", api="artifactregistry") is None
