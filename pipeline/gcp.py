@@ -148,6 +148,10 @@ def endpoints(settings: Settings) -> dict[Api, str]:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in {"http", "https"} or not parsed.hostname:
             raise ConfigError(f"gcp_endpoints: {name} = {url!r} is not an http(s) URL")
+        if parsed.username or parsed.password:
+            raise ConfigError(
+                f"gcp_endpoints: {name} has credentials in its URL; envctl sends credentials only in headers"
+            )
         if parsed.scheme == "http" and not _loopback(parsed.hostname):
             raise ConfigError(
                 f"gcp_endpoints: {name} = {url!r} is plain http off this machine; use https "
@@ -265,7 +269,10 @@ class Google:
         self._clients: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        return f"Google(endpoints={sorted(endpoints(self.settings))}, policy={self.policy})"
+        overridden = sorted(
+            part.partition("=")[0].strip() for part in self.settings.gcp_endpoints.split(",") if part
+        )
+        return f"Google(overridden={overridden}, policy={self.policy})"
 
     def _options(self, api: Api) -> tuple[dict[str, Any], str | None]:
         from google.api_core.client_options import ClientOptions

@@ -56,6 +56,7 @@ def test_endpoints_are_parsed_and_checked() -> None:
         ("cloudbuild", "is not API=URL"),
         ("storage=ftp://127.0.0.1", "not an http(s) URL"),
         ("storage=http://10.0.0.8:80", "plain http off this machine"),
+        ("storage=https://user:secret@storage.example", "credentials in its URL"),
     ):
         with pytest.raises(ConfigError, match=why.replace("(", r"\(").replace(")", r"\)")):
             gcp.endpoints(_settings(gcp_endpoints=bad))
