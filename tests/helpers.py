@@ -8,11 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.publish.oci import Credentials, docker_credentials
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 
 
 ENVCTL = [sys.executable, "-m", "pipeline.cli.main"]
+
+
+def login(host: str = "localhost:5000") -> Credentials:
+    """The write credentials of a registry `envctl stack up` started (it logs the Docker client in)."""
+    return docker_credentials(host)
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -23,7 +23,7 @@ import yaml
 from pipeline.build.engine import connect, push
 from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
 from pipeline.publish.oci import Registry
-from tests.helpers import envctl
+from tests.helpers import envctl, login
 
 BASE = "localhost:5000/dlc/base-cpu:local"
 MARKERS = 4
@@ -140,7 +140,7 @@ def make_world(
         ref = f"{registry}/{image}:{world.sha[name]}"
         client.images.get(images[i % len(images)]).tag(ref)
         try:
-            world.digest[name] = push(client, ref)
+            world.digest[name] = push(client, ref, auth=login(registry))
         finally:
             client.images.remove(ref)
         world.ledger.record_version(

@@ -7,7 +7,7 @@ The machine's CA bundle and pip settings reach the build's RUN steps so that
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import machine, output
@@ -15,18 +15,25 @@ from pipeline.backends import BuildRequest, Built, ContextFile, LineSink
 from pipeline.build import dockerfile, sbom
 from pipeline.build.engine import TRANSPORT_ERRORS, build, connect, context_tar, push
 from pipeline.errors import Unavailable
+from pipeline.publish import login
+from pipeline.publish.oci import Credentials
 from pipeline.settings import Settings
 
 
 @dataclass(frozen=True)
 class EngineBuilder:
-    """Builds on the Docker Engine at `docker_host` (empty: the environment's default)."""
+    """Builds on the Docker Engine at `docker_host` (empty: the environment's default).
+
+    `push_auth` goes to the engine with the push only, never to the build.
+    """
 
     docker_host: str = ""
+    push_auth: Credentials = field(default_factory=Credentials, repr=False)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> EngineBuilder:
-        return cls(settings.docker_host)
+        host = settings.registry.partition("/")[0]
+        return cls(settings.docker_host, push_auth=login.credentials(settings, host))
 
     def build(self, request: BuildRequest, *, on_line: LineSink | None = None) -> Built:
         import docker.errors
@@ -68,5 +75,5 @@ class EngineBuilder:
             bill = sbom.collect(client, image_id)
         size = int(engine_call(lambda: client.images.get(image_id)).attrs.get("Size") or 0)
         with output.step(f"pushing {request.tag}"):
-            digest = push(client, request.tag)
+            digest = push(client, request.tag, auth=self.push_auth)
         return Built(digest=digest, size=size, sbom=bill)

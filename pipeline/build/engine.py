@@ -21,6 +21,7 @@ from docker.client import DockerClient, from_env
 
 from pipeline.backends import ContextFile
 from pipeline.errors import BuildFailed, Unavailable
+from pipeline.publish.oci import Credentials
 
 log = logging.getLogger(__name__)
 LineSink = Callable[[str], None]
@@ -137,12 +138,19 @@ def build(
     return image_id
 
 
-def push(client: Any, ref: str, *, on_line: LineSink | None = None) -> str:
-    """Push `repo:tag` and return the manifest digest the registry reported."""
+def push(client: Any, ref: str, *, auth: Credentials | None = None, on_line: LineSink | None = None) -> str:
+    """Push `repo:tag` and return the manifest digest the registry reported.
+
+    `auth` goes to the engine with this push only (never to a build); without it the
+    docker SDK uses the Docker client's login for the registry, if any.
+    """
     repository, _, tag = ref.rpartition(":")
+    auth_config = (
+        {"username": auth.username, "password": auth.password} if auth is not None and auth.password else None
+    )
     digest = ""
     try:
-        for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+        for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth_config):
             if "error" in chunk or "errorDetail" in chunk:
                 detail = chunk.get("error") or chunk["errorDetail"].get("message", "")
                 raise Unavailable(f"push of {ref} failed: {detail}")

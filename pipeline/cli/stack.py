@@ -34,8 +34,10 @@ def _print(parts: list[dict[str, Any]]) -> None:
 def up(ctx: click.Context, skip_base: bool, rebuild_base: bool, as_json: bool) -> None:
     """Start what is missing and use what already answers; safe to run again.
 
-    Installs Debian's docker.io and docker-registry when missing (as root), starts
-    dockerd and the registry with their PIDs and logs under .envctl/stack/, then
+    Installs Debian's docker.io, docker-registry and nginx when missing (as root),
+    starts dockerd, the registry (on a unix socket) and its front on registry_listen
+    (reads for anyone, writes with the credentials it keeps in .envctl/stack/ and logs
+    the Docker client in with) with their PIDs and logs under .envctl/stack/, then
     builds and pushes the base image unless the registry already has its inputs.
     """
     settings = settings_of(ctx)

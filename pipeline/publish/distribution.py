@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.errors import UsageError
-from pipeline.publish.oci import Manifest, Registry, docker_credentials
+from pipeline.publish import login
+from pipeline.publish.oci import Manifest, Registry
 from pipeline.settings import Settings
 
 
@@ -25,7 +26,7 @@ class OciPublisher:
     def for_settings(cls, settings: Settings, *, timeout: float = 30.0) -> OciPublisher:
         host, _, prefix = settings.registry.partition("/")
         token = settings.registry_token or None
-        credentials = None if token else docker_credentials(host)
+        credentials = None if token else login.credentials(settings, host)
         return cls(Registry(host, token=token, credentials=credentials, timeout=timeout), prefix.strip("/"))
 
     @property

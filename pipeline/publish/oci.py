@@ -176,6 +176,12 @@ class Registry:
         if response.status_code == 401 and self._answer(response.headers.get("WWW-Authenticate", "")):
             response = self._send(method, path, **kwargs)
         if response.status_code == 401:
+            if not (self.credentials.password or self.static_token):
+                raise Unavailable(
+                    f"registry {self.host} needs credentials for this (HTTP 401) and none are configured; "
+                    "`envctl stack up` logs the Docker client in to the local registry, "
+                    f"else log in with `docker login {self.host}`"
+                )
             raise Unavailable(
                 f"registry {self.host} refused the credentials (HTTP 401); "
                 f"log in with `docker login {self.host}` and try again"

@@ -18,6 +18,7 @@ from pipeline.backends import ContextFile
 from pipeline.build.engine import build, connect, context_tar, push
 from pipeline.errors import Unavailable
 from pipeline.proc import run, which
+from pipeline.publish import login
 from pipeline.publish.oci import Manifest, Registry, split_ref
 from pipeline.settings import Settings
 from pipeline.stack import apt
@@ -154,5 +155,5 @@ def ensure(settings: Settings, *, force: bool = False) -> dict[str, Any]:
             on_line=lambda line: output.info(f"  {line}"),
         )
     with output.step(f"pushing {settings.base_image}"):
-        push(client, settings.base_image)
+        push(client, settings.base_image, auth=login.credentials(settings, split_ref(settings.base_image)[0]))
     return status(settings)

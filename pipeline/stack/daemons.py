@@ -43,7 +43,10 @@ def alive(record: Record) -> bool:
         cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return bool(cmdline) and Path(cmdline[0].decode(errors="replace")).name == Path(record.argv[0]).name
+    first = cmdline[0].decode(errors="replace") if cmdline else ""
+    program = Path(record.argv[0]).name
+    # nginx and others rename themselves ("nginx: master process ...").
+    return bool(first) and (Path(first).name == program or first.startswith(f"{program}:"))
 
 
 def start(

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.ledger.db import Ledger, Version, now
 from pipeline.publish.oci import Registry
+from tests.helpers import login
 from tests.stageworld import World
 
 pytestmark = pytest.mark.integration
@@ -233,7 +234,7 @@ def test_describe_and_diff_read_the_stored_sboms(world: World) -> None:
 def test_drift_shows_in_status_and_sync_repairs_it(world: World) -> None:
     img = world.image
     assert world.envctl("promote", f"{img}.staging", "--rev", world.sha["c2"]).returncode == 0
-    registry = Registry("localhost:5000")
+    registry = Registry("localhost:5000", credentials=login())
     moved = registry.manifest(img, world.digest["c3"])
     assert moved is not None
     registry.put_manifest(img, "staging", moved)  # someone retags by hand

@@ -38,15 +38,17 @@ def test_second_stack_up_changes_nothing() -> None:
     after = {p["part"]: p for p in json.loads(envctl("stack", "status", "--json").stdout)}
     assert after["engine"]["pid"] == before["engine"]["pid"]
     assert after["registry"]["pid"] == before["registry"]["pid"]
+    assert after["registry"]["front_pid"] == before["registry"]["front_pid"]
     assert after["base"]["digest"] == before["base"]["digest"]
     assert "building" not in result.stderr and "starting" not in result.stderr
 
 
 @pytest.fixture
 def isolated(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Settings for a second registry on a free port, with its own state folder."""
+    """Settings for a second registry on a free port, with its own state folder and Docker login."""
     port = free_port()
     env = {
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
         "ENVCTL_STATE_DIR": str(tmp_path / "state"),
         "ENVCTL_REGISTRY": f"localhost:{port}",
         "ENVCTL_REGISTRY_LISTEN": f"127.0.0.1:{port}",
@@ -64,6 +66,8 @@ def test_stack_up_starts_a_registry_and_down_stops_only_it(isolated: dict[str, s
     assert registry.ping()
     status = {p["part"]: p for p in json.loads(envctl("stack", "status", "--json", env=isolated).stdout)}
     assert status["registry"]["managed"] is True
+    assert status["registry"]["writes"] == "credentials"
+    assert status["registry"]["front_pid"] is not None
     assert status["engine"]["managed"] is False  # the shared engine was not started by this state folder
     storage = Path(isolated["ENVCTL_STATE_DIR"]) / "stack" / "registry"
     assert storage.is_dir()
@@ -71,6 +75,7 @@ def test_stack_up_starts_a_registry_and_down_stops_only_it(isolated: dict[str, s
     down = envctl("stack", "down", env=isolated)
     assert down.returncode == 0, down.stderr
     assert "registry: stopped" in down.stderr
+    assert not Path(status["registry"]["socket"]).exists()
     assert "dockerd: not started by envctl; left alone" in down.stderr
     assert not registry.ping()
     assert storage.is_dir(), "stack down keeps the data"
@@ -85,8 +90,8 @@ def test_registry_that_cannot_start_exits_3_with_the_log(isolated: dict[str, str
         result = envctl("stack", "up", "--skip-base", env=isolated)
     assert result.returncode == 3
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("envctl: error: registry exited with")
-    assert str(Path(isolated["ENVCTL_STATE_DIR"]) / "stack" / "registry.log") in line
+    assert line.startswith("envctl: error: registry-front exited with")
+    assert str(Path(isolated["ENVCTL_STATE_DIR"]) / "stack" / "registry-front.log") in line
     assert "Traceback" not in result.stderr
 
 

@@ -35,7 +35,7 @@ from pipeline.source import GitTree
 from pipeline.spec import model as spec_module
 from pipeline.spec.model import Spec
 from pipeline.testing import run_tests
-from tests.helpers import DATA, ENVCTL, cli_env, envctl
+from tests.helpers import DATA, ENVCTL, cli_env, envctl, login
 from tests.minirepo import git
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ def make_image(client: Any, name: str, dockerfile: str) -> str:
     build(
         client, context=context, dockerfile="Dockerfile", tag=tag, buildargs={"BASE_IMAGE": BASE}, labels={}
     )
-    digest = push(client, tag)
+    digest = push(client, tag, auth=login())
     client.images.remove(tag)
     return f"{repository}@{digest}"
 
