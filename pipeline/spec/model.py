@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import SpecError
+from pipeline.errors import SpecError, shown
 from pipeline.source import Tree, glob
 
 SPEC_DIR = "environments"
@@ -184,7 +184,7 @@ def _describe(error: Any) -> tuple[str, str]:
         return field, "required; add it"
     message = str(error["msg"]).removeprefix("Value error, ")
     if "input" in error and kind not in {"model_type", "dict_type"}:
-        message += f" (got {error['input']!r})"
+        message += f" (got {shown(error['input'])})"
     return field, message
 
 
@@ -295,7 +295,7 @@ def load(tree: Tree, image: str) -> Spec:
     try:
         check_image_name(image)
     except ValueError as e:
-        raise SpecError(f"invalid image name {image!r}: {e}") from e
+        raise SpecError(f"invalid image name {shown(image)}: {e}") from e
     file = spec_path(image)
     text = tree.read(file)
     if text is None:
