@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo("envctl: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        click.echo(f"envctl: error: {_click_message(e)}", err=True)
+        if type(e).__name__ == "NoArgsIsHelpError":  # click 8.2+: a group run alone shows its help
+            e.show()
+        else:
+            click.echo(f"envctl: error: {_click_message(e)}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

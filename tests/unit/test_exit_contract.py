@@ -104,6 +104,24 @@ def test_pipeline_list_refuses_a_limit_that_is_not_a_positive_count(repo: MiniRe
     bad_input(run(repo, "pipeline", "list", "--limit", limit), "--limit", "envctl pipeline list --help")
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("status", "--jsn"),
+        ("nosuch",),
+        ("build",),
+        ("instances", "create", "x", "--env", "a.b.staging", "--port", "5"),
+    ],
+)
+def test_a_usage_mistake_is_one_line_naming_the_help(repo: MiniRepo, command: tuple[str, ...]) -> None:
+    bad_input(run(repo, *command), "--help`")
+
+
+def test_a_group_alone_still_shows_its_help(repo: MiniRepo) -> None:
+    result = run(repo, "pipeline")
+    assert result.returncode == 2 and "Usage: envctl pipeline" in result.stdout + result.stderr
+
+
 def _commit_with_entry(repo: MiniRepo, name: str) -> str:
     """A commit whose tree holds a folder entry `name` (git mktree writes what git checkout refuses)."""
     blob = subprocess.run(
