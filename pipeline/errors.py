@@ -41,3 +41,12 @@ class Unavailable(EnvctlError):
     """A part is unavailable: Docker Engine, registry, ledger."""
 
     exit_code = 3
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """`value` quoted for a message, cut to `limit` characters so that the line stays readable."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    length = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[: limit - 1]}…{length}"

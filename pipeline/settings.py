@@ -80,9 +80,28 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             if value not in get_args(Backend):
                 raise ValueError(value)
             return value
+        if key == "ledger_url" and value:
+            return _database_url(str(value), origin)
         return str(value)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{origin}: {key} = {value!r} is not a valid {kind}") from e
+
+
+def _database_url(url: str, origin: str) -> str:
+    """The ledger URL if SQLAlchemy reads it, else `ConfigError` (not echoing it: it may hold a password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    example = "write sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB"
+    try:
+        port = make_url(url).port
+    except ArgumentError as e:
+        raise ConfigError(f"{origin}: ledger_url is not a database URL; {example}") from e
+    except ValueError as e:  # SQLAlchemy's int() of the port
+        raise ConfigError(f"{origin}: ledger_url has a port that is not a number; {example}") from e
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"{origin}: ledger_url has port {port}, outside 1-65535; {example}")
+    return url
 
 
 def find_repo(start: Path) -> Path:

@@ -7,6 +7,7 @@ can't leak into it; `envctl validate` reads the `WorkTree`.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 
 import git
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, shown
 
 
 class Tree(Protocol):
@@ -30,8 +31,15 @@ class Tree(Protocol):
     def files(self, under: str = "") -> list[str]: ...
 
 
+def leaves_tree(pattern: str) -> bool:
+    """True for a path or glob that names something outside the repository: absolute or with '..'."""
+    return pattern.startswith(("/", "\\")) or ".." in pattern.replace("\\", "/").split("/")
+
+
 def glob(tree: Tree, pattern: str) -> list[str]:
-    """Files matching a glob (`*` stays within a folder, `**` crosses folders)."""
+    """Files matching a glob (`*` stays within a folder, `**` crosses folders); never outside the tree."""
+    if leaves_tree(pattern):
+        return []
     fixed: list[str] = []
     for part in pattern.split("/")[:-1]:
         if any(c in part for c in "*?["):
@@ -56,28 +64,83 @@ def _match(path: str, pattern: str) -> bool:
 
 @dataclass(frozen=True)
 class WorkTree:
+    """The files under `root`, as `git add` would see them: nothing outside it is ever read.
+
+    A path with '..' or a leading '/', or one that resolves outside the root through a
+    symbolic link, is absent; listing never follows a link to a folder.
+    """
+
     root: Path
 
     @property
     def label(self) -> str:
         return "work tree"
 
+    def _inside(self, path: str) -> Path | None:
+        """The real path of `path` when it stays inside the root, else None."""
+        if leaves_tree(path):
+            return None
+        try:
+            root = self.root.resolve()
+            target = (root / path).resolve()
+        except (OSError, RuntimeError):
+            return None
+        return target if target == root or target.is_relative_to(root) else None
+
     def read(self, path: str) -> bytes | None:
-        target = self.root / path
-        return target.read_bytes() if target.is_file() else None
+        target = self._inside(path)
+        try:
+            return target.read_bytes() if target is not None and target.is_file() else None
+        except OSError:
+            return None  # unreadable, a folder, or a name too long: not a file of the tree
 
     def is_dir(self, path: str) -> bool:
-        return (self.root / path).is_dir()
+        target = self._inside(path)
+        try:
+            return target is not None and target.is_dir()
+        except OSError:
+            return False
 
     def files(self, under: str = "") -> list[str]:
-        base = self.root / under
-        if not base.is_dir():
+        if not self.is_dir(under):
             return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and ".git" not in p.relative_to(self.root).parts
-        )
+        found: list[str] = []
+        for folder, dirs, names in os.walk(self.root / under):  # never into a linked folder
+            dirs[:] = [d for d in dirs if d != ".git"]
+            for name in names:
+                relative = (Path(folder) / name).relative_to(self.root).as_posix()
+                if name != ".git" and self._is_file(relative):
+                    found.append(relative)
+        return sorted(found)
+
+    def _is_file(self, path: str) -> bool:
+        target = self._inside(path)
+        try:
+            return target is not None and target.is_file()
+        except OSError:
+            return False
+
+
+_BAD_ENTRIES = {"", ".", ".."}
+
+
+def check_entries(commit: Any) -> None:
+    """`UsageError` when the commit's tree has an entry git itself would never check out.
+
+    A pushed tree can hold an entry named '..' or '.git' (`git mktree` makes one);
+    read as paths, they would reach outside the folder a build or a test run writes to.
+    """
+    try:
+        listed: str = commit.repo.git.ls_tree("-r", "-t", "-z", "--name-only", commit.tree.hexsha)
+    except git.GitCommandError as e:
+        raise UsageError(f"commit {commit.hexsha[:12]}: git can't list its tree: {e.stderr.strip()}") from e
+    for path in listed.split("\0"):
+        parts = path.split("/")
+        if path and any(p in _BAD_ENTRIES or p.lower() == ".git" for p in parts):
+            raise UsageError(
+                f"commit {commit.hexsha[:12]} has a tree entry {shown(path)} that git refuses to check "
+                "out ('.', '..' or '.git'); rewrite that commit without it"
+            )
 
 
 class GitTree:
@@ -88,6 +151,7 @@ class GitTree:
         self.sha: str = commit.hexsha
         self.tree_sha: str = commit.tree.hexsha
         self.label = f"commit {self.sha[:12]}"
+        check_entries(commit)
 
     def _entry(self, path: str) -> Any | None:
         if path in {"", "."}:
@@ -135,7 +199,7 @@ _HEX = re.compile(r"^[0-9a-f]{1,40}$")
 def resolve(repo: Any, rev: str) -> GitTree:
     """The commit named by a branch, tag, full SHA or SHA prefix (7+ characters)."""
     if not rev or rev.startswith("-") or not rev.isprintable() or any(c.isspace() for c in rev):
-        raise UsageError(f"invalid revision {rev!r}")
+        raise UsageError(f"invalid revision {shown(rev)}")
     try:
         sha: str | None = repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
     except git.GitCommandError:
@@ -143,7 +207,9 @@ def resolve(repo: Any, rev: str) -> GitTree:
     if _HEX.match(rev) and len(rev) < 40 and (sha is None or sha.startswith(rev)):
         sha = _by_prefix(repo, rev)
     if sha is None:
-        raise UsageError(f"unknown revision {rev!r}; give a branch, tag or commit SHA of this repository")
+        raise UsageError(
+            f"unknown revision {shown(rev)}; give a branch, tag or commit SHA of this repository"
+        )
     return GitTree(repo.commit(sha))
 
 

@@ -2,7 +2,8 @@
 
 On a fresh Debian machine as root (CI) this installs Debian's postgresql, makes it
 listen on 127.0.0.1 only, starts the cluster and creates a test role; no manual step.
-Elsewhere, without PostgreSQL and without root, the PostgreSQL tests are skipped.
+Elsewhere, without PostgreSQL and without root, the PostgreSQL tests skip, and a skip
+fails the session unless ENVCTL_TEST_ALLOW_SKIP allows it (tests/skips.py).
 """
 
 from __future__ import annotations

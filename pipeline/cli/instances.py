@@ -107,6 +107,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def restart(ctx: click.Context, name: str, as_json: bool) -> None:
     """Restart NAME on the digest its environment points to now (same URL, same work volume)."""
+    model.check_name(name)
     settings = settings_of(ctx)
     host = _host(ctx, settings)
     before = host.get(name)
@@ -123,6 +124,7 @@ def restart(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def delete(ctx: click.Context, name: str, purge: bool) -> None:
     """Remove NAME. Locally its work volume is kept unless --purge."""
+    model.check_name(name)
     settings = settings_of(ctx)
     kept = _host(ctx, settings).delete(name, purge=purge)
     kept_text = f"; its work stays in volume {kept} (`delete --purge` removes it)" if kept else ""

@@ -117,6 +117,15 @@ def _unavailable_part(error: BaseException) -> str | None:
     }.get(module)
 
 
+def _click_message(error: click.ClickException) -> str:
+    """A usage mistake as one line, with where to read the usage (click prints three or more)."""
+    message = " ".join(error.format_message().split())
+    context = getattr(error, "ctx", None)
+    if isinstance(error, click.UsageError) and context is not None:
+        return f"{message.rstrip('.')}; see `{context.command_path} --help`"
+    return message
+
+
 def main(argv: list[str] | None = None) -> Any:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get(
         "ENVCTL_DEBUG", ""
@@ -139,7 +148,10 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo("envctl: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
+        if type(e).__name__ == "NoArgsIsHelpError":  # click 8.2+: a group run alone shows its help
+            e.show()
+        else:
+            click.echo(f"envctl: error: {_click_message(e)}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

@@ -7,14 +7,22 @@ from pathlib import Path
 import click
 
 from pipeline.cli.common import emit_json, settings_of
-from pipeline.errors import SpecError
+from pipeline.errors import SpecError, shown
 from pipeline.source import WorkTree
 from pipeline.spec import model as spec
 
 
 def _repo_relative(item: str, repo: Path) -> str:
     if "/" not in item and not item.endswith((".yaml", ".yml")):
-        return spec.spec_path(item)
+        try:
+            return spec.spec_path(spec.check_image_name(item))
+        except ValueError as e:
+            raise SpecError(f"invalid image name {shown(item)}: {e}") from e
+    stem = Path(item).name.removesuffix(".yaml").removesuffix(".yml")
+    try:
+        spec.check_image_name(stem)
+    except ValueError as e:
+        raise SpecError(f"{shown(item)}: a spec is named <TEAM.TASK>.yaml; {e}") from e
     path = Path(item) if Path(item).is_absolute() else Path.cwd() / item
     try:
         return path.resolve().relative_to(repo).as_posix()

@@ -2,7 +2,9 @@
 
 The container's labels are the record: `list` is the containers labelled
 `org.envctl.instance`, each naming its environment, digest, port and token (anyone who
-can read them can use the Docker Engine, which is root on this machine anyway).
+can read them can use the Docker Engine, which is root on this machine anyway). The
+token reaches JupyterLab through the container's environment (`JUPYTER_TOKEN`), never
+its command line, which `ps` shows to every local user.
 JupyterLab listens on 127.0.0.1 with the host's network (the engine runs with
 `--bridge=none`). The user's work lives in a named volume at /home/jupyter that
 outlives restarts, upgrades and `delete` (unless `purge`): creating an instance of
@@ -63,14 +65,17 @@ def check_port(port: int, host: str = "127.0.0.1") -> int:
     return port
 
 
-def jupyter_command(port: int, token: str, host: str = "127.0.0.1") -> list[str]:
+TOKEN_VARIABLE = "JUPYTER_TOKEN"
+
+
+def jupyter_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """JupyterLab's command line: no secret on it (the token comes from `TOKEN_VARIABLE`)."""
     return [
         "jupyter",
         "lab",
         f"--ServerApp.ip={host}",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={HOME}",
         "--allow-root",
         "--no-browser",
@@ -259,7 +264,8 @@ class LocalInstances:
         try:
             container = self.client.containers.run(
                 ref,
-                command=jupyter_command(port, token, self.host),
+                command=jupyter_command(port, self.host),
+                environment={TOKEN_VARIABLE: token},
                 name=container_name(name),
                 labels=labels,
                 network_mode="host",

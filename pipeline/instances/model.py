@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, shown
 from pipeline.ledger import pointers as envs
 from pipeline.ledger.db import Ledger
 from pipeline.ledger.pointers import EnvId, Pointer, parse_env_id
@@ -19,7 +19,7 @@ _NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
 def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise UsageError(
-            f"{name!r} is not an instance name: use 1-40 lowercase letters, digits and '-', "
+            f"{shown(name)} is not an instance name: use 1-40 lowercase letters, digits and '-', "
             "starting with a letter and not ending with '-' (e.g. alice-nlp)"
         )
     return name

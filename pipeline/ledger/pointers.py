@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.errors import Unavailable, UsageError
+from pipeline.errors import Unavailable, UsageError, shown
 from pipeline.ledger.db import Ledger, _aware, environments, events, now, versions
 from pipeline.spec import model as spec
 
@@ -48,17 +48,17 @@ def parse_env_id(text: str) -> EnvId:
     image, _, stage = text.rpartition(".")
     if not image or not _valid_image(image):
         raise UsageError(
-            f"{text!r} is not an environment ID; write IMAGE.STAGE, e.g. nlp.keras-batch.production"
+            f"{shown(text)} is not an environment ID; write IMAGE.STAGE, e.g. nlp.keras-batch.production"
         )
     for known in STAGES:
         if stage == known:
             return EnvId(image, known)
-    raise UsageError(f"unknown stage {stage!r} in {text!r}; the stages are {', '.join(STAGES)}")
+    raise UsageError(f"unknown stage {shown(stage)} in {shown(text)}; the stages are {', '.join(STAGES)}")
 
 
 def check_image_name(image: str) -> str:
     if not _valid_image(image):
-        raise UsageError(f"{image!r} is not an image name (TEAM.TASK, e.g. nlp.keras-batch)")
+        raise UsageError(f"{shown(image)} is not an image name (TEAM.TASK, e.g. nlp.keras-batch)")
     return image
 
 

@@ -5,18 +5,21 @@ Every error names the file, the field, what is wrong and, where it can, the fix.
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import keyword
+import math
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import SpecError
-from pipeline.source import Tree, glob
+from pipeline.errors import SpecError, shown
+from pipeline.source import Tree, glob, leaves_tree
 
 SPEC_DIR = "environments"
 IMAGE_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
@@ -89,10 +92,69 @@ class Resources(_Model):
         return int(float(value.rstrip("bkmg")) * units[unit])
 
 
+def _inside_repository(pattern: str) -> str:
+    if not pattern.strip():
+        raise ValueError("an empty pattern; write a path such as test-notebooks/IMAGE/*.ipynb")
+    if leaves_tree(pattern):
+        raise ValueError("must be a pattern inside the repository, without '..' or a leading '/'")
+    return pattern
+
+
+def _identifier(name: str) -> str:
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise ValueError(
+            "not a Python identifier: papermill assigns each parameter to a variable of that name "
+            "(letters, digits and '_', e.g. min_accuracy)"
+        )
+    return name
+
+
+_NOT_JSON = {
+    datetime.datetime: "a YAML timestamp",
+    datetime.date: "a YAML date",
+    set: "a YAML set",
+    bytes: "YAML binary data",
+    tuple: "a YAML tuple",
+}
+
+
+def _plain_json(value: Any, where: str = "") -> Any:
+    """The value when it is plain JSON (null, true, a number, a string, a list, a mapping of strings)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}{value} is not a JSON number; quote it to pass a string")
+        return value
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _plain_json(item, f"{where}item {i}: ")
+        return value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where}key {shown(key)} is not a string; quote it")
+            _plain_json(item, f"{where}{key}: ")
+        return value
+    kind = next((k for t, k in _NOT_JSON.items() if isinstance(value, t)), type(value).__name__)
+    fix = (
+        "quote it ('2024-01-31') to pass a string"
+        if isinstance(value, datetime.date)
+        else "use null, true/false, a number, a string, a list or a mapping"
+    )
+    raise ValueError(f"{where}{kind} is not a plain JSON value; {fix}")
+
+
+NotebookGlob = Annotated[str, AfterValidator(_inside_repository)]
+ParameterName = Annotated[str, AfterValidator(_identifier)]
+ParameterValue = Annotated[Any, AfterValidator(_plain_json)]
+Parameters = dict[ParameterName, ParameterValue]
+
+
 class Tests(_Model):
-    notebooks: list[str] = Field(min_length=1)
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    notebook_parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    notebooks: list[NotebookGlob] = Field(min_length=1)
+    parameters: Parameters = Field(default_factory=dict)
+    notebook_parameters: dict[str, Parameters] = Field(default_factory=dict)
     timeout: int = Field(default=600, gt=0, le=86400)
     kernel: str | None = None
     resources: Resources = Field(default_factory=Resources)
@@ -171,7 +233,7 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
 
 
 def _describe(error: Any) -> tuple[str, str]:
-    loc: tuple[int | str, ...] = tuple(error["loc"])
+    loc: tuple[int | str, ...] = tuple(p for p in error["loc"] if p != "[key]")
     field = ".".join(str(p) for p in loc) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -184,7 +246,7 @@ def _describe(error: Any) -> tuple[str, str]:
         return field, "required; add it"
     message = str(error["msg"]).removeprefix("Value error, ")
     if "input" in error and kind not in {"model_type", "dict_type"}:
-        message += f" (got {error['input']!r})"
+        message += f" (got {shown(error['input'])})"
     return field, message
 
 
@@ -295,7 +357,7 @@ def load(tree: Tree, image: str) -> Spec:
     try:
         check_image_name(image)
     except ValueError as e:
-        raise SpecError(f"invalid image name {image!r}: {e}") from e
+        raise SpecError(f"invalid image name {shown(image)}: {e}") from e
     file = spec_path(image)
     text = tree.read(file)
     if text is None:

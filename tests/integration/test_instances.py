@@ -145,3 +145,36 @@ def test_bad_input_is_one_line_and_exit_2(sqlite_world: World, name: str) -> Non
         one_line_error(world.envctl(*create, f"{world.image}.staging", "--port", port), 2, f"port {port}")
     assert json.loads(world.envctl("instances", "list", "--json").stdout) is not None
     assert name not in {i["name"] for i in world.json("instances", "list")}
+
+
+def test_the_token_is_on_no_command_line_and_still_opens_the_server(sqlite_world: World, name: str) -> None:
+    """`ps` shows every process's argv to every local user: the token must not be there."""
+    world = sqlite_world
+    env = f"{world.image}.staging"
+    assert world.envctl("promote", env, "--rev", world.sha["c1"]).returncode == 0
+    created = world.envctl("instances", "create", name, "--env", env)
+    assert created.returncode == 0, created.stderr
+    url = created.stdout.strip()
+    status, auth = api(url, "/api/status")
+    token = auth["Authorization"].removeprefix("token ")
+    assert len(token) >= 32
+
+    container = connect().containers.get(f"envctl-{name}")
+    config = container.attrs["Config"]
+    for part in ("Cmd", "Entrypoint"):
+        assert token not in json.dumps(config.get(part)), (part, config.get(part))
+    assert token not in json.dumps(container.attrs.get("Args")) and token not in container.attrs["Path"]
+    # What `ps` shows on the host: the container's processes and the main one's argv.
+    top = container.top(ps_args="-eo pid,args")
+    assert top["Processes"] and not any(token in " ".join(row) for row in top["Processes"]), top
+    host_pid = container.attrs["State"]["Pid"]
+    assert token.encode() not in Path(f"/proc/{host_pid}/cmdline").read_bytes()
+    # ... and inside the container, every process's argv.
+    inside = container.exec_run(["sh", "-c", "cat /proc/[0-9]*/cmdline"], demux=False)
+    assert inside.exit_code == 0 and b"jupyter" in inside.output, inside.output[:500]
+    assert token.encode() not in inside.output
+
+    assert requests.get(status, headers=auth, timeout=10).status_code == 200
+    assert requests.get(status, timeout=10).status_code == 403
+    wrong = {"Authorization": f"token {secrets.token_hex(24)}"}
+    assert requests.get(status, headers=wrong, timeout=10).status_code == 403

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from google.cloud import notebooks_v2 as nb
 
 from pipeline.errors import Refused, UsageError
 from pipeline.instances.gcp import GcpInstances
 from pipeline.instances.model import Target
 from pipeline.ledger.pointers import EnvId
 from pipeline.spec.model import Accelerator, Cloud
-
-nb = pytest.importorskip("google.cloud.notebooks_v2")
 
 REGISTRY = "artifacts.example.test/acme/notebooks"
 SHA = "a" * 40

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.source import WorkTree
+from pipeline.source import WorkTree, glob
 from pipeline.spec import model as spec
 from tests.helpers import DATA, ROOT, copy_example, envctl
 
@@ -122,3 +122,40 @@ def test_per_notebook_parameters_must_name_a_notebook(tmp_path: Path) -> None:
     result = envctl("validate", cwd=repo)
     assert result.returncode == 2
     assert "tests.notebook_parameters.fitt.ipynb: names no test notebook" in result.stderr
+
+
+def test_a_glob_never_reads_outside_the_repository(tmp_path: Path) -> None:
+    """Not with '..', an absolute pattern, a linked file, a linked folder, nor through '**'."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.ipynb").write_text("{}")
+    repo = copy_example(tmp_path / "repo")
+    folder = repo / "test-notebooks" / "nlp.keras-batch"
+    (folder / "evil.ipynb").symlink_to(outside / "secret.ipynb")
+    (folder / "linked").symlink_to(outside, target_is_directory=True)
+    (repo / "elsewhere").symlink_to(outside, target_is_directory=True)
+    (folder / "inside.ipynb").symlink_to(folder / "fit.ipynb")  # a link inside the repository is fine
+    tree = WorkTree(repo)
+    own = ["fit.ipynb", "imports.ipynb", "inside.ipynb", "text.ipynb"]
+
+    assert glob(tree, "test-notebooks/**/*.ipynb") == [f"test-notebooks/nlp.keras-batch/{n}" for n in own]
+    assert glob(tree, "**/*.ipynb") == glob(tree, "test-notebooks/**/*.ipynb")
+    for pattern in (
+        "test-notebooks/nlp.keras-batch/evil.ipynb",
+        "test-notebooks/nlp.keras-batch/linked/*.ipynb",
+        "test-notebooks/nlp.keras-batch/linked/**",
+        "elsewhere/*.ipynb",
+        "elsewhere/**/*.ipynb",
+        "../outside/*.ipynb",
+        "test-notebooks/../../outside/*.ipynb",
+        f"{outside}/*.ipynb",
+        "/**/secret.ipynb",
+    ):
+        assert glob(tree, pattern) == [], pattern
+    assert tree.read("test-notebooks/nlp.keras-batch/evil.ipynb") is None
+    assert tree.read("elsewhere/secret.ipynb") is None
+    assert tree.read("../outside/secret.ipynb") is None
+    assert not tree.is_dir("elsewhere") and tree.files("elsewhere") == []
+
+    result = envctl("validate", cwd=repo)  # the spec's glob sees the repository's notebooks only
+    assert result.returncode == 0, result.stderr
