@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pipeline.cli.validate:command",
         "Check environments/*.yaml: one line per mistake, exit 2 if any.",
     ),
+    "lint": (
+        "pipeline.cli.lint:command",
+        "Find what breaks notebooks in managed runs (installs, credentials, paths...), by rule.",
+    ),
     "build": ("pipeline.cli.build:command", "Build (or reuse) and push the version of IMAGE at a revision."),
     "test": (
         "pipeline.cli.test:command",

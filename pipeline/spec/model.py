@@ -20,10 +20,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from pipeline.errors import SpecError, shown
 from pipeline.source import Tree, glob, leaves_tree
+from pipeline.spec.lint.catalog import RULES
 
 SPEC_DIR = "environments"
 IMAGE_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?[bkmg]?$", re.IGNORECASE)
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 STAGES = ("staging", "production", "fallback")
 
 
@@ -160,6 +162,15 @@ class Tests(_Model):
     resources: Resources = Field(default_factory=Resources)
     network: Literal["none", "host"] = "none"
     smoke: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not ENV_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name (letters, digits, _)")
+        return value
 
     @field_validator("smoke")
     @classmethod
@@ -171,6 +182,57 @@ class Tests(_Model):
             except ValueError as e:
                 raise ValueError(f"can't parse {command!r}: {e}") from e
         return value
+
+
+class Lint(_Model):
+    """`envctl lint` beyond the test notebooks: the users' own notebooks, rules turned off."""
+
+    paths: list[NotebookGlob] = Field(default_factory=list)
+    ignore: list[str] = Field(default_factory=list)
+
+    @field_validator("ignore")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        for rule in value:
+            if rule not in RULES:
+                close = difflib.get_close_matches(rule, list(RULES), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; rules: {', '.join(RULES)}"
+                raise ValueError(f"unknown rule {rule!r}{hint}")
+        return value
+
+
+BATCH_ALWAYS = ("AIP_STORAGE_URI", "AIP_MODEL_DIR")
+
+
+class Batch(_Model):
+    """How a batch prediction job runs the image: its command and the AIP_* locations it reads.
+
+    Every variable points at a mounted temporary folder; `outputs` must hold files afterwards.
+    """
+
+    command: list[str] = Field(default_factory=list)
+    variables: list[str] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=lambda: ["AIP_MODEL_DIR"])
+    timeout: int = Field(default=600, gt=0, le=86400)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str]) -> list[str]:
+        if value and not value[0].strip():
+            raise ValueError("the program (first word) is empty")
+        return value
+
+    @field_validator("variables", "outputs")
+    @classmethod
+    def _aip(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.startswith("AIP_") or not ENV_NAME_RE.match(name):
+                raise ValueError(f"{name!r} is not an AIP_* variable (e.g. AIP_MODEL_DIR)")
+        return value
+
+    @property
+    def all_variables(self) -> list[str]:
+        return list(dict.fromkeys([*BATCH_ALWAYS, *self.variables, *self.outputs]))
 
 
 class Accelerator(_Model):
@@ -191,6 +253,8 @@ class Spec(_Model):
     build: Build
     tests: Tests
     cloud: Cloud = Field(default_factory=Cloud)
+    lint: Lint = Field(default_factory=Lint)
+    batch: Batch | None = None
 
     @field_validator("image")
     @classmethod
@@ -321,6 +385,14 @@ def check_files(spec: Spec, tree: Tree, file: str) -> list[Problem]:
 def notebooks(spec: Spec, tree: Tree) -> list[str]:
     found: set[str] = set()
     for pattern in spec.tests.notebooks:
+        found.update(f for f in glob(tree, pattern) if f.endswith(".ipynb"))
+    return sorted(found)
+
+
+def lint_notebooks(spec: Spec, tree: Tree) -> list[str]:
+    """The test notebooks and the users' notebooks under `lint.paths`."""
+    found = set(notebooks(spec, tree))
+    for pattern in spec.lint.paths:
         found.update(f for f in glob(tree, pattern) if f.endswith(".ipynb"))
     return sorted(found)
 

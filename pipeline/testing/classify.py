@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline.modules import DISTRIBUTIONS
 from pipeline.testing.model import ContainerExit, Verdict
 from pipeline.testing.params import source_of
 
@@ -19,16 +20,7 @@ INSERTED_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
 MODULE_NOT_FOUND = re.compile(r"No module named '([^']+)'")
 IMPORT_FROM = re.compile(r"cannot import name '([^']+)' from '([^']+)'")
 # Import names whose pip package is named otherwise.
-PACKAGES = {
-    "sklearn": "scikit-learn",
-    "cv2": "opencv-python-headless",
-    "PIL": "Pillow",
-    "yaml": "PyYAML",
-    "bs4": "beautifulsoup4",
-    "skimage": "scikit-image",
-    "dateutil": "python-dateutil",
-    "google.cloud": "google-cloud-<service>",
-}
+PACKAGES = DISTRIBUTIONS
 NOT_FOUND = ("executable file not found", "no such file or directory")
 
 
