@@ -16,7 +16,7 @@ from pipeline.errors import Unavailable
 
 # Runs with the image's own python; prints one JSON document.
 _SCRIPT = r"""
-import json, platform, shutil, subprocess, sys
+import json, os, platform, shutil, subprocess, sys
 def run(args):
     try:
         return subprocess.run(args, capture_output=True, text=True, timeout=120).stdout
@@ -32,6 +32,12 @@ for line in run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\n"]).splitlin
     name, _, version = line.partition("\t")
     if name:
         out["dpkg"].append({"name": name, "version": version})
+try:  # top-level import names (what `envctl lint` ENV002 compares imports with)
+    import importlib.metadata as md
+    out["modules"] = sorted(md.packages_distributions())
+except Exception:
+    pass
+out["env"] = sorted(os.environ)  # names only: what the image's config sets
 if shutil.which("conda"):
     try:
         out["conda"] = [{"name": p["name"], "version": p["version"]}
