@@ -29,7 +29,9 @@ def _print(report: TestReport) -> None:
             for r in report.results
         ],
     )
-    failures = [r for r in report.results if not r.passed]
+    for check in report.checks:
+        click.echo(f"{check.name}: {'ok' if check.passed else check.verdict.outcome}", err=True)
+    failures = [r for r in (*report.checks, *report.results) if not r.passed]
     for result in failures:
         click.echo("")
         click.echo(

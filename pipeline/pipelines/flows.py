@@ -51,6 +51,7 @@ class ImageVerdict:
     built: str | None = None  # built, reused, existing
     tested: str | None = None  # test run ID
     unavailable: bool = False
+    lint: list[dict[str, Any]] = field(default_factory=list)  # `envctl lint` findings, before the build
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class ImageVerdict:
             "digest": self.digest,
             "built": self.built,
             "test_run": self.tested,
+            "lint": self.lint,
         }
 
 
@@ -144,7 +146,7 @@ def _passing_run_for_inputs(ledger: Ledger, version: Version) -> str | None:
 
 
 def _report_failures(report: TestReport) -> str:
-    return "; ".join(_describe(result) for result in report.results if not result.passed)
+    return "; ".join(_describe(result) for result in (*report.checks, *report.results) if not result.passed)
 
 
 def _describe(result: Result) -> str:
@@ -155,7 +157,7 @@ def _describe(result: Result) -> str:
 
 
 def _print_report(image: str, report: TestReport) -> None:
-    for result in report.results:
+    for result in (*report.checks, *report.results):
         mark = "ok  " if result.passed else "FAIL"
         output.info(f"  {mark} {result.name} ({result.seconds:.1f} s)")
         if not result.passed:
@@ -168,6 +170,28 @@ def _print_report(image: str, report: TestReport) -> None:
     output.info(f"  artifacts: {report.artifacts}")
 
 
+def _lint(spec: spec_module.Spec, tree: GitTree, ledger: Ledger, verdict: ImageVerdict) -> bool:
+    """Lint the notebooks against the staging version's SBOM; False when an error blocks the build."""
+    from pipeline.spec.lint.report import lines
+    from pipeline.spec.lint.runner import lint_spec
+
+    pointer = current(ledger, spec.image, "staging")
+    at = ledger.get_version(spec.image, pointer.sha) if pointer is not None and pointer.sha else None
+    report = lint_spec(spec, tree, sbom=at.sbom if at is not None else None)
+    verdict.lint = [f.to_json() for f in report.findings]
+    for line in lines(report):
+        output.info(f"  {line}")
+    if not report.errors:
+        return True
+    first = report.errors[0]
+    verdict.state = "failed"
+    verdict.detail = (
+        f"lint found {len(report.errors)} error(s), staging unchanged: {first.rule} at {first.where()}: "
+        f"{first.message}; fix: {first.fix}"
+    )
+    return False
+
+
 def staging_image(
     settings: Settings, repo: Any, tree: GitTree, image: str, ledger: Ledger, run_id: str, *, force_all: bool
 ) -> ImageVerdict:
@@ -176,6 +200,9 @@ def staging_image(
         spec = spec_module.load(tree, image)
     except UsageError as e:
         return ImageVerdict(image=image, state="invalid", detail=str(e).replace("\n", "; "), sha=tree.sha)
+    with output.step(f"{image}: lint"):
+        if not _lint(spec, tree, ledger, verdict):
+            return verdict
     pointer = current(ledger, image, "staging")
     here = inputs_key(spec, tree)
     if pointer is not None and pointer.sha is not None and not force_all:

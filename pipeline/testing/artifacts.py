@@ -88,6 +88,24 @@ def junit_xml(report: TestReport) -> bytes:
         element.text = "\n".join(lines)
         if result.warnings:
             ET.SubElement(case, "system-err").text = "\n".join(result.warnings)
+    if report.checks:
+        checks = ET.SubElement(
+            suites,
+            "testsuite",
+            name=f"{report.image}.checks",
+            tests=str(len(report.checks)),
+            failures=str(sum(1 for r in report.checks if r.verdict.outcome == "failed")),
+            errors=str(sum(1 for r in report.checks if r.verdict.outcome == "infrastructure")),
+            skipped="0",
+            time=f"{sum(r.seconds for r in report.checks):.3f}",
+            timestamp=report.started_at,
+        )
+        for result in report.checks:
+            case = ET.SubElement(checks, "testcase", classname=f"{report.image}.check", name=result.name)
+            if not result.passed:
+                tag = "failure" if result.verdict.outcome == "failed" else "error"
+                element = ET.SubElement(case, tag, message=result.verdict.error, type=result.verdict.outcome)
+                element.text = f"{result.verdict.error}\nhint: {result.verdict.hint}"
     ET.indent(suites)
     body: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
     return body + b"\n"

@@ -17,7 +17,7 @@ Outcome = Literal[
     "malformed",
     "infrastructure",
 ]
-Kind = Literal["notebook", "smoke"]
+Kind = Literal["notebook", "smoke", "check"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +30,7 @@ class ContainerExit:
     start_error: str = ""
     logs: str = ""
     seconds: float = 0.0
+    changes: tuple[str, ...] = ()  # paths added or changed outside the mounts, when asked for
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,15 +105,16 @@ class TestReport:
     warnings: tuple[str, ...] = field(default=())
     started_at: str = ""
     finished_at: str = ""
+    checks: tuple[Result, ...] = ()  # the image checks (IMG001-IMG004), before the notebooks
 
     @property
     def passed(self) -> bool:
-        return bool(self.results) and all(r.passed for r in self.results)
+        return bool(self.results) and all(r.passed for r in (*self.results, *self.checks))
 
     @property
     def infrastructure_failed(self) -> bool:
         """A part (engine, registry) failed during the run: the run says nothing of the version."""
-        return any(r.verdict.outcome == "infrastructure" for r in self.results)
+        return any(r.verdict.outcome == "infrastructure" for r in (*self.results, *self.checks))
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -134,4 +136,5 @@ class TestReport:
             "finished_at": self.finished_at,
             "warnings": list(self.warnings),
             "results": [r.to_json() for r in self.results],
+            "checks": [r.to_json() for r in self.checks],
         }

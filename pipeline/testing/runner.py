@@ -125,11 +125,15 @@ def run_container(
     deadline: float,
     mounts: Mapping[Path, tuple[str, str]] | None = None,
     log_file: Path | None = None,
+    environment: Mapping[str, str] | None = None,
+    entrypoint: Sequence[str] | None = None,
+    changes: bool = False,
 ) -> ContainerExit:
     """Run one command in a fresh container from `image_ref`; kill it at `deadline` seconds.
 
     `mounts` maps a host folder to (container path, "ro" or "rw"). The container is
-    removed on every path out of here; its output goes to `log_file`.
+    removed on every path out of here; its output goes to `log_file`. `changes` asks for
+    the paths the command added or changed in the container's own file system.
     """
     container: Any = None
     started = time.monotonic()
@@ -145,6 +149,8 @@ def run_container(
             volumes={str(h): {"bind": c, "mode": m} for h, (c, m) in (mounts or {}).items()},
             init=True,
             detach=True,
+            environment=dict(environment or {}),
+            **({"entrypoint": list(entrypoint)} if entrypoint is not None else {}),
         )
         tracker.add(container)
         started = time.monotonic()
@@ -168,6 +174,7 @@ def run_container(
         container.reload()
         oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
         output: bytes = container.logs(stdout=True, stderr=True)
+        changed = tuple(str(c.get("Path", "")) for c in (container.diff() or [])) if changes else ()
         if log_file is not None:
             write_atomic(log_file, output[-LOG_BYTES:])
         return ContainerExit(
@@ -176,6 +183,7 @@ def run_container(
             deadline_hit=deadline_hit,
             logs=output[-20_000:].decode(errors="replace"),
             seconds=seconds,
+            changes=changed,
         )
     except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
         if tracker.cancelled.is_set():

@@ -27,6 +27,7 @@ from pipeline.source import Tree
 from pipeline.spec import model as spec_module
 from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
+from pipeline.testing.checks import run_checks
 from pipeline.testing.model import Result, TestReport, Verdict
 from pipeline.testing.params import MalformedNotebook, load_notebook, plan
 from pipeline.testing.runner import Cancelled, Limits, Tracker, ensure_image, sweep
@@ -61,6 +62,20 @@ def _guarded(name: str, kind: Any, task: Callable[[], Result]) -> Result:
             outcome="infrastructure", error=f"{type(e).__name__}: {e}", hint="rerun with --debug"
         )
         return Result(name=name, kind=kind, verdict=verdict, seconds=0.0)
+
+
+def _checks(run: Run) -> list[Result]:
+    """The image checks; a part that fails during them is an infrastructure result."""
+    try:
+        return run_checks(run)
+    except Cancelled:
+        raise
+    except Exception as e:
+        log.debug("image checks failed", exc_info=True)
+        verdict = Verdict(
+            outcome="infrastructure", error=f"{type(e).__name__}: {e}", hint="rerun with --debug"
+        )
+        return [Result(name="image checks", kind="check", verdict=verdict, seconds=0.0)]
 
 
 def _materialize(tree: Tree, root: str, target: Path) -> None:
@@ -155,6 +170,13 @@ def run_tests(
         ),
         grace=grace,
     )
+    try:
+        checks = _checks(run)
+    except BaseException:
+        run.tracker.cancel()
+        sweep(client, run_id)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     for index, path in enumerate(paths):
         try:
             job = plan(spec, path, load_notebook(tree.read(path) or b"", path))
@@ -211,6 +233,7 @@ def run_tests(
         warnings=tuple(warnings),
         started_at=started.isoformat(),
         finished_at=datetime.now(UTC).isoformat(),
+        checks=tuple(checks),
     )
     artifacts.write_reports(report)
     if report.infrastructure_failed:

@@ -101,6 +101,7 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
         deadline=deadline,
         mounts={run.work / "in": (IN, "ro"), out: (OUT, "rw"), scratch: (CWD, "rw")},
         log_file=run.run_dir / log_rel,
+        environment=tests.env,
     )
     executed = artifacts.read_json(out / name)
     notebook: str | None = None

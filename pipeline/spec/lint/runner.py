@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.errors import UsageError
 from pipeline.modules import modules_of, normalize
 from pipeline.source import Tree
 from pipeline.spec import model as spec_module
@@ -157,7 +158,10 @@ def lint_spec(
     sbom: Mapping[str, Any] | None,
     only: Iterable[str] | None = None,
 ) -> LintReport:
-    """Lint a spec's notebooks (or `only` those of them) against the SBOM of a version of it."""
+    """Lint a spec's notebooks (or `only` those of them) against the SBOM of a version of it.
+
+    A malformed notebook is a note (the test stage reports it), unless named in `only`.
+    """
     facts = facts_of(sbom) if sbom else None
     files = frozenset(tree.files(""))
     report = LintReport()
@@ -165,5 +169,11 @@ def lint_spec(
         report.notes.append(f"{spec.image}: no version to compare imports with; ENV002 not checked")
     for path in only if only is not None else spec_module.lint_notebooks(spec, tree):
         ctx = spec_context(spec, tree, path, facts, files)
-        report.extend(lint_notebook(tree.read(path) or b"", ctx))
+        try:
+            report.extend(lint_notebook(tree.read(path) or b"", ctx))
+        except UsageError as e:
+            if only is not None:
+                raise
+            report.notebooks.append(path)
+            report.notes.append(f"{e}; not linted")
     return report
