@@ -47,7 +47,7 @@ def auth001(cells: list[Cell], ctx: Context, known: dict[str, str]) -> Iterator[
                 seen.add(shell.line)
                 yield found(ctx, "AUTH001", cell, shell.line, f"`{' '.join(words)}` signs in a person")
         for unit in cell.units:
-            for node in unit.nodes:
+            for node in unit.of(ast.ImportFrom, ast.Import, ast.Call, ast.Constant):
                 line = unit.line_of(node)
                 why: str | None = None
                 if isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -72,9 +72,7 @@ def auth001(cells: list[Cell], ctx: Context, known: dict[str, str]) -> Iterator[
 def auth002(cells: list[Cell], ctx: Context, known: dict[str, str]) -> Iterator[Finding]:
     for cell in cells:
         for unit in cell.units:
-            for node in unit.nodes:
-                if not isinstance(node, ast.Call):
-                    continue
+            for node in unit.of(ast.Call):
                 name = dotted(node.func, known)
                 if name not in NEED_PROJECT or has_keyword(node, "project"):
                     continue

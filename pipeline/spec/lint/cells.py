@@ -83,16 +83,20 @@ def _line_map(original: str, transformed: str, first: int) -> tuple[int, ...]:
 
 
 def _read(cell: Cell, source: str, first: int) -> None:
+    # Plain Python is its own transformation; only cells with IPython syntax go through it.
     try:
-        transformed = _transformer().transform_cell(source)
-        tree = ast.parse(transformed)
-    except (SyntaxError, ValueError) as e:
-        cell.unparsed = cell.unparsed or f"not Python after IPython's transformation ({e})"
-        return
-    unit = Unit(tree=tree, lines=_line_map(source, transformed, first), nodes=tuple(ast.walk(tree)))
+        transformed, tree = source, ast.parse(source)
+    except (SyntaxError, ValueError):
+        try:
+            transformed = _transformer().transform_cell(source)
+            tree = ast.parse(transformed)
+        except (SyntaxError, ValueError) as e:
+            cell.unparsed = cell.unparsed or f"not Python after IPython's transformation ({e})"
+            return
+    unit = Unit.of_tree(tree, _line_map(source, transformed, first))
     cell.units.append(unit)
-    for node in unit.nodes:
-        if isinstance(node, ast.Call):
+    if transformed is not source:
+        for node in unit.of(ast.Call):
             _ipython_call(cell, unit, node)
 
 

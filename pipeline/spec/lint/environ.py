@@ -34,7 +34,7 @@ def _sets(cells: list[Cell], known: dict[str, str]) -> set[str]:
     names: set[str] = set()
     for cell in cells:
         for unit in cell.units:
-            for node in unit.nodes:
+            for node in unit.of(ast.Subscript, ast.Call):
                 if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store):
                     if dotted(node.value, known) == ENVIRON and isinstance(node.slice, ast.Constant):
                         names.add(str(node.slice.value))
@@ -51,7 +51,7 @@ def envv001(cells: list[Cell], ctx: Context, known: dict[str, str]) -> Iterator[
     set_here = _sets(cells, known) | ALWAYS | ctx.environment
     for cell in cells:
         for unit in cell.units:
-            for node in unit.nodes:
+            for node in unit.of(ast.Subscript, ast.Call):
                 name = _reads(node, known)
                 if name is None or name in set_here:
                     continue

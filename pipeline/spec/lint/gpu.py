@@ -72,17 +72,23 @@ def res001(cells: list[Cell], ctx: Context, known: dict[str, str]) -> Iterator[F
                 yield found(ctx, "RES001", cell, shell.line, "runs nvidia-smi, which needs a GPU", fix)
         for unit in cell.units:
             guarded: set[int] = set()
-            for node in unit.nodes:
-                if isinstance(node, ast.If | ast.IfExp) and _probes(node.test, known):
+            conditionals: list[ast.If | ast.IfExp] = [*unit.of(ast.If), *unit.of(ast.IfExp)]
+            for node in conditionals:
+                if _probes(node.test, known):
                     branches = (
                         [*node.body, *node.orelse] if isinstance(node, ast.If) else [node.body, node.orelse]
                     )
                     guarded.update(id(n) for b in branches for n in ast.walk(b))
-            for node in unit.nodes:
-                if id(node) in guarded and not isinstance(node, ast.Assert):
+            for candidate in unit.of(ast.Assert, ast.If, ast.Subscript, ast.Call):
+                if id(candidate) in guarded and not isinstance(candidate, ast.Assert):
                     continue
-                why = _requires(node, known)
+                why = _requires(candidate, known)
                 if why:
                     yield found(
-                        ctx, "RES001", cell, unit.line_of(node), f"{why}; the spec has no accelerator", fix
+                        ctx,
+                        "RES001",
+                        cell,
+                        unit.line_of(candidate),
+                        f"{why}; the spec has no accelerator",
+                        fix,
                     )

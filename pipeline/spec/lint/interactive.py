@@ -37,9 +37,7 @@ def _why(name: str) -> str | None:
 def int001(cells: list[Cell], ctx: Context, known: dict[str, str]) -> Iterator[Finding]:
     for cell in cells:
         for unit in cell.units:
-            for node in unit.nodes:
-                if not isinstance(node, ast.Call):
-                    continue
+            for node in unit.of(ast.Call):
                 why = _why(dotted(node.func, known))
                 if why:
                     yield found(ctx, "INT001", cell, unit.line_of(node), why)

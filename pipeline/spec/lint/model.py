@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.spec.lint.catalog import RULES, Severity
+
+N = TypeVar("N", bound=ast.AST)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +46,22 @@ class Unit:
     tree: ast.Module
     lines: tuple[int, ...]  # transformed line (index + 1) -> line in the cell
     nodes: tuple[ast.AST, ...]
+    groups: dict[type, list[ast.AST]] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of_tree(cls, tree: ast.Module, lines: tuple[int, ...]) -> Unit:
+        nodes = tuple(ast.walk(tree))
+        groups: dict[type, list[ast.AST]] = {}
+        for node in nodes:
+            groups.setdefault(type(node), []).append(node)
+        return cls(tree=tree, lines=lines, nodes=nodes, groups=groups)
+
+    def of(self, *kinds: type[N]) -> list[N]:
+        """The nodes of these types, in walk order within each type."""
+        found: list[N] = []
+        for kind in kinds:
+            found.extend(self.groups.get(kind, ()))  # type: ignore[arg-type]
+        return found
 
     def line_of(self, node: ast.AST) -> int:
         number = getattr(node, "lineno", 1)

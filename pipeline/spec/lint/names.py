@@ -11,12 +11,20 @@ from collections.abc import Iterable
 from pipeline.spec.lint.model import Cell
 
 
+class Names(dict[str, str]):
+    """Local name -> imported dotted name, remembering what each node resolved to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.memo: dict[int, str] = {}
+
+
 def aliases(cells: Iterable[Cell]) -> dict[str, str]:
     """Local name -> the dotted name it was imported as, over every cell of a notebook."""
-    found: dict[str, str] = {}
+    found = Names()
     for cell in cells:
         for unit in cell.units:
-            for node in unit.nodes:
+            for node in unit.of(ast.Import, ast.ImportFrom):
                 if isinstance(node, ast.Import):
                     for alias in node.names:
                         if alias.asname:
@@ -32,6 +40,16 @@ def aliases(cells: Iterable[Cell]) -> dict[str, str]:
 
 def dotted(node: ast.AST, known: dict[str, str]) -> str:
     """`a.b.c` for Name/Attribute chains, with the first name resolved; "" otherwise."""
+    memo = known.memo if isinstance(known, Names) else None
+    if memo is not None:
+        hit = memo.get(id(node))
+        if hit is None:
+            hit = memo[id(node)] = _dotted(node, known)
+        return hit
+    return _dotted(node, known)
+
+
+def _dotted(node: ast.AST, known: dict[str, str]) -> str:
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)

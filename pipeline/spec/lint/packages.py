@@ -52,8 +52,8 @@ def installed(words: tuple[str, ...]) -> tuple[str, list[str]] | None:
 def _python_commands(cell: Cell, known: dict[str, str]) -> Iterator[Shell]:
     """Installs run from Python: os.system("pip install x"), subprocess.run([sys.executable, "-m", ...])."""
     for unit in cell.units:
-        for node in unit.nodes:
-            if not isinstance(node, ast.Call) or not node.args or dotted(node.func, known) not in RUNNERS:
+        for node in unit.of(ast.Call):
+            if not node.args or dotted(node.func, known) not in RUNNERS:
                 continue
             line = unit.line_of(node)
             first = node.args[0]
@@ -87,8 +87,8 @@ def _optional(cells: list[Cell]) -> set[int]:
     inside: set[int] = set()
     for cell in cells:
         for unit in cell.units:
-            for node in unit.nodes:
-                if isinstance(node, ast.Try) and node.handlers:
+            for node in unit.of(ast.Try):
+                if node.handlers:
                     for statement in node.body:
                         inside.update(id(n) for n in ast.walk(statement))
     return inside
@@ -116,7 +116,7 @@ def env002(cells: list[Cell], ctx: Context, known: dict[str, str]) -> Iterator[F
     }
     for cell in cells:
         for unit in cell.units:
-            for node in unit.nodes:
+            for node in unit.of(ast.Import, ast.ImportFrom):
                 if id(node) in optional:
                     continue
                 if isinstance(node, ast.Import):

@@ -50,12 +50,8 @@ def path001(cells: list[Cell], ctx: Context, known: dict[str, str]) -> Iterator[
                     yield found(ctx, "PATH001", cell, shell.line, f"{word} exists only on one machine")
                     break
         for unit in cell.units:
-            docstrings = {
-                id(n.value)
-                for n in unit.nodes
-                if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
-            }
-            for node in unit.nodes:
+            docstrings = {id(n.value) for n in unit.of(ast.Expr) if isinstance(n.value, ast.Constant)}
+            for node in unit.of(ast.Constant, ast.Call):
                 line = unit.line_of(node)
                 if (
                     isinstance(node, ast.Constant)
