@@ -76,8 +76,10 @@ def _entry(config: dict[str, Any]) -> str:
     return str(words[0]) if words else ""
 
 
-def probe(run: Run, config: dict[str, Any]) -> tuple[dict[str, Any] | None, ContainerExit]:
-    want = {"kernel": run.spec.tests.kernel or "python3", "entry": _entry(config)}
+def probe(
+    run: Run, config: dict[str, Any], folders: list[str]
+) -> tuple[dict[str, Any] | None, ContainerExit]:
+    want = {"kernel": run.spec.tests.kernel or "python3", "entry": _entry(config), "folders": folders}
     ran = run_container(
         run.client,
         run.tracker,
@@ -164,7 +166,7 @@ def img004(facts: dict[str, Any], dockerfile: str, seconds: float) -> Result:
         problems.append(f"{who}: the working folder {user['cwd']} is not writable ({user['cwd_error']})")
     for folder, error in (user.get("folders") or {}).items():
         if error:
-            problems.append(f"{who}: {folder} is not writable ({error})")
+            problems.append(f"{who}: {folder}, which a notebook writes to, is not writable ({error})")
     home = user.get("home") or "/home/jupyter"
     fix = f"in {dockerfile}, create {home} and `chown` it (and the WORKDIR) to {user['name']}"
     return _result("IMG004", problems=problems, fix=fix, seconds=seconds)
@@ -248,11 +250,14 @@ def img003(run: Run) -> Result | None:
     return _result("IMG003", problems=problems, fix=fix, seconds=time.monotonic() - started)
 
 
-def run_checks(run: Run) -> list[Result]:
-    """IMG002, IMG001, IMG004 from one probe container, then IMG003 when the spec has `batch:`."""
+def run_checks(run: Run, folders: list[str] | None = None) -> list[Result]:
+    """IMG002, IMG001, IMG004 from one probe container, then IMG003 when the spec has `batch:`.
+
+    `folders`: absolute folders the notebooks write to (IMG004 checks the user can).
+    """
     config = image_config(run)
     dockerfile = run.spec.build.dockerfile
-    facts, ran = probe(run, config)
+    facts, ran = probe(run, config, folders or [])
     results = [img002(facts, ran, config, dockerfile)]
     if facts is not None:
         results.append(img001(facts, dockerfile, ran.seconds))

@@ -107,7 +107,10 @@ out["elf"] = {"objects": len(objects), "loader": ldd or (loaders[0] if loaders e
                           for p, l in sorted(missing.items())]}
 
 # IMG004: the user, HOME and the working folder
-def writable(folder):
+def writable(folder, create=False):
+    if create:  # a folder the notebook makes: its nearest existing parent must be writable
+        while folder and not os.path.exists(folder):
+            folder = os.path.dirname(folder.rstrip("/")) or "/"
     if not folder or not os.path.isdir(folder):
         return "does not exist"
     try:
@@ -124,6 +127,6 @@ home = os.environ.get("HOME", "")
 out["user"] = {"name": user, "uid": os.getuid(), "home": home, "cwd": os.getcwd(),
                "home_error": writable(home) if home else "HOME is not set",
                "cwd_error": writable(os.getcwd()),
-               "folders": {f: writable(f) for f in want.get("folders", [])}}
+               "folders": {f: writable(f, create=True) for f in want.get("folders", [])}}
 print(json.dumps(out))
 """

@@ -25,6 +25,7 @@ from pipeline.ledger.db import Ledger, TestRun, Version, record_test_run
 from pipeline.settings import Settings
 from pipeline.source import Tree
 from pipeline.spec import model as spec_module
+from pipeline.spec.lint.writes import notebook_folders
 from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
 from pipeline.testing.checks import run_checks
@@ -64,10 +65,11 @@ def _guarded(name: str, kind: Any, task: Callable[[], Result]) -> Result:
         return Result(name=name, kind=kind, verdict=verdict, seconds=0.0)
 
 
-def _checks(run: Run) -> list[Result]:
+def _checks(run: Run, tree: Tree, paths: list[str]) -> list[Result]:
     """The image checks; a part that fails during them is an infrastructure result."""
     try:
-        return run_checks(run)
+        folders = notebook_folders((path, tree.read(path) or b"") for path in paths)
+        return run_checks(run, folders)
     except Cancelled:
         raise
     except Exception as e:
@@ -171,7 +173,7 @@ def run_tests(
         grace=grace,
     )
     try:
-        checks = _checks(run)
+        checks = _checks(run, tree, paths)
     except BaseException:
         run.tracker.cancel()
         sweep(client, run_id)

@@ -114,7 +114,7 @@ def _spec(image: str) -> Spec:
     )
 
 
-def _checks(tag: str, folder: Path) -> dict[str, Result]:
+def _checks(tag: str, folder: Path, writes: list[str]) -> dict[str, Result]:
     image = f"test.checks-{secrets.token_hex(3)}"
     version = Version(
         image=image,
@@ -141,19 +141,19 @@ def _checks(tag: str, folder: Path) -> dict[str, Result]:
         limits=Limits(memory_bytes=512 * 1024**2, nano_cpus=10**9, network="none"),
         grace=30,
     )
-    results = {r.name.split()[0]: r for r in run_checks(run)}
+    results = {r.name.split()[0]: r for r in run_checks(run, writes)}
     assert containers_with(f"org.envctl.image={image}") == []
     return results
 
 
 @pytest.fixture(scope="module")
 def broken(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
-    return _checks(images["broken"], tmp_path_factory.mktemp("broken"))
+    return _checks(images["broken"], tmp_path_factory.mktemp("broken"), ["/opt/results"])
 
 
 @pytest.fixture(scope="module")
 def fixed(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
-    return _checks(images["fixed"], tmp_path_factory.mktemp("fixed"))
+    return _checks(images["fixed"], tmp_path_factory.mktemp("fixed"), ["/home/jupyter/out/today"])
 
 
 def test_fixed_image_passes_every_check(fixed: dict[str, Result]) -> None:
@@ -189,6 +189,7 @@ def test_img004_home_of_the_image_user_not_writable(broken: dict[str, Result]) -
     error = broken["IMG004"].verdict.error
     assert "user jupyter" in error
     assert "HOME /home/jupyter is not writable" in error
+    assert "/opt/results, which a notebook writes to, is not writable" in error
     assert "chown" in broken["IMG004"].verdict.hint
 
 

@@ -123,3 +123,14 @@ def test_a_cell_that_is_not_python_is_a_note_not_a_crash() -> None:
 def test_requirement_names() -> None:
     text = "# deps\npandas>=2\nscikit-learn==1.5 ; python_version>'3'\n-r base.txt\nlightgbm[gpu]\n\n"
     assert requirement_names(text) == ["pandas", "scikit-learn", "lightgbm"]
+
+
+def test_absolute_folders_notebooks_write_to() -> None:
+    from pipeline.spec.lint.writes import written_folders
+
+    cells = [
+        parse_cell(0, "import os\nos.makedirs('/opt/results/run', exist_ok=True)"),
+        parse_cell(1, "df.to_csv('/srv/out/table.csv')\nwith open('/var/log/nb.txt', 'a') as f:\n    pass"),
+        parse_cell(2, "open('/etc/hosts').read()\ndf.to_csv('relative.csv')\n!touch /ignored/shell"),
+    ]
+    assert written_folders(cells) == {"/opt/results/run", "/srv/out", "/var/log"}
