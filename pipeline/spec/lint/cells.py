@@ -95,9 +95,8 @@ def _read(cell: Cell, source: str, first: int) -> None:
             return
     unit = Unit.of_tree(tree, _line_map(source, transformed, first))
     cell.units.append(unit)
-    if transformed is not source:
-        for node in unit.of(ast.Call):
-            _ipython_call(cell, unit, node)
+    for node in unit.of(ast.Call):
+        _ipython_call(cell, unit, node)
 
 
 def _is_ipython(node: ast.expr) -> bool:
@@ -159,11 +158,14 @@ def commands(text: str, line: int) -> Iterator[Shell]:
 def _strip_prefix(words: list[str]) -> list[str]:
     """`sudo`, `env`, `X=1` before the program."""
     i = 0
-    while i < len(words) and (words[i] in {"sudo", "env", "exec", "time"} or "=" in words[i].split("/")[0]):
-        if "=" in words[i] and not words[i].split("=")[0].isidentifier():
-            break
+    while i < len(words) and (words[i] in {"sudo", "env", "exec", "time"} or _assignment(words[i])):
         i += 1
     return words[i:] or words
+
+
+def _assignment(word: str) -> bool:
+    name, equals, _ = word.partition("=")
+    return bool(equals) and name.isidentifier()
 
 
 def program(words: tuple[str, ...]) -> str:
