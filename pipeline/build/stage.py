@@ -18,7 +18,6 @@ from typing import Any
 
 from pipeline import __version__, output
 from pipeline.backends import Builder, BuildRequest, ContextFile, Publisher, builder_for, publisher_for
-from pipeline.build import dockerfile
 from pipeline.errors import Unavailable
 from pipeline.ledger.db import Ledger, Version, now
 from pipeline.publish.oci import Registry, docker_credentials, split_ref
@@ -64,11 +63,11 @@ def build_context(spec: Spec, tree: GitTree) -> Context:
     """The files the build can read: the context folder after .dockerignore, plus the Dockerfile."""
     base = spec.build.context.strip("/")
     prefix = "" if base in {"", "."} else base + "/"
-    rules = dockerfile.ignore_rules((tree.read(prefix + ".dockerignore") or b"").decode())
+    ignored = _dockerignore((tree.read(prefix + ".dockerignore") or b"").decode(errors="replace"))
     files: dict[str, ContextFile] = {}
     for path in tree.files("" if not prefix else base):
         relative = path.removeprefix(prefix)
-        if dockerfile.ignored(relative, rules) or relative.startswith(dockerfile.BUILD_DIR):
+        if ignored(relative):
             continue
         data = tree.read(path) or b""
         files[relative] = ContextFile(data, 0o755 if tree.mode(path) & 0o111 else 0o644)
@@ -79,6 +78,24 @@ def build_context(spec: Spec, tree: GitTree) -> Context:
         inside = ".envctl.Dockerfile"
         files[inside] = ContextFile(tree.read(docker_path) or b"")
     return Context(files=files, dockerfile=inside)
+
+
+def _dockerignore(text: str) -> Callable[[str], bool]:
+    """Whether a context path is excluded, matched by the docker SDK's port of Docker's matcher.
+
+    Lines are read as Docker reads .dockerignore (a leading BOM dropped, `#` lines
+    skipped, spaces trimmed). The SDK keeps `.dockerignore` itself whatever the rules say;
+    the Docker Engine sends it only when the rules keep it, and so does envctl.
+    """
+    from docker.utils.build import PatternMatcher
+
+    lines = text.removeprefix("\ufeff").splitlines()
+    patterns = [line.strip() for line in lines if not line.startswith("#") and line.strip()]
+    matcher = PatternMatcher(patterns)
+    last = matcher.patterns[-1] if matcher.patterns else None
+    if last is not None and last.exclusion and last.cleaned_pattern == ".dockerignore":
+        matcher.patterns.pop()  # the SDK's own exception, which Docker does not make
+    return lambda path: bool(matcher.matches(path))
 
 
 def build_key(spec: Spec, context: Context, base_digest: str, backend: str) -> str:

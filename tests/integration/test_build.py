@@ -158,8 +158,8 @@ def test_failing_run_exits_1_naming_the_step(mini: minirepo.MiniRepo, tmp_path: 
     sha = mini.commit("break the build")
     result = build(mini, sha, tmp_path)
     assert result.returncode == 1, result.stderr
-    assert "build failed at Step" in result.stderr
-    assert "RUN echo about-to-fail && exit 3" in result.stderr
+    assert "build failed at step [" in result.stderr
+    assert "RUN echo about-to-fail && exit 3: " in result.stderr.split("last")[0]
     assert "about-to-fail" in result.stderr.split("last")[1]
     assert "Traceback" not in result.stderr
     assert ledger(tmp_path).get_version(mini.image, sha) is None
