@@ -8,14 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from pipeline.build.engine import connect
 from pipeline.ledger.db import Ledger
 from pipeline.publish.oci import Registry
 from tests import minirepo
 from tests.helpers import envctl
+from tests.stageworld import OwnRegistry
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.stagefixtures"]
 
 
 @pytest.fixture
@@ -234,3 +237,52 @@ def test_unreachable_engine_exits_3(mini: minirepo.MiniRepo, tmp_path: Path) -> 
     assert result.returncode == 3
     assert "Docker Engine does not answer" in result.stderr
     assert ledger(tmp_path).list_versions(mini.image) == []
+
+
+def test_reuse_rebuilds_when_the_registry_lost_the_digest(
+    mini: minirepo.MiniRepo, tmp_path: Path, own_registry: OwnRegistry
+) -> None:
+    env = {**mini.env(tmp_path / "state"), "ENVCTL_REGISTRY": own_registry.host}
+    first = envctl("build", mini.image, "--rev", "staging", "--json", "--quiet", cwd=mini.path, env=env)
+    assert first.returncode == 0, first.stderr
+    built = json.loads(first.stdout)
+    # Out of band, the registry loses the manifest (deletes are on in this registry of the test's own).
+    deleted = requests.delete(
+        f"http://{own_registry.host}/v2/{mini.image}/manifests/{built['digest']}", timeout=30
+    )
+    assert deleted.status_code == 202, deleted.text
+    assert Registry(own_registry.host).manifest(mini.image, built["digest"]) is None
+
+    # A new commit with the same build inputs: no reuse of a digest nobody can pull.
+    mini.write("test-notebooks/__IMAGE__/second.ipynb", mini.read("test-notebooks/__IMAGE__/greet.ipynb"))
+    second_sha = mini.commit("add a notebook")
+    second = envctl("build", mini.image, "--rev", second_sha, "--json", "--quiet", cwd=mini.path, env=env)
+
+    assert second.returncode == 0, second.stderr
+    rebuilt = json.loads(second.stdout)
+    assert rebuilt["action"] == "built"
+    assert (
+        f"reused digest {built['digest']} (of {built['sha'][:12]}) is gone from the registry; rebuilding"
+        in (second.stderr)
+    )
+    _pulls(f"{own_registry.host}/{mini.image}@{rebuilt['digest']}")
+    version = ledger(tmp_path).get_version(mini.image, second_sha)
+    assert version is not None and version.digest == rebuilt["digest"]
+
+    # The first commit again: its recorded digest is gone, so it is built again (same bytes).
+    again = envctl("build", mini.image, "--rev", built["sha"], "--json", "--quiet", cwd=mini.path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"recorded digest {built['digest']} is gone from the registry; rebuilding" in again.stderr
+    assert json.loads(again.stdout)["digest"] == built["digest"]
+    _pulls(f"{own_registry.host}/{mini.image}@{built['digest']}")
+
+
+def _pulls(ref: str) -> None:
+    """Plain `docker pull` of a reference by digest, after dropping every local copy of it."""
+    client = connect()
+    repository = ref.split("@")[0]
+    for image in client.images.list(name=repository):
+        client.images.remove(image.id, force=True)
+    pulled = subprocess.run(["docker", "pull", ref], capture_output=True, text=True, timeout=300, check=False)
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"Digest: {ref.split('@')[1]}" in pulled.stdout
