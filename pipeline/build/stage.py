@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,21 +82,41 @@ def build_context(spec: Spec, tree: GitTree) -> Context:
 
 
 def _dockerignore(text: str) -> Callable[[str], bool]:
-    """Whether a context path is excluded, matched by the docker SDK's port of Docker's matcher.
+    """Whether a context path is excluded, as BuildKit (which builds here) decides.
 
     Lines are read as Docker reads .dockerignore (a leading BOM dropped, `#` lines
-    skipped, spaces trimmed). The SDK keeps `.dockerignore` itself whatever the rules say;
-    the Docker Engine sends it only when the rules keep it, and so does envctl.
+    skipped, spaces trimmed); each pattern is the docker SDK's own (`docker.utils.build`:
+    Docker's normalisation and Go's matching, `**` included). The last pattern that
+    matches the path or any folder above it decides, as in BuildKit; the SDK's
+    `PatternMatcher` checks only the folder at the pattern's depth (the legacy builder's
+    rule, which keeps `sub/cache/x` for `**/cache`) and always keeps `.dockerignore`.
     """
-    from docker.utils.build import PatternMatcher
+    from docker.utils.build import Pattern
 
-    lines = text.removeprefix("\ufeff").splitlines()
-    patterns = [line.strip() for line in lines if not line.startswith("#") and line.strip()]
-    matcher = PatternMatcher(patterns)
-    last = matcher.patterns[-1] if matcher.patterns else None
-    if last is not None and last.exclusion and last.cleaned_pattern == ".dockerignore":
-        matcher.patterns.pop()  # the SDK's own exception, which Docker does not make
-    return lambda path: bool(matcher.matches(path))
+    patterns = []
+    for line in text.removeprefix("\ufeff").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        body = line.strip()
+        negated = body.startswith("!")
+        # Go's filepath.Clean, as Docker applies it: a pattern that still climbs out names nothing.
+        cleaned = posixpath.normpath(body[1:].strip() if negated else body)
+        if cleaned == ".." or cleaned.startswith("../"):
+            continue
+        pattern = Pattern(("!" if negated else "") + cleaned)
+        if pattern.dirs:  # "." and "/" name nothing
+            patterns.append(pattern)
+
+    def excluded(path: str) -> bool:
+        parts = path.split("/")
+        candidates = [path, *("/".join(parts[:n]) for n in range(1, len(parts)))]
+        result = False
+        for pattern in patterns:
+            if any(pattern.match(c) for c in candidates):
+                result = not pattern.exclusion
+        return result
+
+    return excluded
 
 
 def build_key(spec: Spec, context: Context, base_digest: str, backend: str) -> str:
