@@ -92,7 +92,6 @@ def build(
     buildargs: Mapping[str, str],
     labels: Mapping[str, str],
     network_mode: str = "host",
-    squash: bool = False,
     no_cache: bool = False,
     on_line: LineSink | None = None,
 ) -> str:
@@ -112,7 +111,6 @@ def build(
             rm=True,
             forcerm=True,
             pull=False,
-            squash=squash,
             nocache=no_cache,
             decode=True,
         )
