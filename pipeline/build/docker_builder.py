@@ -6,11 +6,13 @@ config or its history. A Dockerfile reaches them the documented way (README, "Re
 the package index in a build"):
 
     RUN --mount=type=secret,id=pipconf --mount=type=secret,id=cacert \\
-        PIP_CONFIG_FILE=/run/secrets/pipconf PIP_CERT=/run/secrets/cacert pip install ...
+        PIP_CONFIG_FILE=/run/secrets/pipconf pip install ...
 
-A Dockerfile that mounts neither builds without the index settings; envctl warns when
-it runs pip without them. envctl adds no instruction to the Dockerfile, so the image
-keeps the base image's user and everything else the Dockerfile says.
+The pip settings name the CA bundle at its mount point (`cert = /run/secrets/cacert`),
+so the step works unchanged where a builder offers no secrets: pip ignores a missing
+PIP_CONFIG_FILE. A Dockerfile that mounts neither builds without them; envctl warns
+when it runs pip without them. envctl adds no instruction to the Dockerfile, so the
+image keeps the base image's user and everything else the Dockerfile says.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pipeline.settings import Settings
 
 PIP_SECRET = "pipconf"
 CA_SECRET = "cacert"
+SECRETS_DIR = "/run/secrets"  # where BuildKit mounts a secret with no target
 
 
 def build_secrets() -> dict[str, bytes]:
@@ -40,7 +43,8 @@ def build_secrets() -> dict[str, bytes]:
         import certifi  # the bundle requests ships: pip's own default
 
         ca = Path(certifi.where())
-    return {PIP_SECRET: machine.pip_conf().encode(), CA_SECRET: ca.read_bytes()}
+    pip_conf = machine.pip_conf().rstrip("\n") + f"\ncert = {SECRETS_DIR}/{CA_SECRET}\n"
+    return {PIP_SECRET: pip_conf.encode(), CA_SECRET: ca.read_bytes()}
 
 
 @dataclass(frozen=True)

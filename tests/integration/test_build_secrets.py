@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from pipeline import machine
 from pipeline.backends import ContextFile
+from pipeline.build.docker_builder import build_secrets
 from pipeline.build.engine import build, connect, context_tar, push
 from pipeline.publish.oci import Registry
 from tests import minirepo
@@ -117,7 +119,7 @@ def test_no_secret_byte_in_any_pushed_blob_or_the_history(
     planted = {"PIP_TRUSTED_HOST": pip_marker, "PIP_CERT": str(ca_file)}
     for key, value in planted.items():
         monkeypatch.setenv(key, value)
-    pip_conf = machine.pip_conf()
+    pip_conf = build_secrets()["pipconf"].decode()
     assert pip_marker in pip_conf  # the settings a build gets carry the marker
     # A fresh first step: BuildKit's cache ignores secrets, so a cached step would not run.
     fresh = f"RUN echo fresh {secrets.token_hex(8)}\n"
@@ -174,11 +176,14 @@ def user_base() -> Iterator[str]:
     context = context_tar({"Dockerfile": ContextFile(f"FROM {BASE}\nUSER 1000\n".encode())})
     try:
         build(client, context=context, dockerfile="Dockerfile", tag=ref, buildargs={}, labels={})
-        push(client, ref)
+        digest = push(client, ref)
         yield ref
     finally:
         with contextlib.suppress(Exception):
             client.images.remove(ref, force=True)
+        with contextlib.suppress(Exception):  # only where the registry allows deletes
+            name = ref.removeprefix(f"{REGISTRY}/").rsplit(":", 1)[0]
+            requests.delete(f"http://{REGISTRY}/v2/{name}/manifests/{digest}", timeout=10)
 
 
 def test_the_image_keeps_the_base_images_user(
