@@ -24,7 +24,7 @@ from pipeline.build.docker_builder import build_secrets
 from pipeline.build.engine import build, connect, context_tar, push
 from pipeline.publish.oci import Registry
 from tests import minirepo
-from tests.helpers import envctl
+from tests.helpers import envctl, login
 
 pytestmark = pytest.mark.integration
 
@@ -176,14 +176,19 @@ def user_base() -> Iterator[str]:
     context = context_tar({"Dockerfile": ContextFile(f"FROM {BASE}\nUSER 1000\n".encode())})
     try:
         build(client, context=context, dockerfile="Dockerfile", tag=ref, buildargs={}, labels={})
-        digest = push(client, ref)
+        digest = push(client, ref, auth=login())
         yield ref
     finally:
         with contextlib.suppress(Exception):
             client.images.remove(ref, force=True)
         with contextlib.suppress(Exception):  # only where the registry allows deletes
             name = ref.removeprefix(f"{REGISTRY}/").rsplit(":", 1)[0]
-            requests.delete(f"http://{REGISTRY}/v2/{name}/manifests/{digest}", timeout=10)
+            credentials = login()
+            requests.delete(
+                f"http://{REGISTRY}/v2/{name}/manifests/{digest}",
+                auth=(credentials.username, credentials.password),
+                timeout=10,
+            )
 
 
 def test_the_image_keeps_the_base_images_user(
