@@ -203,7 +203,11 @@ def buildkit_build(
         log_ = _BuildLog(on_line)
         code = proc.stream(args, timeout=timeout, on_line=log_.line, env=env, cwd=work)
         if code != 0:
-            raise log_.failure()
+            failure = log_.failure()
+            if isinstance(failure, BuildFailed) and not answers(docker_host):
+                last = log_.tail[-1] if log_.tail else "no output"
+                raise Unavailable(f"the Docker Engine went away during the build: {last}")
+            raise failure
         image_id = iidfile.read_text().strip() if iidfile.is_file() else ""
         if not image_id:
             raise Unavailable(f"the Docker Engine built {tag} but reported no image ID")
