@@ -1,17 +1,25 @@
-"""The Docker Engine through the docker SDK: connect, build from a context, push.
+"""The Docker Engine: connect, build from a context, push.
 
-Builds use the low-level streaming API so log lines arrive as they come; pushes read
-their stream and raise on errors it reports (docker/docker-py #3161).
+The docker SDK connects, pushes and runs the legacy builder (`build`, for images that
+need no index settings). Its builder has no BuildKit, so builds that reach the package
+index (`buildkit_build`) run BuildKit through Debian's Docker CLI, whose `--secret`
+mounts hand the pip settings and CA bundle to `RUN` steps without writing them into
+any layer. Log lines of both arrive as they come; pushes read their stream and raise
+on errors it reports (docker/docker-py #3161).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import shutil
 import tarfile
+import tempfile
 from collections import deque
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import docker.errors
@@ -19,8 +27,9 @@ import requests
 import urllib3.exceptions
 from docker.client import DockerClient, from_env
 
+from pipeline import proc
 from pipeline.backends import ContextFile
-from pipeline.errors import BuildFailed, Unavailable
+from pipeline.errors import BuildFailed, Unavailable, UsageError
 from pipeline.publish.oci import Credentials
 
 log = logging.getLogger(__name__)
@@ -83,7 +92,6 @@ def build(
     buildargs: Mapping[str, str],
     labels: Mapping[str, str],
     network_mode: str = "host",
-    squash: bool = False,
     no_cache: bool = False,
     on_line: LineSink | None = None,
 ) -> str:
@@ -103,7 +111,6 @@ def build(
             rm=True,
             forcerm=True,
             pull=False,
-            squash=squash,
             nocache=no_cache,
             decode=True,
         )
@@ -136,6 +143,125 @@ def build(
     if not image_id:
         image_id = client.images.get(tag).id
     return image_id
+
+
+# Debian's CLI (docker.io): the newer client first on PATH refuses BuildKit builds without buildx.
+DOCKER_CLI = "/usr/bin/docker"
+BUILD_TIMEOUT = 3600.0
+_BK_STEP = re.compile(r"^#(\d+) (\[.+)$")
+_BK_ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
+_BK_NOISE = re.compile(r"^#\d+ sha256:[0-9a-f]{64}$")
+_ENGINE_GONE = ("Cannot connect to the Docker daemon", "error during connect")
+
+
+def buildkit_build(
+    *,
+    docker_host: str,
+    files: Mapping[str, ContextFile],
+    dockerfile: str,
+    tag: str,
+    buildargs: Mapping[str, str],
+    labels: Mapping[str, str],
+    secrets: Mapping[str, bytes],
+    network: str = "host",
+    no_cache: bool = False,
+    on_line: LineSink | None = None,
+    timeout: float = BUILD_TIMEOUT,
+) -> str:
+    """Build with BuildKit and return the image ID; `BuildFailed` names the failing step.
+
+    `files` is the context (`dockerfile` a path inside it); each of `secrets` is offered
+    as `RUN --mount=type=secret,id=<name>`. Context and secrets are written to a 0700
+    folder that is removed on every exit path; nothing of a secret reaches a layer, the
+    image config or its history.
+    """
+    work = Path(tempfile.mkdtemp(prefix="envctl-build-"))
+    try:
+        os.chmod(work, 0o700)
+        context = work / "context"
+        _write_context(context, files)
+        secret_args: list[str] = []
+        for name in sorted(secrets):
+            path = work / "secrets" / name
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_bytes(secrets[name])
+            secret_args += ["--secret", f"id={name},src={path}"]
+        iidfile = work / "iid"
+        args: list[str] = [DOCKER_CLI, "build", "--network", network, "--progress", "plain"]
+        args += ["--iidfile", str(iidfile), "-f", str(context / dockerfile), "-t", tag, *secret_args]
+        for key in sorted(buildargs):
+            args += ["--build-arg", f"{key}={buildargs[key]}"]
+        for key in sorted(labels):
+            args += ["--label", f"{key}={labels[key]}"]
+        if no_cache:
+            args.append("--no-cache")
+        args.append(str(context))
+        env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+        if docker_host:
+            env["DOCKER_HOST"] = docker_host
+        log_ = _BuildLog(on_line)
+        code = proc.stream(args, timeout=timeout, on_line=log_.line, env=env, cwd=work)
+        if code != 0:
+            failure = log_.failure()
+            if isinstance(failure, BuildFailed) and not answers(docker_host):
+                last = log_.tail[-1] if log_.tail else "no output"
+                raise Unavailable(f"the Docker Engine went away during the build: {last}")
+            raise failure
+        image_id = iidfile.read_text().strip() if iidfile.is_file() else ""
+        if not image_id:
+            raise Unavailable(f"the Docker Engine built {tag} but reported no image ID")
+        return image_id
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_context(root: Path, files: Mapping[str, ContextFile]) -> None:
+    """The context as a folder: files with their modes, every time 0 (layers stay reproducible)."""
+    root.mkdir()
+    for name in sorted(files):
+        target = (root / name).resolve()
+        if not target.is_relative_to(root.resolve()) or target == root.resolve():
+            raise UsageError(f"build context path {name!r} leaves the context")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(files[name].data)
+        target.chmod(files[name].mode)
+        os.utime(target, (0, 0))
+
+
+class _BuildLog:
+    """Reads BuildKit's plain progress: steps by number, the failing one, the last lines."""
+
+    def __init__(self, on_line: LineSink | None) -> None:
+        self.on_line = on_line
+        self.tail: deque[str] = deque(maxlen=30)
+        self.steps: dict[str, str] = {}
+        self.failed: tuple[str, str] | None = None
+
+    def line(self, text: str) -> None:
+        if not text.strip() or _BK_NOISE.match(text):
+            return
+        self.tail.append(text)
+        if match := _BK_ERROR.match(text):
+            self.failed = self.failed or (match.group(1), match.group(2))
+        elif match := _BK_STEP.match(text):
+            self.steps.setdefault(match.group(1), match.group(2))
+        if self.on_line:
+            self.on_line(text)
+
+    def failure(self) -> Exception:
+        last = self.tail[-1] if self.tail else "no output"
+        if any(sign in last for sign in _ENGINE_GONE):
+            return Unavailable(f"the Docker Engine failed during the build: {last}")
+        if self.failed is not None:
+            number, error = self.failed
+            where = f"step {self.steps.get(number, '#' + number)}"
+        else:
+            where, error = "the Dockerfile", last
+        return BuildFailed(
+            f"build failed at {where}: {error}\n--- last {len(self.tail)} log lines ---\n"
+            + "\n".join(self.tail)
+        )
 
 
 def push(client: Any, ref: str, *, auth: Credentials | None = None, on_line: LineSink | None = None) -> str:

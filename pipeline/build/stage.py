@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline import __version__, output
 from pipeline.backends import Builder, BuildRequest, ContextFile, Publisher, builder_for, publisher_for
-from pipeline.build import dockerfile
 from pipeline.errors import Unavailable
 from pipeline.ledger.db import Ledger, Version, now
 from pipeline.publish.oci import Registry, docker_credentials, split_ref
@@ -64,11 +64,11 @@ def build_context(spec: Spec, tree: GitTree) -> Context:
     """The files the build can read: the context folder after .dockerignore, plus the Dockerfile."""
     base = spec.build.context.strip("/")
     prefix = "" if base in {"", "."} else base + "/"
-    rules = dockerfile.ignore_rules((tree.read(prefix + ".dockerignore") or b"").decode())
+    ignored = _dockerignore((tree.read(prefix + ".dockerignore") or b"").decode(errors="replace"))
     files: dict[str, ContextFile] = {}
     for path in tree.files("" if not prefix else base):
         relative = path.removeprefix(prefix)
-        if dockerfile.ignored(relative, rules) or relative.startswith(dockerfile.BUILD_DIR):
+        if ignored(relative):
             continue
         data = tree.read(path) or b""
         files[relative] = ContextFile(data, 0o755 if tree.mode(path) & 0o111 else 0o644)
@@ -79,6 +79,44 @@ def build_context(spec: Spec, tree: GitTree) -> Context:
         inside = ".envctl.Dockerfile"
         files[inside] = ContextFile(tree.read(docker_path) or b"")
     return Context(files=files, dockerfile=inside)
+
+
+def _dockerignore(text: str) -> Callable[[str], bool]:
+    """Whether a context path is excluded, as BuildKit (which builds here) decides.
+
+    Lines are read as Docker reads .dockerignore (a leading BOM dropped, `#` lines
+    skipped, spaces trimmed); each pattern is the docker SDK's own (`docker.utils.build`:
+    Docker's normalisation and Go's matching, `**` included). The last pattern that
+    matches the path or any folder above it decides, as in BuildKit; the SDK's
+    `PatternMatcher` checks only the folder at the pattern's depth (the legacy builder's
+    rule, which keeps `sub/cache/x` for `**/cache`) and always keeps `.dockerignore`.
+    """
+    from docker.utils.build import Pattern
+
+    patterns = []
+    for line in text.removeprefix("\ufeff").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        body = line.strip()
+        negated = body.startswith("!")
+        # Go's filepath.Clean, as Docker applies it: a pattern that still climbs out names nothing.
+        cleaned = posixpath.normpath(body[1:].strip() if negated else body)
+        if cleaned == ".." or cleaned.startswith("../"):
+            continue
+        pattern = Pattern(("!" if negated else "") + cleaned)
+        if pattern.dirs:  # "." and "/" name nothing
+            patterns.append(pattern)
+
+    def excluded(path: str) -> bool:
+        parts = path.split("/")
+        candidates = [path, *("/".join(parts[:n]) for n in range(1, len(parts)))]
+        result = False
+        for pattern in patterns:
+            if any(pattern.match(c) for c in candidates):
+                result = not pattern.exclusion
+        return result
+
+    return excluded
 
 
 def build_key(spec: Spec, context: Context, base_digest: str, backend: str) -> str:
@@ -114,16 +152,21 @@ def _source_url(repo: Any) -> str:
         return f"file://{repo.working_tree_dir or repo.git_dir}"
 
 
+def split_name(reference: str) -> str:
+    """`host/repo` of `host/repo:tag` or `host/repo@sha256:…`."""
+    name = reference.split("@")[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    return name
+
+
 def resolve_base(reference: str) -> tuple[str, str]:
     """The base image as `repo@digest`, resolved from its registry."""
     host, repo, tag = split_ref(reference)
     manifest = Registry(host, credentials=docker_credentials(host), timeout=30).manifest(repo, tag)
     if manifest is None:
         raise Unavailable(f"base image {reference} is not in its registry; run `envctl stack up`")
-    name = reference.split("@")[0]
-    if ":" in name.rsplit("/", 1)[-1]:
-        name = name.rsplit(":", 1)[0]
-    return f"{name}@{manifest.digest}", manifest.digest
+    return f"{split_name(reference)}@{manifest.digest}", manifest.digest
 
 
 def build_version(
@@ -143,25 +186,33 @@ def build_version(
     existing = ledger.get_version(image, tree.sha)
     publisher = publisher or publisher_for(settings)
     if existing is not None:
-        if publisher.digest_of(image, existing.digest) is None:
-            raise Unavailable(
-                f"the ledger records {image}@{existing.digest[:19]} for {tree.sha[:12]} but the registry "
-                "lost it; run `envctl sync` or rebuild in a new ledger"
-            )
-        publisher.tag(image, existing.digest, tree.sha)
-        output.info(f"{image} {tree.sha[:12]}: already built as {existing.digest}")
-        return BuildResult(existing, "existing")
+        if publisher.digest_of(image, existing.digest) is not None:
+            publisher.tag(image, existing.digest, tree.sha)
+            output.info(f"{image} {tree.sha[:12]}: already built as {existing.digest}")
+            return BuildResult(existing, "existing")
+        gone = f"recorded digest {existing.digest} is gone from the registry"
+        output.warn(f"{image} {tree.sha[:12]}: {gone}; rebuilding")
+        tag = publisher.tag_ref(image, tree.sha)
+        rebuilt = _rebuild(
+            settings, spec, tree, existing, tag, builder or builder_for(settings), on_line, no_cache
+        )
+        return BuildResult(rebuilt, "built")
 
     context = build_context(spec, tree)
     base_ref, base_digest = resolve_base(spec.base_for(settings.backend))
     key = build_key(spec, context, base_digest, settings.backend)
     tag = publisher.tag_ref(image, tree.sha)
     same = ledger.find_by_build_key(image, key)
-    if same is not None and publisher.digest_of(image, same.digest) is not None:
-        digest = publisher.tag(image, same.digest, tree.sha)
-        output.info(f"{image} {tree.sha[:12]}: inputs unchanged since {same.sha[:12]}; reusing {digest}")
-        version = _version(spec, tree, same, key, digest, publisher.image_ref(image, digest))
-        return BuildResult(ledger.record_version(version), "reused")
+    if same is not None:
+        if publisher.digest_of(image, same.digest) is not None:
+            digest = publisher.tag(image, same.digest, tree.sha)
+            output.info(f"{image} {tree.sha[:12]}: inputs unchanged since {same.sha[:12]}; reusing {digest}")
+            version = _version(spec, tree, same, key, digest, publisher.image_ref(image, digest))
+            return BuildResult(ledger.record_version(version), "reused")
+        output.warn(
+            f"{image} {tree.sha[:12]}: reused digest {same.digest} (of {same.sha[:12]}) is gone from the "
+            "registry; rebuilding"
+        )
 
     labels = {
         f"{LABEL_PREFIX}.revision": tree.sha,
@@ -173,16 +224,7 @@ def build_version(
         "org.envctl.build-key": key,
         "org.envctl.version": __version__,
     }
-    request = BuildRequest(
-        image=image,
-        sha=tree.sha,
-        files=context.files,
-        dockerfile=context.dockerfile,
-        tag=tag,
-        buildargs={**spec.build.args, "BASE_IMAGE": base_ref},
-        labels=labels,
-        no_cache=no_cache,
-    )
+    request = _request(spec, tree, context, tag, base_ref, labels, no_cache)
     built = (builder or builder_for(settings)).build(request, on_line=on_line)
     digest, size, bill = built.digest, built.size, built.sbom
     version = Version(
@@ -217,3 +259,55 @@ def _version(spec: Spec, tree: GitTree, same: Version, key: str, digest: str, re
         sbom=same.sbom,
         created_at=now(),
     )
+
+
+def _request(
+    spec: Spec,
+    tree: GitTree,
+    context: Context,
+    tag: str,
+    base_ref: str,
+    labels: dict[str, str],
+    no_cache: bool,
+) -> BuildRequest:
+    return BuildRequest(
+        image=spec.image,
+        sha=tree.sha,
+        files=context.files,
+        dockerfile=context.dockerfile,
+        tag=tag,
+        buildargs={**spec.build.args, "BASE_IMAGE": base_ref},
+        labels=labels,
+        no_cache=no_cache,
+    )
+
+
+def _rebuild(
+    settings: Settings,
+    spec: Spec,
+    tree: GitTree,
+    existing: Version,
+    tag: str,
+    builder: Builder,
+    on_line: Callable[[str], None] | None,
+    no_cache: bool,
+) -> Version:
+    """Build a recorded version again, from the same base digest with the same labels.
+
+    The ledger keeps the recorded digest, so the rebuild must give it back (the engine's
+    cache makes it the same bytes); when it does not, the version cannot be repaired here.
+    """
+    base_name = existing.labels.get(f"{LABEL_PREFIX}.base.name") or spec.base_for(settings.backend)
+    base_digest = existing.labels.get(f"{LABEL_PREFIX}.base.digest")
+    if base_digest:
+        base_ref = f"{split_name(base_name)}@{base_digest}"
+    else:
+        base_ref, _ = resolve_base(base_name)
+    request = _request(spec, tree, build_context(spec, tree), tag, base_ref, dict(existing.labels), no_cache)
+    built = builder.build(request, on_line=on_line)
+    if built.digest != existing.digest:
+        raise Unavailable(
+            f"{spec.image} {tree.sha[:12]}: the rebuild gave {built.digest}, not the recorded "
+            f"{existing.digest}, which the registry no longer serves; commit a change to build a new version"
+        )
+    return existing

@@ -8,14 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from pipeline.build.engine import connect
 from pipeline.ledger.db import Ledger
 from pipeline.publish.oci import Registry
 from tests import minirepo
 from tests.helpers import envctl
+from tests.stageworld import OwnRegistry
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.stagefixtures"]
 
 
 @pytest.fixture
@@ -121,24 +124,6 @@ def test_labels_and_sbom_are_recorded(mini: minirepo.MiniRepo, tmp_path: Path) -
     assert version.size and version.size > 100_000_000
 
 
-def test_build_files_do_not_stay_in_the_image(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
-    result = build(mini, "staging", tmp_path)
-    assert result.returncode == 0, result.stderr
-    sha = json.loads(result.stdout)["sha"]
-    client = connect()
-    image = client.images.get(f"localhost:5000/{mini.image}:{sha}")
-    env = image.attrs["Config"]["Env"] or []
-    assert not [e for e in env if e.startswith(("PIP_CERT", "PIP_CONFIG_FILE", "SSL_CERT_FILE"))]
-    out = client.containers.run(
-        image.id,
-        ["sh", "-c", "ls /tmp/envctl-build 2>&1; cat /opt/greeting.txt"],
-        network_mode="none",
-        remove=True,
-    ).decode()
-    assert "No such file" in out
-    assert "hello" in out
-
-
 def test_dirty_work_tree_does_not_leak(mini: minirepo.MiniRepo, tmp_path: Path) -> None:
     mini.write("docker/__IMAGE__/greeting.py", "print('uncommitted')\n")
     result = build(mini, "staging", tmp_path)
@@ -158,8 +143,8 @@ def test_failing_run_exits_1_naming_the_step(mini: minirepo.MiniRepo, tmp_path: 
     sha = mini.commit("break the build")
     result = build(mini, sha, tmp_path)
     assert result.returncode == 1, result.stderr
-    assert "build failed at Step" in result.stderr
-    assert "RUN echo about-to-fail && exit 3" in result.stderr
+    assert "build failed at step [" in result.stderr
+    assert "RUN echo about-to-fail && exit 3: " in result.stderr.split("last")[0]
     assert "about-to-fail" in result.stderr.split("last")[1]
     assert "Traceback" not in result.stderr
     assert ledger(tmp_path).get_version(mini.image, sha) is None
@@ -252,3 +237,52 @@ def test_unreachable_engine_exits_3(mini: minirepo.MiniRepo, tmp_path: Path) -> 
     assert result.returncode == 3
     assert "Docker Engine does not answer" in result.stderr
     assert ledger(tmp_path).list_versions(mini.image) == []
+
+
+def test_reuse_rebuilds_when_the_registry_lost_the_digest(
+    mini: minirepo.MiniRepo, tmp_path: Path, own_registry: OwnRegistry
+) -> None:
+    env = {**mini.env(tmp_path / "state"), "ENVCTL_REGISTRY": own_registry.host}
+    first = envctl("build", mini.image, "--rev", "staging", "--json", "--quiet", cwd=mini.path, env=env)
+    assert first.returncode == 0, first.stderr
+    built = json.loads(first.stdout)
+    # Out of band, the registry loses the manifest (deletes are on in this registry of the test's own).
+    deleted = requests.delete(
+        f"http://{own_registry.host}/v2/{mini.image}/manifests/{built['digest']}", timeout=30
+    )
+    assert deleted.status_code == 202, deleted.text
+    assert Registry(own_registry.host).manifest(mini.image, built["digest"]) is None
+
+    # A new commit with the same build inputs: no reuse of a digest nobody can pull.
+    mini.write("test-notebooks/__IMAGE__/second.ipynb", mini.read("test-notebooks/__IMAGE__/greet.ipynb"))
+    second_sha = mini.commit("add a notebook")
+    second = envctl("build", mini.image, "--rev", second_sha, "--json", "--quiet", cwd=mini.path, env=env)
+
+    assert second.returncode == 0, second.stderr
+    rebuilt = json.loads(second.stdout)
+    assert rebuilt["action"] == "built"
+    assert (
+        f"reused digest {built['digest']} (of {built['sha'][:12]}) is gone from the registry; rebuilding"
+        in (second.stderr)
+    )
+    _pulls(f"{own_registry.host}/{mini.image}@{rebuilt['digest']}")
+    version = ledger(tmp_path).get_version(mini.image, second_sha)
+    assert version is not None and version.digest == rebuilt["digest"]
+
+    # The first commit again: its recorded digest is gone, so it is built again (same bytes).
+    again = envctl("build", mini.image, "--rev", built["sha"], "--json", "--quiet", cwd=mini.path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"recorded digest {built['digest']} is gone from the registry; rebuilding" in again.stderr
+    assert json.loads(again.stdout)["digest"] == built["digest"]
+    _pulls(f"{own_registry.host}/{mini.image}@{built['digest']}")
+
+
+def _pulls(ref: str) -> None:
+    """Plain `docker pull` of a reference by digest, after dropping every local copy of it."""
+    client = connect()
+    repository = ref.split("@")[0]
+    for image in client.images.list(name=repository):
+        client.images.remove(image.id, force=True)
+    pulled = subprocess.run(["docker", "pull", ref], capture_output=True, text=True, timeout=300, check=False)
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"Digest: {ref.split('@')[1]}" in pulled.stdout
