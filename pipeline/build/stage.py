@@ -114,10 +114,11 @@ def _source_url(repo: Any) -> str:
         return f"file://{repo.working_tree_dir or repo.git_dir}"
 
 
-def resolve_base(reference: str) -> tuple[str, str]:
+def resolve_base(reference: str, auth_hosts: tuple[str, ...] = ()) -> tuple[str, str]:
     """The base image as `repo@digest`, resolved from its registry."""
     host, repo, tag = split_ref(reference)
-    manifest = Registry(host, credentials=docker_credentials(host), timeout=30).manifest(repo, tag)
+    registry = Registry(host, credentials=docker_credentials(host), timeout=30, auth_hosts=auth_hosts)
+    manifest = registry.manifest(repo, tag)
     if manifest is None:
         raise Unavailable(f"base image {reference} is not in its registry; run `envctl stack up`")
     name = reference.split("@")[0]
@@ -153,7 +154,7 @@ def build_version(
         return BuildResult(existing, "existing")
 
     context = build_context(spec, tree)
-    base_ref, base_digest = resolve_base(spec.base_for(settings.backend))
+    base_ref, base_digest = resolve_base(spec.base_for(settings.backend), settings.auth_hosts)
     key = build_key(spec, context, base_digest, settings.backend)
     tag = publisher.tag_ref(image, tree.sha)
     same = ledger.find_by_build_key(image, key)

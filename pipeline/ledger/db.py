@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -27,6 +27,9 @@ from sqlalchemy.exc import (
 )
 
 from pipeline.errors import Unavailable
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +188,19 @@ class Ledger:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str) -> Ledger:
+    def for_settings(cls, settings: Settings) -> Ledger:
+        return cls.open(settings.ledger_url, password=settings.ledger_password)
+
+    @classmethod
+    def open(cls, url: str, *, password: str = "") -> Ledger:
+        """Open (and migrate) the ledger at `url`; a password goes to the driver, never into the URL."""
+        log.debug("opening the ledger at %s", _redact(url))
         try:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+            connect_args: dict[str, Any] = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+            if password:
+                connect_args["password"] = password
             engine = sa.create_engine(url, future=True, pool_pre_ping=True, connect_args=connect_args)
             if engine.dialect.name == "sqlite":
                 _sqlite_pragmas(engine)
