@@ -20,13 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import (
     ArgumentError,
+    DBAPIError,
     IntegrityError,
     NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
 )
 
-from pipeline.errors import Unavailable
+from pipeline.errors import Refused, Unavailable
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -138,6 +139,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x656E76637472_6C  # a fixed advisory lock key for schema migrations
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for a denied grant or row-level policy
 
 
 def now() -> datetime:
@@ -238,6 +240,15 @@ class Ledger:
             raise Unavailable(
                 f"the ledger at {_redact(str(self.engine.url))} is unavailable: {str(e).splitlines()[0]}; "
                 "check ENVCTL_LEDGER_URL and that the database runs"
+            ) from e
+        except DBAPIError as e:
+            if getattr(e.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+                raise
+            # A least-privilege role (see pipeline/ledger/roles.sql) was refused this write.
+            raise Refused(
+                f"the ledger does not let role {self.engine.url.username or '(default)'} make this change "
+                f"({str(e.orig).splitlines()[0]}); nothing was changed. Run it with a role that may "
+                "(README: PostgreSQL roles)"
             ) from e
 
     def migrate(self) -> None:
