@@ -45,6 +45,15 @@ class Settings:
     gcp_endpoints: str = ""  # `cloudbuild=URL,artifactregistry=URL,storage=URL`: emulators, tests
     gcp_timeout: int = 60  # seconds one Google API call may take, retries included
     gcp_retry: bool = True  # retry transient Google API errors within gcp_timeout
+    gcp_build_bucket: str = ""  # build contexts, SBOMs and logs of Cloud Build; "": <project>_cloudbuild
+    gcp_build_timeout: int = 7200  # seconds one Cloud Build build may take
+    gcp_build_poll: int = 2  # seconds between two reads of a running build and its log
+    gcp_connection: str = ""  # `envctl cloud setup`: the Cloud Build 2nd-gen connection
+    gcp_repo_name: str = ""  # ... its repository (2nd gen), or
+    gcp_github: str = ""  # ... OWNER/NAME through the Cloud Build GitHub app (1st gen)
+    gcp_envctl_image: str = ""  # ... the pinned envctl image, by digest, the pipelines run
+    gcp_artifacts_bucket: str = ""  # ... gs:// bucket of the test runs' artifacts
+    gcp_ledger_secret: str = "envctl-ledger-password"  # ... Secret Manager secret of the ledger password
     docker_host: str = ""
     actor: str = ""
     ci_run_id: str = ""
