@@ -44,6 +44,7 @@ FINAL = {
     "EXPIRED": Status.EXPIRED,
 }
 SUBSTITUTION_KEY = re.compile(r"^_[A-Z0-9_]+$")
+SBOM = b'{"python": "3.11.2", "pip": [{"name": "papermill", "version": "2.6.0"}], "dpkg": []}'
 _PARENT = r"/v1/projects/(?P<project>[^/]+)(?:/locations/(?P<location>[^/]+))?"
 
 
@@ -56,7 +57,8 @@ class Outcome:
     failing_step: int = 0
     failure_detail: str = ""
     digest: str = ""  # "" : one derived from the build ID
-    artifacts: dict[str, bytes] = field(default_factory=dict)
+    artifacts: dict[str, bytes] = field(default_factory=lambda: {"envctl-sbom.json": SBOM})
+    size: int = 123_456_789  # the pushed image's size, as Artifact Registry reports it
     reads_to_finish: int = 2  # reads of the build until it is final (QUEUED, WORKING, final)
 
 
@@ -223,17 +225,31 @@ class CloudBuildFake(FakeRestServer):
             for image in build.images:
                 build.results.images.append(cloudbuild_v1.BuiltImage(name=image, digest=digest))
                 if self.registry is not None:
-                    self.registry.serve_pushed(image, digest)
+                    self._serve(image, digest, outcome.size)
             self._write_artifacts(build, outcome)
         self._write_log(build, outcome.log)
         self._keep_operation(build)
+
+    def _serve(self, image: str, digest: str, size: int) -> None:
+        """What Cloud Build's push leaves in Artifact Registry: a version and the pushed tag."""
+        host, _, rest = image.partition("/")
+        name, _, tag = rest.rpartition(":") if ":" in rest else (rest, "", "latest")
+        project, repository, package = name.split("/", 2)
+        location = host.removesuffix("-docker.pkg.dev")
+        self.registry.push(
+            f"projects/{project}/locations/{location}/repositories/{repository}",
+            package,
+            digest,
+            (tag,),
+            size=size,
+        )
 
     def _write_log(self, build: Build, lines: list[str]) -> None:
         if self.storage is None or not build.logs_bucket:
             return
         bucket = build.logs_bucket.removeprefix("gs://").split("/", 1)[0]
         text = "".join(f"{line}\n" for line in lines)
-        self.storage.put_object(bucket, f"log-{build.id}.txt", text.encode())
+        self.storage.put(bucket, f"log-{build.id}.txt", text.encode())
 
     def _write_artifacts(self, build: Build, outcome: Outcome) -> None:
         objects = build.artifacts.objects
@@ -243,9 +259,7 @@ class CloudBuildFake(FakeRestServer):
         for path in objects.paths:
             name = path.rsplit("/", 1)[-1]
             if name in outcome.artifacts:
-                self.storage.put_object(
-                    bucket, f"{prefix.rstrip('/')}/{name}".lstrip("/"), outcome.artifacts[name]
-                )
+                self.storage.put(bucket, f"{prefix.rstrip('/')}/{name}".lstrip("/"), outcome.artifacts[name])
 
     # -- triggers ----------------------------------------------------------------------
 
