@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("google.cloud.devtools.cloudbuild_v1")
 
-from google.cloud import artifactregistry_v1 as ar
 from google.cloud.devtools import cloudbuild_v1 as cb
 
+from tests.gcpfakes.artifactregistry import FakeArtifactRegistry
 from tests.gcpfakes.cloudbuild import CloudBuildFake
-from tests.gcpfakes.rest import FakeRequest, FakeRestServer, GoogleError, proto_json, service_disabled
+from tests.gcpfakes.rest import GoogleError, service_disabled
 from tests.helpers import envctl
 
 PROJECT, REGION, REPOSITORY = "proj", "europe-west4", "images"
@@ -29,7 +29,7 @@ FLAGS = [
 
 
 class Fakes:
-    def __init__(self, cloudbuild: CloudBuildFake, registry: FakeRestServer, root: Path) -> None:
+    def __init__(self, cloudbuild: CloudBuildFake, registry: FakeArtifactRegistry, root: Path) -> None:
         self.cloudbuild, self.registry, self.root = cloudbuild, registry, root
 
     def env(self) -> dict[str, str]:
@@ -48,23 +48,9 @@ class Fakes:
         return result.returncode, result.stdout, result.stderr
 
 
-def _repository_fake(repositories: dict[str, ar.Repository]) -> FakeRestServer:
-    fake = FakeRestServer()
-
-    @fake.route("GET", r"/v1/(?P<name>projects/[^/]+/locations/[^/]+/repositories/[^/]+)")
-    def get_repository(request: FakeRequest) -> str:
-        found = repositories.get(request.groups["name"])
-        if found is None:
-            raise GoogleError("NOT_FOUND", f"Requested entity was not found: {request.groups['name']}")
-        return proto_json(found)
-
-    return fake
-
-
 @pytest.fixture
 def fakes(tmp_path: Path) -> Iterator[Fakes]:
-    name = f"{PARENT}/repositories/{REPOSITORY}"
-    registry = _repository_fake({name: ar.Repository(name=name, format_=ar.Repository.Format.DOCKER)})
+    registry = FakeArtifactRegistry(f"{PARENT}/repositories/{REPOSITORY}")
     with CloudBuildFake() as cloudbuild, registry:
         yield Fakes(cloudbuild, registry, tmp_path)
 
