@@ -53,7 +53,7 @@ class Settings:
     gcp_github: str = ""  # ... OWNER/NAME through the Cloud Build GitHub app (1st gen)
     gcp_envctl_image: str = ""  # ... the pinned envctl image, by digest, the pipelines run
     gcp_artifacts_bucket: str = ""  # ... gs:// bucket of the test runs' artifacts
-    gcp_ledger_secret: str = "envctl-ledger-password"  # ... Secret Manager secret of the ledger password
+    gcp_ledger_secret: str = "envctl-ledger-staging-password"  # ... the base refresh's ledger password secret
     docker_host: str = ""
     actor: str = ""
     ci_run_id: str = ""

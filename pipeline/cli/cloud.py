@@ -23,7 +23,11 @@ def group() -> None:
 @click.option("--repo-name", help="The connection's repository holding environments/.")
 @click.option("--github", help="OWNER/NAME through the Cloud Build GitHub app (instead of a connection).")
 @click.option("--envctl-image", help="The pinned envctl image the pipelines run: IMAGE@sha256:...")
-@click.option("--ledger-url", help="The ledger the pipelines use (PostgreSQL; no password in it).")
+@click.option("--ledger-url", help="The ledger both pipelines use (PostgreSQL; no password in it).")
+@click.option(
+    "--staging-ledger-url", help="The staging trigger's ledger URL (its own role), over --ledger-url."
+)
+@click.option("--production-ledger-url", help="The production trigger's ledger URL, over --ledger-url.")
 @click.option("--artifacts-bucket", help="gs://BUCKET for the test runs' artifacts.")
 @click.option("--dry-run", is_flag=True, help="Print every write as JSON and send none.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -43,6 +47,8 @@ def setup_command(
     github: str | None,
     envctl_image: str | None,
     ledger_url: str | None,
+    staging_ledger_url: str | None,
+    production_ledger_url: str | None,
     artifacts_bucket: str | None,
     dry_run: bool,
     as_json: bool,
@@ -76,7 +82,10 @@ def setup_command(
         repo_name=repo_name or settings.gcp_repo_name,
         github=github or settings.gcp_github,
         envctl_image=envctl_image or settings.gcp_envctl_image,
-        ledger_url=ledger_url or _configured_ledger(settings.ledger_url),
+        ledger_urls={
+            "staging": staging_ledger_url or ledger_url or _configured_ledger(settings.ledger_url),
+            "production": production_ledger_url or ledger_url or _configured_ledger(settings.ledger_url),
+        },
         artifacts_bucket=artifacts_bucket or settings.gcp_artifacts_bucket,
         ledger_secret=settings.gcp_ledger_secret,
     )

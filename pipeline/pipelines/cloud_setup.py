@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -56,9 +57,9 @@ class SetupConfig:
     repo_name: str = ""
     github: str = ""  # OWNER/NAME, 1st-gen GitHub app
     envctl_image: str
-    ledger_url: str
+    ledger_urls: dict[str, str]  # by branch: each trigger's own ledger role (README: PostgreSQL roles)
     artifacts_bucket: str
-    ledger_secret: str = "envctl-ledger-password"
+    ledger_secret: str = "envctl-ledger-staging-password"  # the base refresh's, a staging run
 
     @property
     def registry(self) -> str:
@@ -93,18 +94,20 @@ class SetupConfig:
                 f"--envctl-image {self.envctl_image!r} is not pinned by digest: the pipelines run "
                 "IMAGE@sha256:<64 hex> (the digest cloudbuild/release.yaml printed), never a tag"
             )
-        if not self.ledger_url or self.ledger_url.startswith("sqlite"):
-            raise UsageError(
-                "--ledger-url: the pipelines need a ledger they all reach (PostgreSQL, e.g. Cloud SQL), "
-                "not a SQLite file"
-            )
+        for branch in BRANCHES:
+            url = self.ledger_urls.get(branch, "")
+            if not url or url.startswith("sqlite"):
+                raise UsageError(
+                    f"--{branch}-ledger-url (or --ledger-url): the pipelines need a ledger they all reach "
+                    "(PostgreSQL, e.g. Cloud SQL), not a SQLite file"
+                )
         if not self.artifacts_bucket.startswith("gs://"):
             raise UsageError(f"--artifacts-bucket {self.artifacts_bucket!r}: expected gs://BUCKET")
 
-    def substitutions(self) -> dict[str, str]:
+    def substitutions(self, branch: str) -> dict[str, str]:
         return {
             "_REGISTRY": self.registry,
-            "_LEDGER_URL": _without_password(self.ledger_url),
+            "_LEDGER_URL": _without_password(self.ledger_urls[branch]),
             "_ENVCTL_IMAGE": self.envctl_image,
             "_ARTIFACTS_BUCKET": self.artifacts_bucket,
         }
@@ -112,16 +115,14 @@ class SetupConfig:
 
 def _without_password(url: str) -> str:
     """The ledger URL as a trigger may hold it: a password goes through Secret Manager only."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError as e:
-        raise ConfigError(f"--ledger-url {url!r} is not a database URL") from e
-    if parsed.password is None:
+    parts = urllib.parse.urlsplit(url)
+    if not parts.scheme or "://" not in url:
+        raise ConfigError(f"ledger URL {url!r} is not a database URL (postgresql+psycopg://USER@HOST/DB)")
+    user, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in user:
         return url
-    return parsed.set(password=None).render_as_string(hide_password=False)
+    netloc = f"{user.split(':', 1)[0]}@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def desired_triggers(config: SetupConfig) -> list[Any]:
@@ -145,7 +146,7 @@ def desired_triggers(config: SetupConfig) -> list[Any]:
             description=f"envctl: the {branch} pipeline on a push to {branch} (made by `envctl cloud setup`)",
             tags=["envctl"],
             filename=f"cloudbuild/{branch}.yaml",
-            substitutions=config.substitutions(),
+            substitutions=config.substitutions(branch),
             **source(regex),
         )
         for branch, regex in BRANCHES.items()
@@ -172,7 +173,7 @@ def desired_triggers(config: SetupConfig) -> list[Any]:
             tags=["envctl"],
             source_to_build=repo,
             build=_refresh_build(config),
-            substitutions=config.substitutions(),
+            substitutions=config.substitutions("staging"),
         )
     )
     return triggers
@@ -194,8 +195,10 @@ def _refresh_build(config: SetupConfig) -> Any:
                     "ENVCTL_BACKEND=gcp",
                     "ENVCTL_REGISTRY=${_REGISTRY}",
                     "ENVCTL_LEDGER_URL=${_LEDGER_URL}",
+                    "ENVCTL_ARTIFACTS_DIR=/workspace/artifacts",
                     "ENVCTL_ACTOR=cloud-build",
                     "ENVCTL_CI_RUN_ID=$BUILD_ID",
+                    "DOCKER_HOST=unix:///var/run/docker.sock",
                 ],
                 secret_env=["ENVCTL_LEDGER_PASSWORD"],
             )

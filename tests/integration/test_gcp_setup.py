@@ -194,3 +194,52 @@ def test_the_service_refusing_a_region_mismatch_is_exit_2(fakes: Fakes) -> None:
     code, _, err = fakes.setup(*FLAGS)
     assert code == 2, err
     assert "envctl-staging" in err and "us-central1" in err
+
+
+def test_each_trigger_gets_its_own_ledger_role_and_no_password_reaches_a_trigger(fakes: Fakes) -> None:
+    staging_url = "postgresql+psycopg://ci_staging:s3cret@/envctl?host=/cloudsql/proj:europe-west4:envctl"
+    production_url = "postgresql+psycopg://ci_production@/envctl?host=/cloudsql/proj:europe-west4:envctl"
+    flags = [*FLAGS, "--staging-ledger-url", staging_url, "--production-ledger-url", production_url]
+    code, out, err = fakes.setup(*flags, "--dry-run")
+    assert code == 0, err
+    assert "s3cret" not in out + err
+    code, _, err = fakes.setup(*flags)
+    assert code == 0, err
+    staging = fakes.cloudbuild.trigger_named("envctl-staging")
+    production = fakes.cloudbuild.trigger_named("envctl-production")
+    refresh = fakes.cloudbuild.trigger_named("envctl-base-refresh")
+    assert staging is not None and production is not None and refresh is not None
+    assert staging.substitutions["_LEDGER_URL"] == staging_url.replace(":s3cret", "")
+    assert production.substitutions["_LEDGER_URL"] == production_url
+    assert refresh.substitutions["_LEDGER_URL"] == staging.substitutions["_LEDGER_URL"]
+    assert refresh.build.available_secrets.secret_manager[0].version_name == (
+        f"projects/{PROJECT}/secrets/envctl-ledger-staging-password/versions/latest"
+    )
+    assert all("s3cret" not in r.body.decode() for r in fakes.cloudbuild.sent())
+
+
+def test_setup_reads_its_options_from_settings(fakes: Fakes) -> None:
+    (fakes.root / "pyproject.toml").write_text(
+        "[tool.envctl]\n"
+        f'registry = "{REGION}-docker.pkg.dev/{PROJECT}/{REPOSITORY}"\n'
+        'gcp_github = "acme/notebook-envs"\n'
+        f'gcp_envctl_image = "{IMAGE}"\n'
+        'gcp_artifacts_bucket = "gs://proj-artifacts"\n'
+    )
+    result = envctl(
+        "cloud",
+        "setup",
+        "--json",
+        cwd=fakes.root,
+        env={**fakes.env(), "ENVCTL_LEDGER_URL": LEDGER},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)["triggers"].values()) == {"created"}
+    staging = fakes.cloudbuild.trigger_named("envctl-staging")
+    assert staging is not None
+    assert (staging.github.owner, staging.github.name) == ("acme", "notebook-envs")
+    assert staging.github.push.branch == "^staging$"
+    assert not staging.repository_event_config.repository
+    refresh = fakes.cloudbuild.trigger_named("envctl-base-refresh")
+    assert refresh is not None and refresh.source_to_build.uri == "https://github.com/acme/notebook-envs"
