@@ -230,14 +230,13 @@ class CloudBuildBuilder:
         return self.google.storage(self.project).bucket(self.bucket)
 
     def _upload(self, name: str, data: bytes) -> None:
-        timeout = self.google.policy.timeout
         self.call(
             f"the Cloud Storage bucket gs://{self.bucket}",
             "storage",
             lambda: (
                 self._bucket()
                 .blob(name)
-                .upload_from_string(data, content_type="application/gzip", timeout=timeout)
+                .upload_from_string(data, content_type="application/gzip", **self.google.call())
             ),
         )
 
@@ -246,7 +245,7 @@ class CloudBuildBuilder:
 
         def read() -> bytes | None:
             try:
-                data: bytes = self._bucket().blob(name).download_as_bytes(timeout=self.google.policy.timeout)
+                data: bytes = self._bucket().blob(name).download_as_bytes(**self.google.call())
             except exceptions.NotFound:
                 return None
             return data

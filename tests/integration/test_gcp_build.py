@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import tarfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,3 +187,14 @@ def test_a_missing_bucket_is_one_line_naming_it(cloud: Cloud) -> None:
     assert code == 2, err
     assert f"gs://{BUCKET}" in err and "Traceback" not in err
     assert cloud.cloudbuild.sent() == []
+
+
+def test_a_dead_cloud_build_fails_fast_with_exit_3_and_records_nothing(cloud: Cloud) -> None:
+    cloud.cloudbuild.stop()
+    started = time.monotonic()
+    code, _, err = cloud.build()
+    assert code == 3, err
+    assert time.monotonic() - started < 30
+    (line,) = [x for x in err.splitlines() if x.startswith("envctl: error:")]
+    assert "cloudbuild.googleapis.com" in line and "Traceback" not in err
+    assert cloud.ledger().list_versions(cloud.mini.image) == []
