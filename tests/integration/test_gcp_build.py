@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import signal
+import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
@@ -23,9 +25,9 @@ pytest.importorskip("google.cloud.devtools.cloudbuild_v1")
 from pipeline.ledger.db import Ledger
 from tests import minirepo
 from tests.gcpfakes.artifactregistry import FakeArtifactRegistry
-from tests.gcpfakes.cloudbuild import CloudBuildFake, Outcome
+from tests.gcpfakes.cloudbuild import CloudBuildFake, Outcome, Status
 from tests.gcpfakes.storage import FakeStorage
-from tests.helpers import envctl
+from tests.helpers import ENVCTL, cli_env, envctl
 
 PROJECT, REGION, REPOSITORY = "proj", "europe-west4", "images"
 REPOSITORY_NAME = f"projects/{PROJECT}/locations/{REGION}/repositories/{REPOSITORY}"
@@ -197,4 +199,22 @@ def test_a_dead_cloud_build_fails_fast_with_exit_3_and_records_nothing(cloud: Cl
     assert time.monotonic() - started < 30
     (line,) = [x for x in err.splitlines() if x.startswith("envctl: error:")]
     assert "cloudbuild.googleapis.com" in line and "Traceback" not in err
+    assert cloud.ledger().list_versions(cloud.mini.image) == []
+
+
+def test_ctrl_c_cancels_the_running_build_and_records_nothing(cloud: Cloud) -> None:
+    cloud.cloudbuild.script(Outcome(reads_to_finish=1_000_000))
+    env = cli_env({**cloud.env(), "ENVCTL_GCP_BUILD_POLL": "1"})
+    command = [*ENVCTL, "build", cloud.mini.image, "--rev", "staging"]
+    with subprocess.Popen(command, cwd=cloud.mini.path, env=env, stderr=subprocess.PIPE, text=True) as child:
+        deadline = time.monotonic() + 60
+        while not any(b.status == Status.WORKING for b in list(cloud.cloudbuild.builds.values())):
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.1)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    (build,) = cloud.cloudbuild.builds.values()
+    assert build.status == Status.CANCELLED
+    assert cloud.cloudbuild.sent("POST", r".*:cancel")
     assert cloud.ledger().list_versions(cloud.mini.image) == []
