@@ -209,3 +209,27 @@ def test_staging_and_production_configs_run_end_to_end_on_the_gcp_backend(pipeli
     status = pipelines.status()
     assert (status["production"]["sha"], status["production"]["digest"]) == (s1, d1)
     assert not status["production"]["drift"]
+
+
+def test_the_config_reader_finds_the_envctl_line_in_a_script_or_an_envctl_entrypoint(tmp_path: Path) -> None:
+    subs = {
+        "BRANCH_NAME": "staging",
+        "COMMIT_SHA": "c" * 40,
+        "_REGISTRY": "r",
+        "_ENVCTL_IMAGE": "img@sha256:1",
+    }
+    script = {"name": "python:3.11", "entrypoint": "bash", "env": ["ENVCTL_REGISTRY=${_REGISTRY}"]}
+    script["args"] = [
+        "-ceu",
+        'pip install .\nenvctl pipeline run --branch "$BRANCH_NAME" --rev "$COMMIT_SHA"\n',
+    ]
+    pinned = {"name": "${_ENVCTL_IMAGE}", "entrypoint": "envctl", "env": ["ENVCTL_REGISTRY=${_REGISTRY}"]}
+    pinned["args"] = ["pipeline", "run", "--branch", "$BRANCH_NAME", "--rev", "$COMMIT_SHA", "--repo", "."]
+    git_step = {"name": "gcr.io/cloud-builders/git", "args": ["fetch", "--unshallow"]}
+    for steps in ([script], [git_step, pinned]):
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({"steps": steps}))
+        ((argv, env),) = envctl_steps(path, subs)
+        assert argv[:6] == ["pipeline", "run", "--branch", "staging", "--rev", "c" * 40]
+        assert env == {"ENVCTL_REGISTRY": "r"}
+    assert render("$$HOME ${_REGISTRY}/$BRANCH_NAME", subs) == "$HOME r/staging"
