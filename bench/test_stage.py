@@ -81,7 +81,7 @@ def timed(jobs: int, repo: Path, scratch: Path, ref: str) -> tuple[float, TestRe
     }
     settings = settings_module.load(repo=repo, env=env)
     tree = source.resolve(source.open_repo(repo), "staging")
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     version = ledger.record_version(
         Version(
             image=IMAGE,

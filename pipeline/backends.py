@@ -145,7 +145,9 @@ def publisher_for(settings: Settings, *, timeout: float = 30.0) -> Publisher:
 def builder_for(settings: Settings) -> Builder:
     """The builder: Cloud Build on gcp, else the Docker Engine."""
     if settings.backend == "gcp":
-        _not_yet("builder")
+        from pipeline.build.cloudbuild import CloudBuildBuilder
+
+        return CloudBuildBuilder.for_settings(settings)
     from pipeline.build.docker_builder import EngineBuilder
 
     return EngineBuilder.for_settings(settings)

@@ -2,6 +2,11 @@
 
 defaults (everything local) < `[tool.envctl]` in pyproject.toml < `ENVCTL_*` < flags.
 Unknown keys are rejected with the nearest valid key suggested.
+
+Secrets (`ledger_password`, `registry_token`) never travel inside another value: a
+password written into `ledger_url` is taken out of it, and the endpoints that receive a
+secret from the environment come from the environment or flags, never from the
+repository's own pyproject.toml (the repository may be a stranger's push).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class Settings:
     registry: str = "localhost:5000"
     registry_listen: str = "127.0.0.1:5000"
     registry_token: str = field(default="", repr=False)
+    registry_auth_hosts: str = ""
     ledger_url: str = ""
     ledger_password: str = field(default="", repr=False)
     state_dir: Path = Path(".envctl")
@@ -39,6 +45,15 @@ class Settings:
     gcp_endpoints: str = ""  # `cloudbuild=URL,artifactregistry=URL,storage=URL`: emulators, tests
     gcp_timeout: int = 60  # seconds one Google API call may take, retries included
     gcp_retry: bool = True  # retry transient Google API errors within gcp_timeout
+    gcp_build_bucket: str = ""  # build contexts, SBOMs and logs of Cloud Build; "": <project>_cloudbuild
+    gcp_build_timeout: int = 7200  # seconds one Cloud Build build may take
+    gcp_build_poll: int = 2  # seconds between two reads of a running build and its log
+    gcp_connection: str = ""  # `envctl cloud setup`: the Cloud Build 2nd-gen connection
+    gcp_repo_name: str = ""  # ... its repository (2nd gen), or
+    gcp_github: str = ""  # ... OWNER/NAME through the Cloud Build GitHub app (1st gen)
+    gcp_envctl_image: str = ""  # ... the pinned envctl image, by digest, the pipelines run
+    gcp_artifacts_bucket: str = ""  # ... gs:// bucket of the test runs' artifacts
+    gcp_ledger_secret: str = "envctl-ledger-staging-password"  # ... the base refresh's ledger password secret
     docker_host: str = ""
     actor: str = ""
     ci_run_id: str = ""
@@ -49,10 +64,19 @@ class Settings:
     def stack_dir(self) -> Path:
         return self.state_dir / "stack"
 
+    @property
+    def auth_hosts(self) -> tuple[str, ...]:
+        """Hosts besides the registry's own that may serve its tokens (comma-separated setting)."""
+        return tuple(h.strip().lower() for h in self.registry_auth_hosts.split(",") if h.strip())
+
 
 _KEYS = {f.name for f in fields(Settings)} - {"repo"}
 #: Keys that send credentials where they point: only the environment or flags may set them.
-_NOT_FROM_REPO = {"gcp_endpoints"}
+_NOT_FROM_REPO = {"gcp_endpoints", "registry_auth_hosts"}
+#: Where a secret goes, and the variable that carries the secret: a repository's
+#: [tool.envctl] may not name such an endpoint while the secret comes from the
+#: environment (it would send the caller's secret wherever the repository says).
+SECRET_ENDPOINTS = {"ledger_url": "ENVCTL_LEDGER_PASSWORD", "registry": "ENVCTL_REGISTRY_TOKEN"}
 
 
 def _suggest(key: str) -> str:
@@ -124,6 +148,7 @@ def load(
     env = os.environ if env is None else env
     root = find_repo(repo if repo is not None else Path.cwd())
     values: dict[str, Any] = {}
+    from_repository: dict[str, str] = {}  # key -> where the repository set it
 
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
@@ -135,13 +160,15 @@ def load(
             origin = f"{pyproject} [tool.envctl]"
             if key.replace("-", "_") not in _KEYS:
                 raise ConfigError(f"{origin}: unknown key '{key}'{_suggest(key)}")
-            if key.replace("-", "_") in _NOT_FROM_REPO:
-                name = "ENVCTL_" + key.replace("-", "_").upper()
+            name = key.replace("-", "_")
+            if name in _NOT_FROM_REPO:
+                variable = f"ENVCTL_{name.upper()}"
                 raise ConfigError(
-                    f"{origin}: '{key}' may only come from the environment ({name}) or a flag, "
+                    f"{origin}: '{key}' may only come from the environment ({variable}) or a flag, "
                     "because credentials are sent where it points"
                 )
-            values[key.replace("-", "_")] = _coerce(key.replace("-", "_"), value, origin)
+            values[name] = _coerce(name, value, origin)
+            from_repository[name] = origin
 
     for name, value in env.items():
         if not name.startswith("ENVCTL_"):
@@ -152,10 +179,20 @@ def load(
             hint = f"; did you mean ENVCTL_{close[0].upper()}?" if close else ""
             raise ConfigError(f"environment: unknown variable {name}{hint}")
         values[key] = _coerce(key, value, f"environment {name}")
+        from_repository.pop(key, None)
 
     for key, value in (flags or {}).items():
         if value is not None:
             values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+            from_repository.pop(key, None)
+
+    for key, variable in SECRET_ENDPOINTS.items():
+        if key in from_repository and env.get(variable):
+            raise ConfigError(
+                f"{from_repository[key]}: {key} is set by the repository while {variable} comes from "
+                f"the environment; envctl sends that secret only where ENVCTL_{key.upper()} says: "
+                "set it there, or remove the key"
+            )
 
     settings = Settings(repo=root, **values)
     state = settings.state_dir if settings.state_dir.is_absolute() else root / settings.state_dir
@@ -164,24 +201,35 @@ def load(
         artifacts = state / "runs"
     elif not artifacts.is_absolute():
         artifacts = root / artifacts
-    ledger = settings.ledger_url or f"sqlite:///{state / 'ledger.db'}"
-    if settings.ledger_password:
-        ledger = _with_password(ledger, settings.ledger_password)
+    ledger, password = _without_password(
+        settings.ledger_url or f"sqlite:///{state / 'ledger.db'}", settings.ledger_password
+    )
     return dataclasses.replace(
         settings,
         state_dir=state,
         artifacts_dir=artifacts,
         ledger_url=ledger,
+        ledger_password=password,
         jobs=settings.jobs or os.cpu_count() or 1,
     )
 
 
-def _with_password(url: str, password: str) -> str:
-    """The ledger URL with a password kept out of it (a secret in its own variable)."""
+def _without_password(url: str, password: str) -> tuple[str, str]:
+    """The ledger URL with no password in it, and the password to connect with.
+
+    A password written into the URL moves to `ledger_password` (which wins when both
+    are given), so no URL envctl prints, logs or writes into a hook carries it.
+    """
+    if "@" not in url:  # no user information, so no password: skip the SQLAlchemy import
+        return url, password
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).set(password=password).render_as_string(hide_password=False)
-    except ArgumentError as e:
-        raise ConfigError(f"ledger_url {url!r} is not a database URL") from e
+        parsed = make_url(url)
+    except ArgumentError:
+        return url, password  # Ledger.open says what is wrong with it
+    if parsed.password is None:
+        return url, password
+    clean = parsed._replace(password=None).render_as_string(hide_password=False)  # set() keeps it
+    return clean, password or str(parsed.password)

@@ -13,7 +13,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -73,8 +73,13 @@ def _ensure_running() -> int:
     return port
 
 
-def _psql(sql: str) -> None:
-    _run("su", "postgres", "-c", "psql -q -v ON_ERROR_STOP=1 -d postgres", input_text=sql, timeout=60)
+def _psql(sql: str, database: str = "postgres") -> None:
+    _run("su", "postgres", "-c", f"psql -q -v ON_ERROR_STOP=1 -d {database}", input_text=sql, timeout=60)
+
+
+def superuser_sql(url: str, sql: str) -> None:
+    """Run `sql` as the superuser `postgres` in the database of `url`."""
+    _psql(sql, database=url.rsplit("/", 1)[1].split("?")[0])
 
 
 @pytest.fixture(scope="session")
@@ -119,6 +124,26 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def login_role(postgres_admin_url: str) -> Iterator[Callable[..., tuple[str, str]]]:
+    """Make LOGIN roles with a random password, members of the given groups: (name, password).
+
+    The roles own nothing; they are dropped after the test.
+    """
+    made: list[str] = []
+
+    def make(*groups: str) -> tuple[str, str]:
+        name, password = f"envctl_login_{secrets.token_hex(4)}", secrets.token_urlsafe(18)
+        member = f" IN ROLE {', '.join(groups)}" if groups else ""
+        _psql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'{member};")
+        made.append(name)
+        return name, password
+
+    yield make
+    for name in made:
+        _psql(f"DROP ROLE IF EXISTS {name};")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

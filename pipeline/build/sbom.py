@@ -15,7 +15,7 @@ from pipeline.build.engine import TRANSPORT_ERRORS
 from pipeline.errors import Unavailable
 
 # Runs with the image's own python; prints one JSON document.
-_SCRIPT = r"""
+SCRIPT = r"""
 import json, os, platform, shutil, subprocess, sys
 def run(args):
     try:
@@ -54,7 +54,7 @@ def collect(client: Any, image: str, *, timeout: int = 300) -> dict[str, Any]:
     try:
         container = client.containers.create(
             image,
-            command=["python3", "-c", _SCRIPT],
+            command=["python3", "-c", SCRIPT],
             entrypoint=[],
             network_mode="none",
             labels={"org.envctl.purpose": "sbom"},

@@ -160,10 +160,11 @@ def split_name(reference: str) -> str:
     return name
 
 
-def resolve_base(reference: str) -> tuple[str, str]:
+def resolve_base(reference: str, auth_hosts: tuple[str, ...] = ()) -> tuple[str, str]:
     """The base image as `repo@digest`, resolved from its registry."""
     host, repo, tag = split_ref(reference)
-    manifest = Registry(host, credentials=docker_credentials(host), timeout=30).manifest(repo, tag)
+    registry = Registry(host, credentials=docker_credentials(host), timeout=30, auth_hosts=auth_hosts)
+    manifest = registry.manifest(repo, tag)
     if manifest is None:
         raise Unavailable(f"base image {reference} is not in its registry; run `envctl stack up`")
     return f"{split_name(reference)}@{manifest.digest}", manifest.digest
@@ -199,7 +200,7 @@ def build_version(
         return BuildResult(rebuilt, "built")
 
     context = build_context(spec, tree)
-    base_ref, base_digest = resolve_base(spec.base_for(settings.backend))
+    base_ref, base_digest = resolve_base(spec.base_for(settings.backend), settings.auth_hosts)
     key = build_key(spec, context, base_digest, settings.backend)
     tag = publisher.tag_ref(image, tree.sha)
     same = ledger.find_by_build_key(image, key)
@@ -302,7 +303,7 @@ def _rebuild(
     if base_digest:
         base_ref = f"{split_name(base_name)}@{base_digest}"
     else:
-        base_ref, _ = resolve_base(base_name)
+        base_ref, _ = resolve_base(base_name, settings.auth_hosts)
     request = _request(spec, tree, build_context(spec, tree), tag, base_ref, dict(existing.labels), no_cache)
     built = builder.build(request, on_line=on_line)
     if built.digest != existing.digest:

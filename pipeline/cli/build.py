@@ -41,7 +41,7 @@ def command(
     settings = settings_of(ctx, repo=repo)
     git_repo = open_repo(settings.repo)
     tree = resolve(git_repo, rev)
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     progress = output.BuildProgress()
     try:
         result = build_version(

@@ -30,7 +30,9 @@ def install(ctx: click.Context, git_dir: Path, wait: bool) -> None:
     From then on `git push origin staging` runs the staging pipeline and
     `git push origin production` the production pipeline. Without --wait the push
     returns at once and says `pipeline <id> queued; log: <path>`. The hook carries
-    this shell's envctl settings (state folder, ledger, registry).
+    this shell's envctl settings (state folder, ledger, registry); its secrets (ledger
+    password, registry token) go to a file of their own, mode 0600, under
+    ~/.config/envctl/hooks/, which the hook reads when its environment lacks them.
     """
     settings = settings_of(ctx)
     hook = triggers.install(settings, git_dir, wait=wait)
@@ -41,11 +43,14 @@ def install(ctx: click.Context, git_dir: Path, wait: bool) -> None:
 
 @group.command("post-receive", hidden=True)
 @click.option("--git-dir", "git_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--secrets-file", "secrets", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--wait", is_flag=True)
 @click.pass_context
-def post_receive(ctx: click.Context, git_dir: Path, wait: bool) -> None:
+def post_receive(ctx: click.Context, git_dir: Path, secrets: Path | None, wait: bool) -> None:
     """Read `old new ref` lines from standard input and start the pipelines."""
     triggers.clean_git_env()
+    if secrets is not None:
+        triggers.load_secrets(secrets)
     updates = triggers.parse_updates(sys.stdin.read())
     settings = settings_of(ctx, repo=git_dir)
     ignored = [u.ref for u in updates if u.ref not in triggers.BRANCH_REFS]

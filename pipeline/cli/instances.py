@@ -74,7 +74,7 @@ def create(ctx: click.Context, name: str, env_id: str, port: int | None, as_json
     """
     model.check_name(name)
     settings = settings_of(ctx)
-    target = model.target(Ledger.open(settings.ledger_url), env_id)
+    target = model.target(Ledger.for_settings(settings), env_id)
     title = f"instance {name}: {target.env} at {target.sha[:12]} ({target.digest})"
     host = _host(ctx, settings)
     port = host.check_free(name, port)
@@ -89,7 +89,7 @@ def create(ctx: click.Context, name: str, env_id: str, port: int | None, as_json
 def list_(ctx: click.Context, as_json: bool) -> None:
     """Every instance: environment, digest, status and whether the environment moved since (stale)."""
     settings = settings_of(ctx)
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     found = [
         dataclasses.replace(i, current_digest=model.current_digest(ledger, i.environment))
         for i in _host(ctx, settings).list()
@@ -111,7 +111,7 @@ def restart(ctx: click.Context, name: str, as_json: bool) -> None:
     settings = settings_of(ctx)
     host = _host(ctx, settings)
     before = host.get(name)
-    target = model.target(Ledger.open(settings.ledger_url), before.environment)
+    target = model.target(Ledger.for_settings(settings), before.environment)
     moved = "already current" if before.digest == target.digest else f"{before.digest} -> {target.digest}"
     with output.step(f"instance {name}: restart on {target.env} ({moved})"):
         instance = host.restart(name, target, cloud=lambda: _cloud(settings, target))

@@ -59,6 +59,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("pipeline.cli.reads:diff", "Packages added, removed and changed between two environments."),
     "hooks": ("pipeline.cli.hooks:group", "Install the git hook that runs the pipelines on push."),
     "instances": ("pipeline.cli.instances:group", "Notebook instances started from an environment ID."),
+    "cloud": ("pipeline.cli.cloud:group", "Set up the Google Cloud side: Cloud Build triggers and checks."),
 }
 
 

@@ -51,7 +51,7 @@ def promote(
     """
     env = parse_env_id(env_id)
     settings = settings_of(ctx)
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     _report(promotion.promote(settings, ledger, env, rev, force=force, reason=reason), as_json)
 
 
@@ -71,7 +71,7 @@ def rollback(
     new event; history is never rewritten.
     """
     settings = settings_of(ctx)
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     _report(promotion.rollback(settings, ledger, image, to=to, force=force, reason=reason), as_json)
 
 
@@ -83,7 +83,7 @@ def pin(ctx: click.Context, env_id: str, reason: str) -> None:
     """Hold ENV_ID where it is: every move is refused until `envctl unpin` (or --force)."""
     env = parse_env_id(env_id)
     settings = settings_of(ctx)
-    changed = promotion.set_pin(settings, Ledger.open(settings.ledger_url), env, pinned=True, reason=reason)
+    changed = promotion.set_pin(settings, Ledger.for_settings(settings), env, pinned=True, reason=reason)
     output.info(f"{env}: {'pinned' if changed else 'already pinned'}")
 
 
@@ -95,7 +95,7 @@ def unpin(ctx: click.Context, env_id: str, reason: str | None) -> None:
     """Let pipelines move ENV_ID again."""
     env = parse_env_id(env_id)
     settings = settings_of(ctx)
-    changed = promotion.set_pin(settings, Ledger.open(settings.ledger_url), env, pinned=False, reason=reason)
+    changed = promotion.set_pin(settings, Ledger.for_settings(settings), env, pinned=False, reason=reason)
     output.info(f"{env}: {'unpinned' if changed else 'was not pinned'}")
 
 
@@ -106,7 +106,7 @@ def unpin(ctx: click.Context, env_id: str, reason: str | None) -> None:
 def sync(ctx: click.Context, image: str | None, as_json: bool) -> None:
     """Republish the registry tags of IMAGE (default: every image) from the ledger."""
     settings = settings_of(ctx)
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     if image is not None:
         require_known(ledger, check_image_name(image))
     publisher = publisher_for(settings)

@@ -66,7 +66,7 @@ def execute(
             "to share it with your checkout (hooks installed with `envctl hooks install` carry it)"
         )
     tree = resolve(repo, rev)
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     try:
         client: Any = connect(settings.docker_host, timeout=30)
     except Unavailable:
@@ -171,7 +171,7 @@ def run_command(
 def list_command(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Show recent pipeline runs: ID, branch, SHA, state, duration."""
     settings = settings_of(ctx)
-    found = runs.listing(Ledger.open(settings.ledger_url), limit)
+    found = runs.listing(Ledger.for_settings(settings), limit)
     if as_json:
         emit_json([r.to_json() for r in found])
         return
@@ -200,7 +200,7 @@ def list_command(ctx: click.Context, limit: int, as_json: bool) -> None:
 def show_command(ctx: click.Context, run_id: str, as_json: bool, with_log: bool) -> None:
     """Show one run (an ID or its prefix): verdict per image and log path."""
     settings = settings_of(ctx)
-    record = runs.get(Ledger.open(settings.ledger_url), run_id)
+    record = runs.get(Ledger.for_settings(settings), run_id)
     if as_json:
         emit_json(record.to_json())
     else:

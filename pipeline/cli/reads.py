@@ -35,7 +35,7 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
     (registry down); `envctl sync` repairs it. Exits 3 when the registry is down.
     """
     settings = settings_of(ctx)
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     if image is not None:
         envs.require_known(ledger, envs.check_image_name(image))
     publisher = publisher_for(settings, timeout=10)
@@ -90,7 +90,7 @@ def _target(ledger: Ledger, text: str) -> tuple[str, EnvId | None]:
 def history(ctx: click.Context, target: str, as_json: bool) -> None:
     """Every move of one environment or of every environment of an image, oldest first."""
     settings = settings_of(ctx)
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     image, env = _target(ledger, target)
     found = envs.history(ledger, image, env.stage if env else None)
     if as_json:
@@ -129,7 +129,7 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
     """ENV_ID's image@digest, SHA, test evidence, SBOM summary, pin and tag drift."""
     env = parse_env_id(env_id)
     settings = settings_of(ctx)
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     envs.require_known(ledger, env.image)
     version = _version_of(ledger, env)
     pointer = envs.current(ledger, env.image, env.stage)
@@ -189,7 +189,7 @@ def diff(ctx: click.Context, old_env: str, new_env: str, as_json: bool) -> None:
     """Packages added, removed and changed from OLD_ENV to NEW_ENV, with base image and Python."""
     old, new = parse_env_id(old_env), parse_env_id(new_env)
     settings = settings_of(ctx)
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     for env in (old, new):
         envs.require_known(ledger, env.image)
     before, after = _version_of(ledger, old), _version_of(ledger, new)

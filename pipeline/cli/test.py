@@ -67,7 +67,7 @@ def command(ctx: click.Context, image: str, rev: str, as_json: bool, jobs: int |
     settings = settings_of(ctx, jobs=jobs)
     tree = source.resolve(source.open_repo(settings.repo), rev)
     spec = spec_module.load(tree, image)
-    ledger = Ledger.open(settings.ledger_url)
+    ledger = Ledger.for_settings(settings)
     version = ledger.get_version(image, tree.sha)
     if version is None:
         raise UsageError(

@@ -14,19 +14,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import (
     ArgumentError,
+    DBAPIError,
     IntegrityError,
     NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
 )
 
-from pipeline.errors import Unavailable
+from pipeline.errors import Refused, Unavailable
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +139,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x656E76637472_6C  # a fixed advisory lock key for schema migrations
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for a denied grant or row-level policy
 
 
 def now() -> datetime:
@@ -185,11 +190,19 @@ class Ledger:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str) -> Ledger:
+    def for_settings(cls, settings: Settings) -> Ledger:
+        return cls.open(settings.ledger_url, password=settings.ledger_password)
+
+    @classmethod
+    def open(cls, url: str, *, password: str = "") -> Ledger:
+        """Open (and migrate) the ledger at `url`; a password goes to the driver, never into the URL."""
+        log.debug("opening the ledger at %s", _redact(url))
         try:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+            connect_args: dict[str, Any] = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+            if password:
+                connect_args["password"] = password
             engine = sa.create_engine(url, future=True, pool_pre_ping=True, connect_args=connect_args)
             if engine.dialect.name == "sqlite":
                 _sqlite_pragmas(engine)
@@ -227,6 +240,15 @@ class Ledger:
             raise Unavailable(
                 f"the ledger at {_redact(str(self.engine.url))} is unavailable: {str(e).splitlines()[0]}; "
                 "check ENVCTL_LEDGER_URL and that the database runs"
+            ) from e
+        except DBAPIError as e:
+            if getattr(e.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+                raise
+            # A least-privilege role (see pipeline/ledger/roles.sql) was refused this write.
+            raise Refused(
+                f"the ledger does not let role {self.engine.url.username or '(default)'} make this change "
+                f"({str(e.orig).splitlines()[0]}); nothing was changed. Run it with a role that may "
+                "(README: PostgreSQL roles)"
             ) from e
 
     def migrate(self) -> None:

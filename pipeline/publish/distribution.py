@@ -27,7 +27,10 @@ class OciPublisher:
         host, _, prefix = settings.registry.partition("/")
         token = settings.registry_token or None
         credentials = None if token else login.credentials(settings, host)
-        return cls(Registry(host, token=token, credentials=credentials, timeout=timeout), prefix.strip("/"))
+        registry = Registry(
+            host, token=token, credentials=credentials, timeout=timeout, auth_hosts=settings.auth_hosts
+        )
+        return cls(registry, prefix.strip("/"))
 
     @property
     def host(self) -> str:

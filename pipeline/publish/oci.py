@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import logging
 import os
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -71,11 +74,46 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a registry's token service accepts: a user and password, or a ready token."""
+    """What a registry's token service accepts: a user and password, or a ready token.
+
+    The repr shows the user only: the password and the token never reach a log line.
+    """
 
     username: str = ""
-    password: str = ""
-    token: str = ""
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_realm(realm: str, registry: str, allowed: Iterable[str] = ()) -> None:
+    """`UsageError` unless credentials may go to the token service `realm` of `registry`.
+
+    A token service is trusted on the registry's own host (any loopback name counts as
+    the same host for a registry on loopback) or on a host of `allowed` (the
+    `registry_auth_hosts` setting), over https, or plain http to a loopback host. Anything
+    else would hand the credentials to whoever the registry, or a party between it and
+    us, names.
+    """
+    parts = urlsplit(realm)
+    host = (parts.hostname or "").lower()
+    own = urlsplit(f"//{registry}").hostname or registry
+    same = host == own.lower() or (_loopback(host) and _loopback(own.lower()))
+    trusted = same or host in {h.lower() for h in allowed}
+    if (parts.scheme == "https" and trusted) or (parts.scheme == "http" and trusted and _loopback(host)):
+        return
+    raise UsageError(
+        f"registry {registry} names the token service {parts.scheme}://{host or '?'}, which envctl does "
+        "not send credentials to (https on the registry's host or on a host in ENVCTL_REGISTRY_AUTH_HOSTS; "
+        "http only on loopback); nothing was sent"
+    )
 
 
 def docker_credentials(host: str, config: Path | None = None) -> Credentials:
@@ -108,6 +146,7 @@ class Registry:
     On Artifact Registry (`*-docker.pkg.dev`, or `google_adc=True`) with neither, the
     password is an access token from Google's Application Default Credentials, fetched
     only when the registry asks (user `oauth2accesstoken`).
+    A token service must pass `check_realm` (its own host, or one of `auth_hosts`) first.
     """
 
     def __init__(
@@ -118,8 +157,10 @@ class Registry:
         credentials: Credentials | None = None,
         timeout: float = 30.0,
         google_adc: bool | None = None,
+        auth_hosts: Iterable[str] = (),
     ) -> None:
         self.host = host
+        self.auth_hosts = tuple(auth_hosts)
         if google_adc is None:
             from pipeline.gcp import is_artifact_registry  # no Google library is imported by this
 
@@ -204,6 +245,7 @@ class Registry:
             return True
         if scheme != "bearer" or "realm" not in params:
             return False
+        check_realm(params["realm"], self.host, self.auth_hosts)
         query = {k: params[k] for k in ("service", "scope") if k in params}
         try:
             answer = requests.get(

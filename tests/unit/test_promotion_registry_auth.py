@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from pipeline.errors import Unavailable
-from pipeline.publish.oci import Credentials, Registry, parse_challenge
+from pipeline.errors import Unavailable, UsageError
+from pipeline.publish.oci import Credentials, Registry, check_realm, parse_challenge
 
 MEDIA = "application/vnd.oci.image.manifest.v1+json"
 BODY = json.dumps({"schemaVersion": 2, "mediaType": MEDIA, "layers": []}).encode()
@@ -28,6 +28,7 @@ BODY = json.dumps({"schemaVersion": 2, "mediaType": MEDIA, "layers": []}).encode
 class Fake(ThreadingHTTPServer):
     requests_seen: list[tuple[str, str, dict[str, str]]]
     tags: dict[str, bytes]
+    realm: str  # the token service the challenge names; empty: this server's /token
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -40,10 +41,10 @@ class Handler(BaseHTTPRequestHandler):
         self.server.requests_seen.append((self.command, self.path, dict(self.headers)))
 
     def _challenge(self, scope: str) -> None:
-        host = f"127.0.0.1:{self.server.server_address[1]}"
+        realm = self.server.realm or f"http://127.0.0.1:{self.server.server_address[1]}/token"
         self.send_response(401)
         self.send_header(
-            "WWW-Authenticate", f'Bearer realm="http://{host}/token",service="fake.registry",scope="{scope}"'
+            "WWW-Authenticate", f'Bearer realm="{realm}",service="fake.registry",scope="{scope}"'
         )
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -97,6 +98,7 @@ def fake() -> Iterator[Fake]:
     server = Fake(("127.0.0.1", 0), Handler)
     server.requests_seen = []
     server.tags = {"v1": BODY}
+    server.realm = ""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -135,3 +137,55 @@ def test_refused_credentials_are_one_clear_error(fake: Fake) -> None:
     registry = Registry(f"127.0.0.1:{fake.server_address[1]}", credentials=Credentials("robot", "wrong"))
     with pytest.raises(Unavailable, match=r"token service .* refused a token"):
         registry.manifest("team/task", "v1")
+
+
+def test_credentials_never_show_the_password_or_token() -> None:
+    shown = repr(Credentials("robot", "pa55-word", "t0ken-value"))
+    assert "robot" in shown
+    assert "pa55-word" not in shown and "t0ken-value" not in shown
+
+
+@pytest.mark.parametrize(
+    ("realm", "registry", "allowed"),
+    [
+        ("https://europe-docker.pkg.dev/v2/token", "europe-docker.pkg.dev", ()),
+        ("https://EUROPE-docker.pkg.dev:443/v2/token", "europe-docker.pkg.dev", ()),
+        ("https://auth.docker.io/token", "registry-1.docker.io", ("auth.docker.io",)),
+        ("http://127.0.0.1:5001/token", "localhost:5000", ()),
+        ("http://localhost/token", "127.0.0.1:5000", ()),
+        ("https://127.0.0.1:5001/token", "localhost:5000", ()),
+    ],
+)
+def test_token_services_on_the_registry_or_an_allowed_host_are_trusted(
+    realm: str, registry: str, allowed: tuple[str, ...]
+) -> None:
+    check_realm(realm, registry, allowed)
+
+
+@pytest.mark.parametrize(
+    ("realm", "registry", "allowed"),
+    [
+        ("https://attacker.example/token", "europe-docker.pkg.dev", ()),
+        ("https://auth.docker.io/token", "registry-1.docker.io", ()),  # not allowed: not the registry's host
+        ("http://europe-docker.pkg.dev/v2/token", "europe-docker.pkg.dev", ()),  # plain http off loopback
+        ("http://auth.docker.io/token", "registry-1.docker.io", ("auth.docker.io",)),
+        ("https://europe-docker.pkg.dev.attacker.example/token", "europe-docker.pkg.dev", ()),
+        ("http://127.0.0.1:8080/token", "europe-docker.pkg.dev", ()),  # a remote registry naming our loopback
+        ("ftp://europe-docker.pkg.dev/token", "europe-docker.pkg.dev", ()),
+        ("/token", "europe-docker.pkg.dev", ()),
+    ],
+)
+def test_other_token_services_are_refused(realm: str, registry: str, allowed: tuple[str, ...]) -> None:
+    with pytest.raises(UsageError, match="nothing was sent") as refused:
+        check_realm(realm, registry, allowed)
+    assert len(str(refused.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("realm", ["https://attacker.example/token", "http://attacker.example/token"])
+def test_a_challenge_naming_a_foreign_token_service_gets_no_credentials(fake: Fake, realm: str) -> None:
+    fake.realm = realm
+    registry = Registry(f"127.0.0.1:{fake.server_address[1]}", credentials=Credentials("robot", "secret"))
+    with pytest.raises(UsageError, match=r"names the token service .*attacker\.example.*nothing was sent"):
+        registry.manifest("team/task", "v1")
+    assert [r[0] for r in fake.requests_seen] == ["GET"]  # the challenged read, and nothing else
+    assert all("Authorization" not in r[2] for r in fake.requests_seen)

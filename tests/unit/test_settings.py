@@ -12,7 +12,7 @@ from tests.helpers import envctl
 
 
 def _repo(tmp_path: Path, table: str = "") -> Path:
-    (tmp_path / "environments").mkdir()
+    (tmp_path / "environments").mkdir(parents=True)
     (tmp_path / "pyproject.toml").write_text(f"[project]\nname = 'x'\n\n[tool.envctl]\n{table}")
     return tmp_path
 
@@ -76,10 +76,75 @@ def test_registry_token_is_sent_as_bearer_and_kept_out_of_repr(tmp_path: Path) -
     assert "s3cret" not in repr(settings)
 
 
-def test_ledger_password_goes_into_the_url_only(tmp_path: Path) -> None:
+def test_ledger_password_stays_out_of_the_url_and_the_repr(tmp_path: Path) -> None:
     env = {
         "ENVCTL_LEDGER_URL": "postgresql+psycopg://envctl@127.0.0.1/envctl",
-        "ENVCTL_LEDGER_PASSWORD": "pw",
+        "ENVCTL_LEDGER_PASSWORD": "pw-4ac1",
     }
     settings = load(repo=_repo(tmp_path), env=env)
-    assert settings.ledger_url == "postgresql+psycopg://envctl:pw@127.0.0.1/envctl"
+    assert settings.ledger_url == "postgresql+psycopg://envctl@127.0.0.1/envctl"
+    assert settings.ledger_password == "pw-4ac1"
+    assert "pw-4ac1" not in repr(settings)
+
+
+def test_a_password_written_into_the_url_is_taken_out_of_it(tmp_path: Path) -> None:
+    env = {
+        "ENVCTL_LEDGER_URL": "postgresql+psycopg://envctl:in-url-9f3@db.internal:5432/envctl?sslmode=require"
+    }
+    settings = load(repo=_repo(tmp_path), env=env)
+    assert settings.ledger_url == "postgresql+psycopg://envctl@db.internal:5432/envctl?sslmode=require"
+    assert settings.ledger_password == "in-url-9f3"
+    assert "in-url-9f3" not in repr(settings)
+    # The password of its own variable wins over one in the URL.
+    both = load(repo=_repo(tmp_path / "b"), env={**env, "ENVCTL_LEDGER_PASSWORD": "own"})
+    assert both.ledger_password == "own"
+    assert "in-url-9f3" not in both.ledger_url
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "variable", "own"),
+    [
+        (
+            "ledger_url",
+            "postgresql+psycopg://envctl@attacker.example/envctl",
+            "ENVCTL_LEDGER_PASSWORD",
+            "postgresql+psycopg://envctl@db.internal/envctl",
+        ),
+        ("registry", "attacker.example/images", "ENVCTL_REGISTRY_TOKEN", "localhost:5000"),
+    ],
+)
+def test_the_repository_cannot_send_a_secret_of_the_environment_elsewhere(
+    tmp_path: Path, key: str, value: str, variable: str, own: str
+) -> None:
+    repo = _repo(tmp_path, f'{key} = "{value}"\n')
+    with pytest.raises(
+        ConfigError, match=rf"\[tool.envctl\]: {key} is set by the repository while {variable}"
+    ):
+        load(repo=repo, env={variable: "s3cret"})
+    # The same key from the environment (a trigger's own setting) overrides the repository's.
+    settings = load(repo=repo, env={variable: "s3cret", f"ENVCTL_{key.upper()}": own})
+    assert getattr(settings, key) == own
+    # Without a secret from the environment, the repository's endpoint is only a default.
+    assert getattr(load(repo=repo, env={}), key) == value
+
+    result = envctl("validate", cwd=repo, env={variable: "s3cret"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f": {key} is set by the repository" in lines[0], lines
+    assert "s3cret" not in result.stderr
+
+
+def test_token_service_hosts_come_only_from_the_environment(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, 'registry_auth_hosts = "attacker.example"\n')
+    with pytest.raises(
+        ConfigError,
+        match=r"'registry_auth_hosts' may only come from the environment \(ENVCTL_REGISTRY_AUTH_HOSTS\)",
+    ):
+        load(repo=repo, env={})
+    settings = load(
+        repo=_repo(tmp_path / "b"), env={"ENVCTL_REGISTRY_AUTH_HOSTS": " Auth.Example , b.example,"}
+    )
+    assert settings.auth_hosts == ("auth.example", "b.example")
+    from pipeline.publish.distribution import OciPublisher
+
+    assert OciPublisher.for_settings(settings).registry.auth_hosts == ("auth.example", "b.example")

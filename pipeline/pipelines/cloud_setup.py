@@ -1,0 +1,355 @@
+"""`envctl cloud setup`: the Google Cloud side of the pipelines, made idempotently.
+
+Checks that the Artifact Registry Docker repository exists, then creates or updates
+three Cloud Build triggers: staging (`^staging$`, cloudbuild/staging.yaml), production
+(`^production$`, cloudbuild/production.yaml) and the base refresh (a manual trigger that
+Cloud Scheduler runs; its command, `envctl pipeline run --branch staging --refresh-base`,
+comes with the upgrades issue). Only the fields envctl owns are compared and written
+(an update names them in its update mask), so a second run sends no write, and fields a
+user set by hand (a service account, other substitutions) are kept. A dry run reads and
+prints, as JSON, every write it would send.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipeline import output
+from pipeline.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from pipeline.gcp import Google, Location
+
+DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9.:_/-]*@sha256:[0-9a-f]{64}$")
+GITHUB = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+CONNECTION = re.compile(
+    r"^projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)/connections/(?P<name>[^/]+)$"
+)
+BRANCHES = {"staging": "^staging$", "production": "^production$"}
+REFRESH_COMMAND = ["pipeline", "run", "--branch", "staging", "--refresh-base", "--repo", "."]
+SUBSTITUTIONS = ("_REGISTRY", "_LEDGER_URL", "_ENVCTL_IMAGE", "_ARTIFACTS_BUCKET")
+SOURCES = ("repository_event_config", "github", "source_to_build", "build", "git_file_source")
+# The top-level trigger fields envctl writes; everything else on a trigger is the user's.
+OWNED = (
+    "description",
+    "tags",
+    "filename",
+    "repository_event_config",
+    "github",
+    "source_to_build",
+    "git_file_source",
+    "build",
+    "substitutions",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetupConfig:
+    """What `cloud setup` makes: where, from which repository, with which substitutions."""
+
+    where: Location
+    connection: str = ""  # a 2nd-gen connection's name or full resource name
+    repo_name: str = ""
+    github: str = ""  # OWNER/NAME, 1st-gen GitHub app
+    envctl_image: str
+    ledger_urls: dict[str, str]  # by branch: each trigger's own ledger role (README: PostgreSQL roles)
+    artifacts_bucket: str
+    ledger_secret: str = "envctl-ledger-staging-password"  # the base refresh's, a staging run
+
+    @property
+    def registry(self) -> str:
+        return f"{self.where.registry_host}/{self.where.project}/{self.where.repository}"
+
+    @property
+    def connection_repository(self) -> str:
+        found = CONNECTION.match(self.connection)
+        base = self.connection if found else f"{self.where.parent}/connections/{self.connection}"
+        return f"{base}/repositories/{self.repo_name}"
+
+    def check(self) -> None:
+        """Refuse bad input before any request (exit 2, naming the flag)."""
+        if bool(self.github) == bool(self.connection or self.repo_name):
+            raise UsageError(
+                "name the source repository one way: --connection CONN --repo-name NAME (2nd gen) "
+                "or --github OWNER/NAME (GitHub app)"
+            )
+        if self.github and not GITHUB.match(self.github):
+            raise UsageError(f"--github {self.github!r}: expected OWNER/NAME")
+        if not self.github and not (self.connection and self.repo_name):
+            raise UsageError("a 2nd-gen connection needs both --connection and --repo-name")
+        found = CONNECTION.match(self.connection)
+        if found and (found["project"], found["region"]) != (self.where.project, self.where.region):
+            raise UsageError(
+                f"connection {self.connection} is in {found['project']}/{found['region']} but the "
+                f"triggers go to {self.where.project}/{self.where.region}: a trigger uses a connection "
+                f"of its own region; pass --region {found['region']} or a connection in {self.where.region}"
+            )
+        if not DIGEST_REF.match(self.envctl_image):
+            raise UsageError(
+                f"--envctl-image {self.envctl_image!r} is not pinned by digest: the pipelines run "
+                "IMAGE@sha256:<64 hex> (the digest cloudbuild/release.yaml printed), never a tag"
+            )
+        for branch in BRANCHES:
+            url = self.ledger_urls.get(branch, "")
+            if not url or url.startswith("sqlite"):
+                raise UsageError(
+                    f"--{branch}-ledger-url (or --ledger-url): the pipelines need a ledger they all reach "
+                    "(PostgreSQL, e.g. Cloud SQL), not a SQLite file"
+                )
+        if not self.artifacts_bucket.startswith("gs://"):
+            raise UsageError(f"--artifacts-bucket {self.artifacts_bucket!r}: expected gs://BUCKET")
+
+    def substitutions(self, branch: str) -> dict[str, str]:
+        return {
+            "_REGISTRY": self.registry,
+            "_LEDGER_URL": _without_password(self.ledger_urls[branch]),
+            "_ENVCTL_IMAGE": self.envctl_image,
+            "_ARTIFACTS_BUCKET": self.artifacts_bucket,
+        }
+
+
+def _without_password(url: str) -> str:
+    """The ledger URL as a trigger may hold it: a password goes through Secret Manager only."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.scheme or "://" not in url:
+        raise ConfigError(f"ledger URL {url!r} is not a database URL (postgresql+psycopg://USER@HOST/DB)")
+    user, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in user:
+        return url
+    netloc = f"{user.split(':', 1)[0]}@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def desired_triggers(config: SetupConfig) -> list[Any]:
+    """The three triggers as envctl wants them (owned fields only)."""
+    from google.cloud.devtools import cloudbuild_v1 as cb
+
+    def source(branch_regex: str) -> dict[str, Any]:
+        push = cb.PushFilter(branch=branch_regex)
+        if config.github:
+            owner, name = config.github.split("/")
+            return {"github": cb.GitHubEventsConfig(owner=owner, name=name, push=push)}
+        return {
+            "repository_event_config": cb.RepositoryEventConfig(
+                repository=config.connection_repository, push=push
+            )
+        }
+
+    triggers = [
+        cb.BuildTrigger(
+            name=f"envctl-{branch}",
+            description=f"envctl: the {branch} pipeline on a push to {branch} (made by `envctl cloud setup`)",
+            tags=["envctl"],
+            filename=f"cloudbuild/{branch}.yaml",
+            substitutions=config.substitutions(branch),
+            **source(regex),
+        )
+        for branch, regex in BRANCHES.items()
+    ]
+    if config.github:
+        repo = cb.GitRepoSource(
+            uri=f"https://github.com/{config.github}",
+            ref="refs/heads/staging",
+            repo_type=cb.GitFileSource.RepoType.GITHUB,
+        )
+    else:
+        repo = cb.GitRepoSource(
+            repository=config.connection_repository,
+            ref="refs/heads/staging",
+            repo_type=cb.GitFileSource.RepoType.GITHUB,
+        )
+    triggers.append(
+        cb.BuildTrigger(
+            name="envctl-base-refresh",
+            description=(
+                "envctl: rebuild on the newest base images (run by Cloud Scheduler; "
+                "made by `envctl cloud setup`)"
+            ),
+            tags=["envctl"],
+            source_to_build=repo,
+            build=_refresh_build(config),
+            substitutions=config.substitutions("staging"),
+        )
+    )
+    return triggers
+
+
+def _refresh_build(config: SetupConfig) -> Any:
+    """The base refresh's build: the pinned envctl image runs the refresh on staging."""
+    from google.cloud.devtools import cloudbuild_v1 as cb
+
+    secret = f"projects/{config.where.project}/secrets/{config.ledger_secret}/versions/latest"
+    return cb.Build(
+        steps=[
+            cb.BuildStep(
+                id="base-refresh",
+                name="${_ENVCTL_IMAGE}",
+                entrypoint="envctl",
+                args=REFRESH_COMMAND,
+                env=[
+                    "ENVCTL_BACKEND=gcp",
+                    "ENVCTL_REGISTRY=${_REGISTRY}",
+                    "ENVCTL_LEDGER_URL=${_LEDGER_URL}",
+                    "ENVCTL_ARTIFACTS_DIR=/workspace/artifacts",
+                    "ENVCTL_ACTOR=cloud-build",
+                    "ENVCTL_CI_RUN_ID=$BUILD_ID",
+                    "DOCKER_HOST=unix:///var/run/docker.sock",
+                ],
+                secret_env=["ENVCTL_LEDGER_PASSWORD"],
+            )
+        ],
+        available_secrets=cb.Secrets(
+            secret_manager=[cb.SecretManagerSecret(version_name=secret, env="ENVCTL_LEDGER_PASSWORD")]
+        ),
+        options=cb.BuildOptions(logging=cb.BuildOptions.LoggingMode.CLOUD_LOGGING_ONLY),
+        timeout="7200s",
+    )
+
+
+def owned(trigger: Any) -> dict[str, Any]:
+    """The fields of `trigger` envctl owns, as JSON; envctl's substitutions only."""
+    from google.cloud.devtools import cloudbuild_v1 as cb
+
+    data = json.loads(
+        cb.BuildTrigger.to_json(trigger, use_integers_for_enums=False, preserving_proto_field_name=True)
+    )
+    kept = {key: data[key] for key in OWNED if key in data and data[key] not in ({}, [], "")}
+    event = kept.get("repository_event_config")
+    if event is not None:
+        event.pop("repository_type", None)  # output only: the server fills it
+    subs = {k: v for k, v in (kept.get("substitutions") or {}).items() if k in SUBSTITUTIONS}
+    if subs:
+        kept["substitutions"] = subs
+    else:
+        kept.pop("substitutions", None)
+    return kept
+
+
+def as_json(message: Any) -> Any:
+    return json.loads(
+        type(message).to_json(message, use_integers_for_enums=False, preserving_proto_field_name=True)
+    )
+
+
+@dataclass
+class Change:
+    """One write `cloud setup` sends (or would send, in a dry run)."""
+
+    method: str
+    resource: str
+    request: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "resource": self.resource, "request": self.request}
+
+
+@dataclass
+class SetupResult:
+    repository: str
+    triggers: dict[str, str] = field(default_factory=dict)  # name -> created, updated, unchanged
+    changes: list[Change] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "repository": self.repository,
+            "triggers": self.triggers,
+            "requests": [c.to_json() for c in self.changes],
+            "changed": self.changed,
+        }
+
+
+def setup(config: SetupConfig, google: Google, *, dry_run: bool = False) -> SetupResult:
+    """Check the repository, then create or update the triggers; a dry run sends no write."""
+    from google.api_core import exceptions as gapi
+    from google.cloud.devtools import cloudbuild_v1 as cb
+
+    from pipeline.gcp import translated
+
+    config.check()
+    where = config.where
+    result = SetupResult(repository=where.repository_name, dry_run=dry_run)
+    with translated(
+        f"the Artifact Registry repository {where.repository_name}",
+        api="artifactregistry",
+        missing=where.create_repository_fix(),
+    ):
+        repository = google.artifact_registry().get_repository(name=where.repository_name, **google.call())
+    if repository.format_.name != "DOCKER":
+        raise UsageError(
+            f"the Artifact Registry repository {where.repository_name} holds {repository.format_.name} "
+            "packages, not Docker images; name a Docker repository"
+        )
+    client = google.cloud_build()
+    for wanted in desired_triggers(config):
+        name = f"{where.parent}/triggers/{wanted.name}"
+        what = f"the Cloud Build trigger {name}"
+        with translated(what, api="cloudbuild"):
+            try:
+                existing = client.get_build_trigger(
+                    name=name, project_id=where.project, trigger_id=wanted.name, **google.call()
+                )
+            except gapi.NotFound:
+                existing = None
+        if existing is None:
+            request = cb.CreateBuildTriggerRequest(
+                parent=where.parent, project_id=where.project, trigger=wanted
+            )
+            result.changes.append(Change("CreateBuildTrigger", name, as_json(request)))
+            result.triggers[wanted.name] = "created"
+            if not dry_run:
+                _send(what, client.create_build_trigger, request, google)
+            continue
+        if owned(existing) == owned(wanted):
+            result.triggers[wanted.name] = "unchanged"
+            continue
+        merged = _merge(existing, wanted)
+        request = cb.UpdateBuildTriggerRequest(
+            project_id=where.project,
+            trigger_id=existing.id,
+            trigger=merged,
+            update_mask={"paths": list(OWNED)},
+        )
+        result.changes.append(Change("UpdateBuildTrigger", name, as_json(request)))
+        result.triggers[wanted.name] = "updated"
+        if not dry_run:
+            _send(what, client.update_build_trigger, request, google)
+    return result
+
+
+def _send(what: str, method: Callable[..., Any], request: Any, google: Google) -> None:
+    from pipeline.gcp import translated
+
+    with translated(what, api="cloudbuild"):
+        method(request=request, **google.call())
+    output.info(f"{what}: written")
+
+
+def _merge(existing: Any, wanted: Any) -> Any:
+    """`existing` with envctl's fields from `wanted`: the user's fields and substitutions stay."""
+    from google.cloud.devtools import cloudbuild_v1 as cb
+
+    merged = cb.BuildTrigger.deserialize(cb.BuildTrigger.serialize(existing))
+    raw = cb.BuildTrigger.pb(merged)
+    for key in SOURCES:
+        raw.ClearField(key)  # the trigger's source is envctl's: the wanted one replaces it
+    for key in OWNED:
+        if key == "substitutions":
+            continue
+        value = getattr(wanted, key)
+        if value:
+            setattr(merged, key, value)
+        elif key not in SOURCES:
+            raw.ClearField(key)
+    merged.substitutions = {**dict(existing.substitutions), **dict(wanted.substitutions)}
+    return merged

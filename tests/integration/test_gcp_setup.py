@@ -1,0 +1,245 @@
+"""`envctl cloud setup` through the real Cloud Build and Artifact Registry clients, against fakes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("google.cloud.devtools.cloudbuild_v1")
+
+from google.cloud.devtools import cloudbuild_v1 as cb
+
+from tests.gcpfakes.artifactregistry import FakeArtifactRegistry
+from tests.gcpfakes.cloudbuild import CloudBuildFake
+from tests.gcpfakes.rest import GoogleError, service_disabled
+from tests.helpers import envctl
+
+PROJECT, REGION, REPOSITORY = "proj", "europe-west4", "images"
+PARENT = f"projects/{PROJECT}/locations/{REGION}"
+IMAGE = "europe-west4-docker.pkg.dev/proj/tools/envctl@sha256:" + "e" * 64
+LEDGER = "postgresql+psycopg://envctl@/envctl?host=/cloudsql/proj:europe-west4:envctl"
+FLAGS = [
+    "--project", PROJECT, "--region", REGION, "--repository", REPOSITORY,
+    "--connection", "github", "--repo-name", "notebook-envs",
+    "--envctl-image", IMAGE, "--ledger-url", LEDGER, "--artifacts-bucket", "gs://proj-artifacts",
+]  # fmt: skip
+
+
+class Fakes:
+    def __init__(self, cloudbuild: CloudBuildFake, registry: FakeArtifactRegistry, root: Path) -> None:
+        self.cloudbuild, self.registry, self.root = cloudbuild, registry, root
+
+    def env(self) -> dict[str, str]:
+        return {
+            "ENVCTL_BACKEND": "gcp",
+            "ENVCTL_GCP_ENDPOINTS": (
+                f"cloudbuild={self.cloudbuild.endpoint},artifactregistry={self.registry.endpoint}"
+            ),
+            "ENVCTL_GCP_TIMEOUT": "5",
+            "ENVCTL_GCP_RETRY": "false",
+            "ENVCTL_STATE_DIR": str(self.root / "state"),
+        }
+
+    def setup(self, *args: str) -> tuple[int, str, str]:
+        result = envctl("cloud", "setup", *args, cwd=self.root, env=self.env(), timeout=60)
+        return result.returncode, result.stdout, result.stderr
+
+
+@pytest.fixture
+def fakes(tmp_path: Path) -> Iterator[Fakes]:
+    registry = FakeArtifactRegistry(f"{PARENT}/repositories/{REPOSITORY}")
+    with CloudBuildFake() as cloudbuild, registry:
+        yield Fakes(cloudbuild, registry, tmp_path)
+
+
+def test_setup_creates_three_triggers_then_a_second_run_changes_nothing(fakes: Fakes) -> None:
+    code, out, err = fakes.setup(*FLAGS, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["triggers"] == {
+        "envctl-staging": "created",
+        "envctl-production": "created",
+        "envctl-base-refresh": "created",
+    }
+    staging = fakes.cloudbuild.trigger_named("envctl-staging")
+    assert staging is not None
+    assert staging.filename == "cloudbuild/staging.yaml"
+    assert staging.repository_event_config.push.branch == "^staging$"
+    assert staging.repository_event_config.repository == (
+        f"{PARENT}/connections/github/repositories/notebook-envs"
+    )
+    assert dict(staging.substitutions) == {
+        "_REGISTRY": f"{REGION}-docker.pkg.dev/{PROJECT}/{REPOSITORY}",
+        "_LEDGER_URL": LEDGER,
+        "_ENVCTL_IMAGE": IMAGE,
+        "_ARTIFACTS_BUCKET": "gs://proj-artifacts",
+    }
+    production = fakes.cloudbuild.trigger_named("envctl-production")
+    assert production is not None and production.filename == "cloudbuild/production.yaml"
+    assert production.repository_event_config.push.branch == "^production$"
+    refresh = fakes.cloudbuild.trigger_named("envctl-base-refresh")
+    assert refresh is not None
+    assert refresh.source_to_build.ref == "refs/heads/staging"
+    assert list(refresh.build.steps[0].args) == [
+        "pipeline", "run", "--branch", "staging", "--refresh-base", "--repo", ".",
+    ]  # fmt: skip
+    assert refresh.build.steps[0].name == "${_ENVCTL_IMAGE}"
+    creates = fakes.cloudbuild.sent("POST", r".*/triggers")
+    assert len(creates) == 3
+    assert all(r.query.get("parent") == [PARENT] or PARENT in r.path for r in creates)
+
+    writes = len(fakes.cloudbuild.writes())
+    code, out, err = fakes.setup(*FLAGS, "--json")
+    assert code == 0, err
+    assert json.loads(out)["changed"] is False
+    assert set(json.loads(out)["triggers"].values()) == {"unchanged"}
+    assert "nothing to change" in err
+    assert len(fakes.cloudbuild.writes()) == writes
+
+
+def test_a_changed_setting_updates_only_envctls_fields_and_keeps_the_users(fakes: Fakes) -> None:
+    assert fakes.setup(*FLAGS)[0] == 0
+    staging = fakes.cloudbuild.trigger_named("envctl-staging")
+    assert staging is not None
+    staging.service_account = f"projects/{PROJECT}/serviceAccounts/ci@{PROJECT}.iam.gserviceaccount.com"
+    staging.substitutions["_TEAM"] = "nlp"
+    staging.repository_event_config.repository_type = cb.RepositoryEventConfig.RepositoryType.GITHUB
+    other = "europe-west4-docker.pkg.dev/proj/tools/envctl@sha256:" + "f" * 64
+    flags = [other if f == IMAGE else f for f in FLAGS]
+    code, out, err = fakes.setup(*flags, "--json")
+    assert code == 0, err
+    assert json.loads(out)["triggers"]["envctl-staging"] == "updated"
+    (patch, *_) = fakes.cloudbuild.sent("PATCH")
+    assert "substitutions" in patch.param("updateMask").split(",")
+    assert "serviceAccount" not in patch.param("updateMask")
+    updated = fakes.cloudbuild.trigger_named("envctl-staging")
+    assert updated is not None
+    assert updated.substitutions["_ENVCTL_IMAGE"] == other
+    assert updated.substitutions["_TEAM"] == "nlp"
+    assert updated.service_account.endswith("ci@proj.iam.gserviceaccount.com")
+    assert updated.id == staging.id
+
+
+def test_dry_run_prints_every_write_as_stable_json_and_sends_none(fakes: Fakes) -> None:
+    code, out, err = fakes.setup(*FLAGS, "--dry-run")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["dry_run"] is True
+    assert [r["method"] for r in plan["requests"]] == ["CreateBuildTrigger"] * 3
+    assert plan["requests"][0]["request"]["trigger"]["filename"] == "cloudbuild/staging.yaml"
+    assert out == json.dumps(plan, indent=2, sort_keys=True) + "\n"
+    assert fakes.cloudbuild.writes() == []
+    assert fakes.cloudbuild.triggers == {}
+    assert {r.method for r in fakes.registry.sent()} <= {"GET"}
+    assert fakes.setup(*FLAGS, "--dry-run")[1] == out  # stable
+
+
+def test_a_missing_repository_is_exit_2_with_the_gcloud_fix(fakes: Fakes) -> None:
+    flags = ["other-repo" if f == REPOSITORY else f for f in FLAGS]
+    code, _, err = fakes.setup(*flags)
+    assert code == 2
+    assert "gcloud artifacts repositories create other-repo --repository-format=docker" in err
+    assert "Traceback" not in err
+    assert fakes.cloudbuild.sent() == []
+
+
+def test_a_tag_reference_for_the_envctl_image_is_refused(fakes: Fakes) -> None:
+    flags = ["europe-west4-docker.pkg.dev/proj/tools/envctl:1.0" if f == IMAGE else f for f in FLAGS]
+    code, _, err = fakes.setup(*flags)
+    assert code == 2
+    assert "not pinned by digest" in err
+    assert fakes.cloudbuild.sent() == [] and fakes.registry.sent() == []
+
+
+def test_permission_denied_and_api_disabled_are_one_line_exit_3(fakes: Fakes) -> None:
+    fakes.cloudbuild.fail(
+        "GET",
+        r".*/triggers/.*",
+        GoogleError("PERMISSION_DENIED", "caller lacks cloudbuild.builds.get"),
+        times=1,
+    )
+    code, _, err = fakes.setup(*FLAGS)
+    assert code == 3, err
+    assert "permission denied" in err and "envctl-staging" in err
+    assert len(err.strip().splitlines()) == 1
+    fakes.cloudbuild.clear_failures()
+    fakes.cloudbuild.fail("GET", r".*/triggers/.*", service_disabled("cloudbuild.googleapis.com", PROJECT))
+    code, _, err = fakes.setup(*FLAGS)
+    assert code == 3
+    assert "gcloud services enable cloudbuild.googleapis.com" in err
+    assert fakes.cloudbuild.writes() == []
+
+
+def test_a_connection_in_another_region_is_refused_before_any_request(fakes: Fakes) -> None:
+    flags = [
+        f"projects/{PROJECT}/locations/us-central1/connections/github" if f == "github" else f for f in FLAGS
+    ]
+    code, _, err = fakes.setup(*flags)
+    assert code == 2
+    assert "us-central1" in err and "own region" in err
+    assert fakes.cloudbuild.sent() == []
+
+
+def test_the_service_refusing_a_region_mismatch_is_exit_2(fakes: Fakes) -> None:
+    fakes.cloudbuild.fail(
+        "POST",
+        r".*/triggers",
+        GoogleError(
+            "INVALID_ARGUMENT", "repository is in region us-central1; a trigger in europe-west4 cannot use it"
+        ),
+    )
+    code, _, err = fakes.setup(*FLAGS)
+    assert code == 2, err
+    assert "envctl-staging" in err and "us-central1" in err
+
+
+def test_each_trigger_gets_its_own_ledger_role_and_no_password_reaches_a_trigger(fakes: Fakes) -> None:
+    staging_url = "postgresql+psycopg://ci_staging:s3cret@/envctl?host=/cloudsql/proj:europe-west4:envctl"
+    production_url = "postgresql+psycopg://ci_production@/envctl?host=/cloudsql/proj:europe-west4:envctl"
+    flags = [*FLAGS, "--staging-ledger-url", staging_url, "--production-ledger-url", production_url]
+    code, out, err = fakes.setup(*flags, "--dry-run")
+    assert code == 0, err
+    assert "s3cret" not in out + err
+    code, _, err = fakes.setup(*flags)
+    assert code == 0, err
+    staging = fakes.cloudbuild.trigger_named("envctl-staging")
+    production = fakes.cloudbuild.trigger_named("envctl-production")
+    refresh = fakes.cloudbuild.trigger_named("envctl-base-refresh")
+    assert staging is not None and production is not None and refresh is not None
+    assert staging.substitutions["_LEDGER_URL"] == staging_url.replace(":s3cret", "")
+    assert production.substitutions["_LEDGER_URL"] == production_url
+    assert refresh.substitutions["_LEDGER_URL"] == staging.substitutions["_LEDGER_URL"]
+    assert refresh.build.available_secrets.secret_manager[0].version_name == (
+        f"projects/{PROJECT}/secrets/envctl-ledger-staging-password/versions/latest"
+    )
+    assert all("s3cret" not in r.body.decode() for r in fakes.cloudbuild.sent())
+
+
+def test_setup_reads_its_options_from_settings(fakes: Fakes) -> None:
+    (fakes.root / "pyproject.toml").write_text(
+        "[tool.envctl]\n"
+        f'registry = "{REGION}-docker.pkg.dev/{PROJECT}/{REPOSITORY}"\n'
+        'gcp_github = "acme/notebook-envs"\n'
+        f'gcp_envctl_image = "{IMAGE}"\n'
+        'gcp_artifacts_bucket = "gs://proj-artifacts"\n'
+    )
+    result = envctl(
+        "cloud",
+        "setup",
+        "--json",
+        cwd=fakes.root,
+        env={**fakes.env(), "ENVCTL_LEDGER_URL": LEDGER},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)["triggers"].values()) == {"created"}
+    staging = fakes.cloudbuild.trigger_named("envctl-staging")
+    assert staging is not None
+    assert (staging.github.owner, staging.github.name) == ("acme", "notebook-envs")
+    assert staging.github.push.branch == "^staging$"
+    assert not staging.repository_event_config.repository
+    refresh = fakes.cloudbuild.trigger_named("envctl-base-refresh")
+    assert refresh is not None and refresh.source_to_build.uri == "https://github.com/acme/notebook-envs"
