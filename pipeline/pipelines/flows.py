@@ -244,7 +244,8 @@ def staging_image(
             progress.close()
     version = built.version
     verdict.built, verdict.digest = built.action, version.digest
-    passing = evidence_for(ledger, version).run_id if evidence_for(ledger, version).passed else None
+    proof = evidence_for(ledger, version)
+    passing = proof.run_id if proof.passed else None
     if passing is None:
         with output.step(f"{image}: test {version.digest[:19]}"):
             report = test_runner_for(settings).run(
