@@ -24,6 +24,7 @@ from pipeline.ledger.db import Ledger, Version, now
 from pipeline.publish.oci import Registry, docker_credentials, split_ref
 from pipeline.settings import Settings
 from pipeline.source import GitTree
+from pipeline.spec.keys import tests_key
 from pipeline.spec.model import Spec, load, notebooks, spec_path
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,7 @@ def build_version(
         sha=tree.sha,
         tree=tree.tree_sha,
         inputs_key=inputs_key(spec, tree),
+        test_key=tests_key(spec, tree),
         build_key=key,
         digest=digest,
         image_ref=publisher.image_ref(image, digest),
@@ -251,6 +253,7 @@ def _version(spec: Spec, tree: GitTree, same: Version, key: str, digest: str, re
         sha=tree.sha,
         tree=tree.tree_sha,
         inputs_key=inputs_key(spec, tree),
+        test_key=tests_key(spec, tree),
         build_key=key,
         digest=digest,
         image_ref=ref,

@@ -24,8 +24,10 @@ def _report(outcome: Outcome, as_json: bool) -> None:
         return
     if outcome.forced_over:
         output.warn(f"forced over: {'; '.join(outcome.forced_over)}")
+    for ref in outcome.republished:
+        output.info(f"republished {ref}, which the registry had lost")
     if not outcome.changed:
-        output.info(f"{outcome.image}: nothing to move; the tags were republished")
+        output.info(f"{outcome.image}: nothing to move")
     for step in outcome.steps:
         before = step.from_sha[:12] if step.from_sha else "(none)"
         output.info(f"{outcome.image}.{step.stage}: {before} -> {step.to_sha[:12]} ({step.to_digest})")

@@ -134,11 +134,13 @@ def run_command(
     """Run the pipeline of BRANCH for commit REV, as a push would.
 
     \b
-    staging:    build (or reuse), test and promote each image whose inputs changed
+    staging:    a version of REV per image (a retag when its inputs already passed,
+                else build or reuse and test), then staging := REV
     production: promote the tested version whose inputs equal REV's; never builds
 
     Exits 0 when every image passed or had nothing to do, 1 when one failed or was
-    refused, 3 when a part was unavailable. A re-run for a done SHA does nothing.
+    refused, 3 when a part was unavailable. A re-run for a done SHA moves nothing
+    and republishes the tags the registry lost.
     """
     settings = settings_of(ctx, repo=repo)
     record, outcome = execute(

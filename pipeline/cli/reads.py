@@ -14,7 +14,7 @@ from pipeline.errors import EnvctlError, Unavailable, UsageError
 from pipeline.ledger import pointers as envs
 from pipeline.ledger.db import Ledger, Version, test_runs_for
 from pipeline.ledger.pointers import EnvId, parse_env_id
-from pipeline.promote.moves import Evidence
+from pipeline.promote.policy import evidence_for
 from pipeline.publish import tags as publish
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -157,7 +157,7 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
             }
             for r in runs
         ],
-        "tested": Evidence.of(ledger, env.image, version.digest, version.sha).passed,
+        "tested": evidence_for(ledger, version).passed,
         "sbom": sbom_diff.summary(version),
     }
     if as_json:

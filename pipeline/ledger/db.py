@@ -1,8 +1,9 @@
 """The ledger: the durable record of versions, test runs, pointers and every pointer move.
 
 SQLAlchemy Core over a SQLite file by default, PostgreSQL by URL. The schema carries
-its version in `schema_version` and migrates forward when opened. Every write is one
-transaction: a crash leaves either the whole record or none of it.
+its version in `schema_version` and migrates forward when opened behind; opening a
+current ledger only reads it, so reads never wait for writers (SQLite runs in WAL mode).
+Every write is one transaction: a crash leaves either the whole record or none of it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ versions = sa.Table(
     sa.Column("labels", sa.Text, nullable=False, default="{}"),
     sa.Column("sbom", sa.Text, nullable=False, default="{}"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("test_key", sa.String(64), nullable=True),
     sa.UniqueConstraint("image", "sha", name="uq_versions_image_sha"),
     sa.Index("ix_versions_build_key", "image", "build_key"),
     sa.Index("ix_versions_digest", "digest"),
@@ -76,6 +78,7 @@ test_runs = sa.Table(
     sa.Column("artifacts", sa.String(1024), nullable=False, default=""),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("test_key", sa.String(64), nullable=True),
     sa.Index("ix_test_runs_digest", "image", "digest"),
 )
 
@@ -130,12 +133,28 @@ pipeline_runs = sa.Table(
     sa.Index("ix_pipeline_runs_sha", "branch", "sha"),
 )
 
+
+def _add_column(table: sa.Table, column: str) -> Callable[[Connection], None]:
+    """A migration adding one nullable column (the first migration of a new ledger made it)."""
+
+    def step(conn: Connection) -> None:
+        if column in {c["name"] for c in sa.inspect(conn).get_columns(table.name)}:
+            return
+        kind = table.c[column].type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column} {kind}"))
+
+    return step
+
+
 # Each migration takes the schema from version i to i + 1; append, never edit.
 MIGRATIONS: list[Callable[[Connection], None]] = [
     lambda conn: metadata.create_all(
         conn, tables=[versions, test_runs, environments, events], checkfirst=True
     ),
     lambda conn: metadata.create_all(conn, tables=[pipeline_runs], checkfirst=True),
+    # The hash of the test inputs a test run used and a version would use (evidence).
+    _add_column(test_runs, "test_key"),
+    _add_column(versions, "test_key"),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x656E76637472_6C  # a fixed advisory lock key for schema migrations
@@ -160,6 +179,7 @@ class Version:
     labels: dict[str, str]
     sbom: dict[str, Any]
     created_at: datetime
+    test_key: str | None = None  # hash of the test inputs; None on versions older than it
 
     @classmethod
     def from_row(cls, row: Any) -> Version:
@@ -176,6 +196,7 @@ class Version:
             labels=json.loads(row.labels or "{}"),
             sbom=json.loads(row.sbom or "{}"),
             created_at=_aware(row.created_at),
+            test_key=row.test_key,
         )
 
 
@@ -252,6 +273,9 @@ class Ledger:
             ) from e
 
     def migrate(self) -> None:
+        """Bring the schema forward; a current schema is only read (no write lock, no advisory lock)."""
+        if self._schema() == SCHEMA_VERSION:
+            return
         with self.transaction() as conn:
             if conn.dialect.name == "postgresql":
                 # Processes opening a new database at once would race on CREATE TABLE;
@@ -271,6 +295,18 @@ class Ledger:
                 log.info("migrating the ledger schema %d -> %d", step, step + 1)
                 MIGRATIONS[step](conn)
                 conn.execute(schema_version.update().values(version=step + 1))
+
+    def _schema(self) -> int | None:
+        """The schema version, read without a lock; None when the ledger has no schema yet."""
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(schema_version.name):
+                return None
+            current = conn.execute(sa.select(schema_version.c.version)).scalar()
+        if current is not None and current > SCHEMA_VERSION:
+            raise Unavailable(
+                f"the ledger has schema {current}, newer than this envctl ({SCHEMA_VERSION}); upgrade envctl"
+            )
+        return None if current is None else int(current)
 
     def version(self) -> int:
         with self.engine.connect() as conn:
@@ -334,6 +370,7 @@ class Ledger:
                     labels=json.dumps(version.labels, sort_keys=True),
                     sbom=json.dumps(version.sbom, sort_keys=True),
                     created_at=version.created_at,
+                    test_key=version.test_key,
                 )
             )
         return version
@@ -371,6 +408,7 @@ class TestRun:
     artifacts: str
     started_at: datetime
     finished_at: datetime
+    test_key: str | None = None  # hash of the test inputs; None on runs older than it
 
     @classmethod
     def from_row(cls, row: Any) -> TestRun:
@@ -384,6 +422,7 @@ class TestRun:
             artifacts=row.artifacts,
             started_at=_aware(row.started_at),
             finished_at=_aware(row.finished_at),
+            test_key=row.test_key,
         )
 
 
@@ -400,6 +439,7 @@ def record_test_run(ledger: Ledger, run: TestRun) -> None:
                 artifacts=run.artifacts,
                 started_at=run.started_at,
                 finished_at=run.finished_at,
+                test_key=run.test_key,
             )
         )
 

@@ -1,14 +1,18 @@
 """Environments: pointers from `<image>.<stage>` to one version, moved by compare-and-swap.
 
-Reads work on their own; writes take a `Connection` from `Ledger.transaction()` after
-`lock_image()`, so promotions of one image serialise (SQLite: BEGIN IMMEDIATE;
-PostgreSQL: a transaction-scoped advisory lock). Every move appends an event; events
-are never updated or deleted.
+Reads work on their own and never wait for writers. A move is decided outside any
+transaction (rules, git ancestry, registry reads) on pointers read without a lock, then
+written by `compare_and_swap`: one short transaction after `lock_image()` (SQLite:
+BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock) that writes only if
+every pointer is still at the generation that was read. A lost race decides again on
+fresh pointers. Every move appends an event; events are never updated or deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
@@ -17,13 +21,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.errors import Unavailable, UsageError, shown
+from pipeline.errors import Refused, UsageError, shown
 from pipeline.ledger.db import Ledger, _aware, environments, events, now, versions
 from pipeline.spec import model as spec
 
 Stage = Literal["staging", "production", "fallback"]
 STAGES: tuple[Stage, ...] = get_args(Stage)
 Action = Literal["promote", "rollback", "pin", "unpin", "sync"]
+ATTEMPTS = 5  # decisions per command when other writers keep moving the pointers
+log = logging.getLogger(__name__)
 
 
 def _valid_image(image: str) -> bool:
@@ -169,8 +175,8 @@ class Who:
     forced: bool = False
 
 
-class Conflict(Unavailable):
-    """A compare-and-swap lost: the pointer moved since it was read."""
+class Conflict(Refused):
+    """A compare-and-swap lost: the pointer moved since it was read (exit 1, with what moved)."""
 
 
 # reads -------------------------------------------------------------------------
@@ -260,6 +266,88 @@ def _swap(conn: Connection, expected: Pointer, values: dict[str, Any]) -> None:
 
 def _conflict(expected: Pointer) -> str:
     return f"{expected.image}.{expected.stage} moved while this command ran; run it again"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    """One pointer move a command decided on: from `expected` (as read) to (sha, digest)."""
+
+    expected: Pointer
+    sha: str
+    digest: str
+    action: Action
+    who: Who
+
+
+Decide = Callable[[dict[Stage, Pointer]], list[Change]]
+
+
+def snapshot(ledger: Ledger, image: str) -> dict[Stage, Pointer]:
+    """Every environment of `image`, read without a lock (unset ones as empty pointers)."""
+    with ledger.engine.connect() as conn:
+        return {stage: read(conn, image, stage) for stage in STAGES}
+
+
+def compare_and_swap(
+    ledger: Ledger,
+    image: str,
+    decide: Decide,
+    *,
+    attempts: int = ATTEMPTS,
+    on_read: Callable[[], None] | None = None,
+) -> list[Change]:
+    """Decide on pointers read without a lock, then write the changes only if none moved.
+
+    `decide` runs outside any transaction (it may call git or the registry) and returns
+    the changes, `[]` for nothing to do, or raises `Refused`. When another writer moved
+    one of the pointers in between, the swap loses, and `decide` runs again on fresh
+    pointers: the move goes on if it is still valid; else its `Refused` says which
+    pointer moved, from what to what. `on_read` runs after each read (tests use it to
+    lose a race on purpose).
+    """
+    lost: list[str] = []
+    for _ in range(attempts):
+        seen = snapshot(ledger, image)
+        if on_read is not None:
+            on_read()
+        try:
+            changes = decide(seen)
+        except Refused as e:
+            if lost:
+                raise Refused(f"{lost[-1]} while this command ran, and now {e}") from e
+            raise
+        if not changes:
+            return []
+        try:
+            with ledger.transaction() as conn:
+                lock_image(conn, image)
+                for change in changes:
+                    move(conn, change.expected, change.sha, change.digest, change.action, change.who)
+            return changes
+        except Conflict:
+            lost.append(_what_moved(seen, snapshot(ledger, image), [c.expected.stage for c in changes]))
+            log.info("%s while this command ran; deciding again", lost[-1])
+    raise Conflict(f"{lost[-1]} while this command ran, {attempts} times in a row; run it again")
+
+
+def _what_moved(before: dict[Stage, Pointer], after: dict[Stage, Pointer], stages: list[Stage]) -> str:
+    said = []
+    for stage in stages:
+        old, new = before[stage], after[stage]
+        if old.generation == new.generation:
+            continue
+        name = f"{old.image}.{stage}"
+        if (old.sha, old.digest) != (new.sha, new.digest):
+            said.append(f"{name} moved from {_short(old.sha)} to {_short(new.sha)}")
+        elif old.pinned != new.pinned:
+            said.append(f"{name} was {'pinned' if new.pinned else 'unpinned'}")
+        else:
+            said.append(f"{name} changed")
+    return "; ".join(said) or f"{before[stages[0]].image} changed"
+
+
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "(none)"
 
 
 def _event(

@@ -1,9 +1,12 @@
 """The staging and production pipelines, as a git hook or Cloud Build runs them.
 
-Staging, for a commit S: each image whose inputs changed (against the version its
-staging environment points at) is built or reused, tested, and promoted to staging.
+Staging, for a commit S: every image gets a version of S. When S's inputs equal a
+version that already passed its tests (by the one evidence rule, `promote.policy`), S
+is recorded as a version of that digest (a manifest-level retag of `<image>:<S>`; no
+build, no test run); else it is built or reused and tested. Then staging moves to S.
 Production, for a commit P: each image gets the tested version whose inputs equal P's
 and is promoted to production (fallback := the old production); it never builds.
+A re-run whose ledger is already done republishes the tags the registry lost.
 Images are independent; one image's pipeline holds a lock so that runs for the same
 image queue instead of interleaving pointer writes.
 """
@@ -15,22 +18,25 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from pipeline import output
-from pipeline.backends import test_runner_for
+from pipeline.backends import Publisher, publisher_for, test_runner_for
 from pipeline.build.stage import build_version, inputs_key
 from pipeline.errors import BuildFailed, EnvctlError, Refused, Unavailable, UsageError
-from pipeline.ledger.db import Ledger, Version, test_runs_for
+from pipeline.ledger.db import Ledger, Version, now
 from pipeline.ledger.pointers import EnvId, current
 from pipeline.promote.moves import promote
+from pipeline.promote.policy import evidence, evidence_for
+from pipeline.publish.tags import repair
 from pipeline.settings import Settings
 from pipeline.source import GitTree
 from pipeline.spec import model as spec_module
+from pipeline.spec.keys import tests_key
 from pipeline.testing import Result, TestReport
 
 log = logging.getLogger(__name__)
@@ -136,13 +142,44 @@ def images_at(tree: GitTree) -> list[str]:
     return sorted(PurePosixPath(f).stem for f in spec_module.spec_files(tree))
 
 
-def _passing_run_for_inputs(ledger: Ledger, version: Version) -> str | None:
-    """A passing test run of this digest made with the same inputs (spec and notebooks)."""
-    for run in reversed(test_runs_for(ledger, version.image, version.digest)):
-        tested = ledger.get_version(version.image, run.sha)
-        if tested is not None and tested.inputs_key == version.inputs_key:
-            return run.run_id if run.passed else None
+def _tested_same_inputs(ledger: Ledger, image: str, tree: GitTree, here: str, tests: str) -> Version | None:
+    """The newest version with the inputs of `tree` whose evidence passes for `tree`'s commit."""
+    for version in reversed(ledger.list_versions(image)):
+        if version.inputs_key != here:
+            continue
+        if evidence(ledger, image, version.digest, sha=tree.sha, test_key=tests).passed:
+            return version
     return None
+
+
+def _retag(
+    ledger: Ledger, publisher: Publisher, tree: GitTree, tested: Version, tests: str
+) -> Version | None:
+    """Record `tree`'s commit as a version of `tested`'s digest: `<image>:<sha>` by retag, no build."""
+    if publisher.digest_of(tested.image, tested.digest) is None:
+        output.warn(f"{tested.image_ref} is gone from the registry; building {tree.sha[:12]} instead")
+        return None
+    digest = publisher.tag(tested.image, tested.digest, tree.sha)
+    version = replace(
+        tested,
+        sha=tree.sha,
+        tree=tree.tree_sha,
+        test_key=tests,
+        digest=digest,
+        image_ref=publisher.image_ref(tested.image, digest),
+        reused_from=tested.reused_from or tested.sha,
+        created_at=now(),
+    )
+    return ledger.record_version(version)
+
+
+def _republish(ledger: Ledger, publisher: Publisher, version: Version) -> list[str]:
+    """Put back the tags of a done commit that the registry lost: `<image>:<sha>` and `:staging`."""
+    fixed = []
+    if publisher.digest_of(version.image, version.sha) != version.digest:
+        publisher.tag(version.image, version.digest, version.sha)
+        fixed.append(publisher.tag_ref(version.image, version.sha))
+    return fixed + repair(ledger, publisher, version.image, ["staging"])
 
 
 def _report_failures(report: TestReport) -> str:
@@ -203,20 +240,29 @@ def staging_image(
     with output.step(f"{image}: lint"):
         if not _lint(spec, tree, ledger, verdict):
             return verdict
+    here, tests = inputs_key(spec, tree), tests_key(spec, tree)
+    publisher = publisher_for(settings)
     pointer = current(ledger, image, "staging")
-    here = inputs_key(spec, tree)
-    if pointer is not None and pointer.sha is not None and not force_all:
-        at = ledger.get_version(image, pointer.sha)
-        if at is not None and at.inputs_key == here:
-            same = at.sha == tree.sha
-            verdict.state = "noop" if same else "unchanged"
-            verdict.detail = (
-                f"staging already points at {tree.sha[:12]}"
-                if same
-                else f"inputs unchanged since staging {at.sha[:12]}; nothing to do"
+    done = ledger.get_version(image, tree.sha)
+    if pointer is not None and pointer.sha == tree.sha and done is not None and not force_all:
+        verdict.digest = done.digest
+        verdict.detail = f"staging already points at {tree.sha[:12]}"
+        fixed = _republish(ledger, publisher, done)
+        if fixed:
+            verdict.detail += "; " + "; ".join(
+                f"republished {ref}, which the registry had lost" for ref in fixed
             )
-            verdict.digest = at.digest
-            return verdict
+        return verdict
+    tested = _tested_same_inputs(ledger, image, tree, here, tests) if done is None and not force_all else None
+    version = _retag(ledger, publisher, tree, tested, tests) if tested is not None else None
+    if tested is not None and version is not None:
+        output.info(
+            f"{image}: inputs equal {tested.sha[:12]}, which passed its tests; "
+            f"{tree.sha[:12]} is a version of {version.digest[:19]} (retagged, no build, no test)"
+        )
+        verdict.built, verdict.digest = "reused", version.digest
+        verdict.tested = evidence_for(ledger, version).run_id
+        return _to_staging(settings, ledger, version, run_id, verdict)
     progress = output.BuildProgress()
     with output.step(f"{image}: build"):
         try:
@@ -225,7 +271,8 @@ def staging_image(
             progress.close()
     version = built.version
     verdict.built, verdict.digest = built.action, version.digest
-    passing = _passing_run_for_inputs(ledger, version)
+    proof = evidence_for(ledger, version)
+    passing = proof.run_id if proof.passed else None
     if passing is None:
         with output.step(f"{image}: test {version.digest[:19]}"):
             report = test_runner_for(settings).run(
@@ -249,9 +296,20 @@ def staging_image(
     else:
         output.info(f"{image}: {version.digest[:19]} already passed its tests ({passing}); not testing again")
         verdict.tested = passing
-    moved = promote(settings, ledger, EnvId(image, "staging"), version.sha, reason=f"pipeline {run_id}")
+    return _to_staging(settings, ledger, version, run_id, verdict)
+
+
+def _to_staging(
+    settings: Settings, ledger: Ledger, version: Version, run_id: str, verdict: ImageVerdict
+) -> ImageVerdict:
+    moved = promote(
+        settings, ledger, EnvId(version.image, "staging"), version.sha, reason=f"pipeline {run_id}"
+    )
     verdict.state = "promoted" if moved.changed else "noop"
     verdict.detail = f"staging := {version.sha[:12]}" if moved.changed else "staging already there"
+    verdict.detail += "".join(
+        f"; republished {ref}, which the registry had lost" for ref in moved.republished
+    )
     return verdict
 
 
@@ -264,7 +322,8 @@ def production_image(
         return ImageVerdict(image=image, state="invalid", detail=str(e).replace("\n", "; "), sha=tree.sha)
     here = inputs_key(spec, tree)
     candidates = [v for v in ledger.list_versions(image) if v.inputs_key == here]
-    tested = [v for v in reversed(candidates) if _passing_run_for_inputs(ledger, v) is not None]
+    tested = [v for v in reversed(candidates) if evidence_for(ledger, v).passed]
+    tested.sort(key=lambda v: v.sha != tree.sha)  # P's own version first, then the newest
     if not tested:
         why = "was built but never passed its tests" if candidates else "was never tested"
         return ImageVerdict(
@@ -294,7 +353,8 @@ def production_image(
             f"production := {version.sha[:12]} (tested as {version.digest[:19]})"
             if moved.changed
             else "production already points at the tested version"
-        ),
+        )
+        + "".join(f"; republished {ref}, which the registry had lost" for ref in moved.republished),
     )
 
 

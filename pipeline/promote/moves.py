@@ -1,10 +1,11 @@
 """Promotion and rollback: the rules, then one ledger transaction, then the tags.
 
-`refusals()` is the policy as a pure function; `promote()` and `rollback()` gather
-its inputs (evidence, ancestry, pins), move the pointers by compare-and-swap inside
-one transaction per image, and publish the tags after the ledger commits. The
-registry must answer before anything is written, so a registry that is down leaves
-the ledger unchanged.
+`pipeline.promote.policy` holds the rules (evidence, refusals) as pure functions;
+`promote()` and `rollback()` gather their inputs (evidence, git ancestry, pins, the
+registry) outside any transaction, move the pointers by compare-and-swap in one short
+transaction per image (`pointers.compare_and_swap`: a lost race decides again), and
+publish the tags after the ledger commits. The registry must answer before anything
+is written, so a registry that is down leaves the ledger unchanged.
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ from __future__ import annotations
 import getpass
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import Any
 
 from pipeline.backends import Publisher, publisher_for
 from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.ledger import pointers as envs
-from pipeline.ledger.db import Ledger, Version, test_runs_for
-from pipeline.ledger.pointers import EnvId, Pointer, Stage, Who
+from pipeline.ledger.db import Ledger, Version
+from pipeline.ledger.pointers import Change, EnvId, Pointer, Stage, Who
 from pipeline.proc import run
-from pipeline.publish.tags import publish
+from pipeline.promote.policy import Evidence, evidence, evidence_for, refusals
+from pipeline.publish.tags import publish, repair
 from pipeline.settings import Settings
 from pipeline.source import open_repo, resolve
 
@@ -29,26 +32,7 @@ log = logging.getLogger(__name__)
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 MIN_PREFIX = 7
-
-
-@dataclass(frozen=True, kw_only=True)
-class Evidence:
-    """What the ledger knows of a digest's tests: runs seen and whether the latest passed."""
-
-    runs: int
-    passed: bool
-
-    @classmethod
-    def of(cls, ledger: Ledger, image: str, digest: str, sha: str | None = None) -> Evidence:
-        """The digest's evidence; with `sha`, that commit's own runs count first.
-
-        A commit that reused a digest and broke only its notebooks fails its own runs,
-        not the runs of the commits that built and passed with that digest.
-        """
-        runs = test_runs_for(ledger, image, digest)
-        own = [r for r in runs if r.sha == sha] if sha else []
-        chosen = own or runs
-        return cls(runs=len(runs), passed=bool(chosen) and chosen[-1].passed)
+__all__ = ["Evidence", "Outcome", "Step", "promote", "refusals", "rollback", "set_pin"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +52,7 @@ class Outcome:
     action: str
     steps: list[Step] = field(default_factory=list)
     forced_over: list[str] = field(default_factory=list)
+    republished: list[str] = field(default_factory=list)  # tags a no-op found lost and put back
 
     @property
     def changed(self) -> bool:
@@ -79,6 +64,7 @@ class Outcome:
             "action": self.action,
             "changed": self.changed,
             "forced_over": self.forced_over,
+            "republished": self.republished,
             "moves": [
                 {
                     "environment": f"{self.image}.{s.stage}",
@@ -90,37 +76,6 @@ class Outcome:
                 for s in self.steps
             ],
         }
-
-
-def refusals(
-    *,
-    stage: Stage,
-    target: str,
-    evidence: Evidence | None,
-    descends: bool | None,
-    pinned: list[str],
-) -> list[str]:
-    """Why a move of `stage` to the version `target` (a short SHA) is refused; empty: allowed.
-
-    `evidence` is None when the stage needs none; `descends` is None when the stage
-    need not move forward (or has no current version).
-    """
-    reasons = [f"{name} is pinned" for name in pinned]
-    if evidence is not None:
-        if evidence.runs == 0:
-            reasons.append(f"{target} has no test evidence; run `envctl test` first")
-        elif not evidence.passed:
-            reasons.append(f"the latest test run of {target} failed")
-    if descends is False:
-        reasons.append(
-            f"{target} does not descend from the current staging version (staging only moves forward)"
-        )
-    match stage:
-        case "staging" | "production" | "fallback":
-            pass
-        case _:
-            assert_never(stage)
-    return reasons
 
 
 def _decide(reasons: list[str], force: bool, what: str) -> list[str]:
@@ -221,8 +176,12 @@ def promote(
     force: bool = False,
     reason: str | None = None,
     publisher: Publisher | None = None,
+    on_read: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Point `env` at the version of REV; production keeps the old production as fallback."""
+    """Point `env` at the version of REV; production keeps the old production as fallback.
+
+    `on_read` runs between reading the pointers and the swap (see `compare_and_swap`).
+    """
     if env.stage == "fallback":
         raise UsageError(
             f"{env} moves only with production; "
@@ -231,39 +190,45 @@ def promote(
     envs.require_known(ledger, env.image)
     version = resolve_version(settings, ledger, env.image, rev)
     publisher = publisher or publisher_for(settings)
-    evidence = (
-        Evidence.of(ledger, env.image, version.digest, version.sha) if env.stage == "production" else None
-    )
+    proof = evidence_for(ledger, version) if env.stage == "production" else None
     _ready(ledger, publisher, version)
+    forced_over: list[str] = []
 
-    outcome = Outcome(image=env.image, action="promote")
-    with ledger.transaction() as conn:
-        envs.lock_image(conn, env.image)
-        target = envs.read(conn, env.image, env.stage)
+    def decide(seen: dict[Stage, Pointer]) -> list[Change]:
+        target, fallback = seen[env.stage], seen["fallback"]
         if target.sha == version.sha and target.digest == version.digest:
             log.info("%s already points at %s", env, version.sha[:12])
-        else:
-            fallback = envs.read(conn, env.image, "fallback")
-            moves_fallback = env.stage == "production" and target.digest is not None
-            pinned = [str(EnvId(env.image, p.stage)) for p in (target, fallback) if p.pinned]
-            if not moves_fallback:
-                pinned = [p for p in pinned if not p.endswith(".fallback")]
-            ahead = None
-            if env.stage == "staging" and target.sha is not None:
-                ahead = descends(settings, target.sha, version.sha)
-            reasons = refusals(
-                stage=env.stage, target=version.sha[:12], evidence=evidence, descends=ahead, pinned=pinned
+            return []
+        moves_fallback = env.stage == "production" and target.digest is not None
+        pinned = [str(EnvId(env.image, p.stage)) for p in (target, fallback) if p.pinned]
+        if not moves_fallback:
+            pinned = [p for p in pinned if not p.endswith(".fallback")]
+        ahead = None
+        if env.stage == "staging" and target.sha is not None:
+            ahead = descends(settings, target.sha, version.sha)
+        reasons = refusals(
+            stage=env.stage, target=version.sha[:12], evidence=proof, descends=ahead, pinned=pinned
+        )
+        forced_over[:] = _decide(reasons, force, f"promotion of {version.sha[:12]} to {env}")
+        who = _who(settings, reason, forced_over)
+        changes = []
+        if moves_fallback and target.sha is not None and target.digest is not None:
+            changes.append(
+                Change(expected=fallback, sha=target.sha, digest=target.digest, action="promote", who=who)
             )
-            forced = _decide(reasons, force, f"promotion of {version.sha[:12]} to {env}")
-            who = _who(settings, reason, forced)
-            outcome = Outcome(image=env.image, action="promote", forced_over=forced)
-            if moves_fallback and target.sha is not None and target.digest is not None:
-                envs.move(conn, fallback, target.sha, target.digest, "promote", who)
-                outcome.steps.append(_step(fallback, target.sha, target.digest))
-            envs.move(conn, target, version.sha, version.digest, "promote", who)
-            outcome.steps.append(_step(target, version.sha, version.digest))
-    stages: list[Stage] = [s.stage for s in outcome.steps] or [env.stage]
-    publish(ledger, publisher, env.image, stages)
+        changes.append(
+            Change(expected=target, sha=version.sha, digest=version.digest, action="promote", who=who)
+        )
+        return changes
+
+    changes = envs.compare_and_swap(ledger, env.image, decide, on_read=on_read)
+    outcome = Outcome(image=env.image, action="promote", forced_over=forced_over if changes else [])
+    outcome.steps.extend(_step(c.expected, c.sha, c.digest) for c in changes)
+    if changes:
+        publish(ledger, publisher, env.image, [s.stage for s in outcome.steps])
+    else:
+        stages: list[Stage] = [env.stage, "fallback"] if env.stage == "production" else [env.stage]
+        outcome.republished.extend(repair(ledger, publisher, env.image, stages))
     return outcome
 
 
@@ -283,15 +248,14 @@ def rollback(
     chosen = find_version(ledger, image, to) if to else None
     publisher = publisher or publisher_for(settings)
     publisher.require()
+    forced_over: list[str] = []
 
-    outcome = Outcome(image=image, action="rollback")
-    with ledger.transaction() as conn:
-        envs.lock_image(conn, image)
-        production = envs.read(conn, image, "production")
+    def decide(seen: dict[Stage, Pointer]) -> list[Change]:
+        production = seen["production"]
         if chosen is not None:
             sha, digest = chosen.sha, chosen.digest
         else:
-            fallback = envs.read(conn, image, "fallback")
+            fallback = seen["fallback"]
             if fallback.sha is None or fallback.digest is None:
                 raise Refused(
                     f"{image} has no fallback to roll back to; name a tested version with "
@@ -300,35 +264,48 @@ def rollback(
             sha, digest = fallback.sha, fallback.digest
         if production.sha == sha and production.digest == digest:
             log.info("%s.production already points at %s", image, sha[:12])
-        else:
-            reasons = refusals(
-                stage="production",
-                target=sha[:12],
-                evidence=Evidence.of(ledger, image, digest, sha),
-                descends=None,
-                pinned=[f"{image}.production"] if production.pinned else [],
+            return []
+        target = chosen or ledger.get_version(image, sha)
+        proof = (
+            evidence_for(ledger, target)
+            if target is not None and target.digest == digest
+            else evidence(ledger, image, digest, sha=sha, test_key=None)
+        )
+        reasons = refusals(
+            stage="production",
+            target=sha[:12],
+            evidence=proof,
+            descends=None,
+            pinned=[f"{image}.production"] if production.pinned else [],
+        )
+        forced_over[:] = _decide(reasons, force, f"rollback of {image}.production to {sha[:12]}")
+        if publisher.digest_of(image, digest) is None:
+            raise Unavailable(
+                f"{publisher.image_ref(image, digest)} is not in the registry; nothing was changed"
             )
-            forced = _decide(reasons, force, f"rollback of {image}.production to {sha[:12]}")
-            if publisher.digest_of(image, digest) is None:
-                raise Unavailable(
-                    f"{publisher.image_ref(image, digest)} is not in the registry; nothing was changed"
-                )
-            outcome = Outcome(image=image, action="rollback", forced_over=forced)
-            envs.move(conn, production, sha, digest, "rollback", _who(settings, reason, forced))
-            outcome.steps.append(_step(production, sha, digest))
-    publish(ledger, publisher, image, ["production"])
+        who = _who(settings, reason, forced_over)
+        return [Change(expected=production, sha=sha, digest=digest, action="rollback", who=who)]
+
+    changes = envs.compare_and_swap(ledger, image, decide)
+    outcome = Outcome(image=image, action="rollback", forced_over=forced_over if changes else [])
+    outcome.steps.extend(_step(c.expected, c.sha, c.digest) for c in changes)
+    if changes:
+        publish(ledger, publisher, image, ["production"])
+    else:
+        outcome.republished.extend(repair(ledger, publisher, image, ["production"]))
     return outcome
 
 
 def set_pin(settings: Settings, ledger: Ledger, env: EnvId, *, pinned: bool, reason: str | None) -> bool:
     """Pin or unpin an environment; False when it already was so (nothing recorded)."""
     envs.require_known(ledger, env.image)
+    who = _who(settings, reason, [])  # reads git config: before the transaction
     with ledger.transaction() as conn:
         envs.lock_image(conn, env.image)
         pointer = envs.read(conn, env.image, env.stage)
         if pointer.pinned == pinned:
             return False
-        envs.set_pin(conn, pointer, pinned, _who(settings, reason, []))
+        envs.set_pin(conn, pointer, pinned, who)
     return True
 
 

@@ -89,6 +89,22 @@ def publish(ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage
             ) from e
 
 
+def repair(ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage]) -> list[str]:
+    """Republish the tags of `stages` that the registry lost or moved; the references republished.
+
+    The no-op paths call this: a command killed between the ledger's commit and the tag
+    write left the ledger right and the tag wrong, and a re-run puts the tag back.
+    """
+    fixed = []
+    for stage in stages:
+        pointer = environments.current(ledger, image, stage)
+        if pointer is None or tag_state(publisher, pointer).drift is None:
+            continue
+        publish(ledger, publisher, image, [stage])
+        fixed.append(publisher.tag_ref(image, stage))
+    return fixed
+
+
 def sync(ledger: Ledger, publisher: Publisher, image: str | None = None) -> list[TagState]:
     """Republish every tag that differs from the ledger; returns the states that were fixed."""
     publisher.require()

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from pipeline.build import engine as docker_engine
@@ -25,6 +25,7 @@ from pipeline.ledger.db import Ledger, TestRun, Version, record_test_run
 from pipeline.settings import Settings
 from pipeline.source import Tree
 from pipeline.spec import model as spec_module
+from pipeline.spec.keys import common_root, tests_key
 from pipeline.spec.lint.writes import notebook_folders
 from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
@@ -40,16 +41,6 @@ STARTUP_GRACE = 60.0  # container, papermill and kernel start, on top of tests.t
 
 def new_run_id(sha: str) -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{sha[:12]}-{secrets.token_hex(3)}"
-
-
-def common_root(paths: list[str]) -> str:
-    parents = [PurePosixPath(p).parent.parts for p in paths]
-    shared: list[str] = []
-    for parts in zip(*parents, strict=False):
-        if len(set(parts)) != 1:
-            break
-        shared.append(parts[0])
-    return "/".join(shared)
 
 
 def _guarded(name: str, kind: Any, task: Callable[[], Result]) -> Result:
@@ -254,6 +245,7 @@ def run_tests(
                 artifacts=os.fspath(run_dir),
                 started_at=started,
                 finished_at=datetime.fromisoformat(report.finished_at),
+                test_key=tests_key(spec, tree),
             ),
         )
     return report

@@ -293,7 +293,7 @@ def test_bad_input_is_one_line_with_the_right_exit_code(world: World) -> None:
     world.extra_env = {"ENVCTL_LEDGER_URL": "postgresql+psycopg://nobody:x@127.0.0.1:1/none"}
     one_line_error(world.envctl("status"), 3, "ledger", "ENVCTL_LEDGER_URL")
     world.extra_env = {"ENVCTL_LEDGER_URL": "not a url"}
-    one_line_error(world.envctl("history", img), 3, "ENVCTL_LEDGER_URL")
+    one_line_error(world.envctl("history", img), 2, "ENVCTL_LEDGER_URL")
 
 
 def test_ledger_schema_migrates_forward_and_is_shared_by_pointers(world: World) -> None:

@@ -1,0 +1,74 @@
+"""The promotion policy: what counts as evidence, and why a move is refused.
+
+Evidence is defined here once and used by the pipelines, `promote`, `rollback` and
+`describe` alike. A test run's verdict depends on the bytes (the digest) and on the
+test inputs of the commit it ran for (the tests key: the spec's tests section and the
+files the run mounts, `pipeline.spec.keys`). So a run is evidence for a version when it
+tested the version's digest and either ran for the version's own commit or used the
+same tests key. Runs recorded before tests keys existed count only for their own commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import assert_never
+
+from pipeline.ledger.db import Ledger, TestRun, Version, test_runs_for
+from pipeline.ledger.pointers import Stage
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evidence:
+    """The runs that count for one version, and whether the latest of them passed."""
+
+    runs: int
+    passed: bool
+    run_id: str | None = None  # the run that decides
+
+
+def counts_for(run: TestRun, *, sha: str, test_key: str | None) -> bool:
+    """Whether `run` (of the same digest) is evidence for the commit `sha` with `test_key`."""
+    return run.sha == sha or (test_key is not None and run.test_key == test_key)
+
+
+def evidence(ledger: Ledger, image: str, digest: str, *, sha: str, test_key: str | None) -> Evidence:
+    """The evidence for the digest `digest` as the commit `sha` (with tests key `test_key`) would use it."""
+    runs = [r for r in test_runs_for(ledger, image, digest) if counts_for(r, sha=sha, test_key=test_key)]
+    if not runs:
+        return Evidence(runs=0, passed=False)
+    return Evidence(runs=len(runs), passed=runs[-1].passed, run_id=runs[-1].run_id)
+
+
+def evidence_for(ledger: Ledger, version: Version) -> Evidence:
+    return evidence(ledger, version.image, version.digest, sha=version.sha, test_key=version.test_key)
+
+
+def refusals(
+    *,
+    stage: Stage,
+    target: str,
+    evidence: Evidence | None,
+    descends: bool | None,
+    pinned: list[str],
+) -> list[str]:
+    """Why a move of `stage` to the version `target` (a short SHA) is refused; empty: allowed.
+
+    `evidence` is None when the stage needs none; `descends` is None when the stage
+    need not move forward (or has no current version).
+    """
+    reasons = [f"{name} is pinned" for name in pinned]
+    if evidence is not None:
+        if evidence.runs == 0:
+            reasons.append(f"{target} has no test evidence; run `envctl test` first")
+        elif not evidence.passed:
+            reasons.append(f"the latest test run of {target} failed")
+    if descends is False:
+        reasons.append(
+            f"{target} does not descend from the current staging version (staging only moves forward)"
+        )
+    match stage:
+        case "staging" | "production" | "fallback":
+            pass
+        case _:
+            assert_never(stage)
+    return reasons
