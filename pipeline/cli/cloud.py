@@ -8,6 +8,7 @@ import click
 
 from pipeline import output
 from pipeline.cli.common import emit_json, settings_of
+from pipeline.errors import UsageError
 
 
 @click.group("cloud", short_help="Set up the Google Cloud side of the pipelines.")
@@ -57,9 +58,10 @@ def setup_command(
     """Check the Artifact Registry repository and create or update the Cloud Build triggers.
 
     \b
-    Triggers: envctl-staging (^staging$, cloudbuild/staging.yaml), envctl-production
-    (^production$, cloudbuild/production.yaml) and envctl-base-refresh (manual; run it
-    from Cloud Scheduler). A second run sends no write and says "nothing to change".
+    Triggers: envctl-staging (^staging$), envctl-production (^production$), each with
+    cloudbuild/<branch>.yaml of THIS checkout inline (a push can't change what runs),
+    and envctl-base-refresh (manual; run it from Cloud Scheduler). A second run sends
+    no write and says "nothing to change".
     Every option can come from settings (gcp_project, gcp_connection, ...).
 
     \b
@@ -87,6 +89,7 @@ def setup_command(
             "production": production_ledger_url or ledger_url or _configured_ledger(settings.ledger_url),
         },
         artifacts_bucket=artifacts_bucket or settings.gcp_artifacts_bucket,
+        configs={branch: _config_text(settings.repo, branch) for branch in ("staging", "production")},
         ledger_secret=settings.gcp_ledger_secret,
     )
     result = setup(config, Google(settings), dry_run=dry_run)
@@ -98,6 +101,17 @@ def setup_command(
         output.info("nothing to change")
     elif dry_run:
         output.info(f"dry run: {len(result.changes)} request(s) not sent")
+
+
+def _config_text(repo: Path, branch: str) -> str:
+    """cloudbuild/<branch>.yaml of this checkout: the trigger's build, inline."""
+    path = repo / "cloudbuild" / f"{branch}.yaml"
+    try:
+        return path.read_text()
+    except OSError as e:
+        raise UsageError(
+            f"{path}: cannot read it ({e.strerror}); run `cloud setup` in the envctl repository"
+        ) from e
 
 
 def _configured_ledger(url: str) -> str:

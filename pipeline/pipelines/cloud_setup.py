@@ -1,13 +1,19 @@
 """`envctl cloud setup`: the Google Cloud side of the pipelines, made idempotently.
 
 Checks that the Artifact Registry Docker repository exists, then creates or updates
-three Cloud Build triggers: staging (`^staging$`, cloudbuild/staging.yaml), production
-(`^production$`, cloudbuild/production.yaml) and the base refresh (a manual trigger that
+three Cloud Build triggers: staging (`^staging$`), production (`^production$`) and the
+base refresh (a manual trigger that
 Cloud Scheduler runs; its command, `envctl pipeline run --branch staging --refresh-base`,
 comes with the upgrades issue). Only the fields envctl owns are compared and written
 (an update names them in its update mask), so a second run sends no write, and fields a
 user set by hand (a service account, other substitutions) are kept. A dry run reads and
 prints, as JSON, every write it would send.
+
+The staging and production triggers carry their build inline, read at setup time from
+cloudbuild/staging.yaml and production.yaml of the checkout `cloud setup` runs in (the
+operator's, at a release): a trigger that named a file would run whatever config the
+pushed commit holds, so one push to staging could add a step that reads the ledger
+password. What a push changes in cloudbuild/ takes effect only through `cloud setup`.
 """
 
 from __future__ import annotations
@@ -38,7 +44,6 @@ SOURCES = ("repository_event_config", "github", "source_to_build", "build", "git
 OWNED = (
     "description",
     "tags",
-    "filename",
     "repository_event_config",
     "github",
     "source_to_build",
@@ -59,7 +64,13 @@ class SetupConfig:
     envctl_image: str
     ledger_urls: dict[str, str]  # by branch: each trigger's own ledger role (README: PostgreSQL roles)
     artifacts_bucket: str
+    configs: dict[str, str]  # by branch: the text of cloudbuild/<branch>.yaml from the operator's checkout
     ledger_secret: str = "envctl-ledger-staging-password"  # the base refresh's, a staging run
+
+    def secret_of(self, branch: str) -> str:
+        """The Secret Manager version holding `branch`'s ledger password (a role of its own)."""
+        name = self.ledger_secret if branch == "staging" else self.ledger_secret.replace("staging", branch)
+        return f"projects/{self.where.project}/secrets/{name}/versions/latest"
 
     @property
     def registry(self) -> str:
@@ -145,7 +156,7 @@ def desired_triggers(config: SetupConfig) -> list[Any]:
             name=f"envctl-{branch}",
             description=f"envctl: the {branch} pipeline on a push to {branch} (made by `envctl cloud setup`)",
             tags=["envctl"],
-            filename=f"cloudbuild/{branch}.yaml",
+            build=pipeline_build(config, branch),
             substitutions=config.substitutions(branch),
             **source(regex),
         )
@@ -177,6 +188,26 @@ def desired_triggers(config: SetupConfig) -> list[Any]:
         )
     )
     return triggers
+
+
+def pipeline_build(config: SetupConfig, branch: str) -> Any:
+    """`branch`'s build, inline: cloudbuild/<branch>.yaml as the operator's checkout has it.
+
+    The config's sample substitutions give way to the trigger's, and its secrets name the
+    branch's own ledger password in this project.
+    """
+    import yaml
+    from google.cloud.devtools import cloudbuild_v1 as cb
+
+    try:
+        data = yaml.safe_load(config.configs[branch])
+        data.pop("substitutions", None)
+        for secret in (data.get("availableSecrets") or {}).get("secretManager") or []:
+            if secret.get("env") == "ENVCTL_LEDGER_PASSWORD":
+                secret["versionName"] = config.secret_of(branch)
+        return cb.Build.from_json(json.dumps(data), ignore_unknown_fields=False)
+    except (KeyError, AttributeError, ValueError, yaml.YAMLError) as e:
+        raise UsageError(f"cloudbuild/{branch}.yaml is not a Cloud Build config envctl can use: {e}") from e
 
 
 def _refresh_build(config: SetupConfig) -> Any:

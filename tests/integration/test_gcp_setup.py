@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from google.cloud.devtools import cloudbuild_v1 as cb
 from tests.gcpfakes.artifactregistry import FakeArtifactRegistry
 from tests.gcpfakes.cloudbuild import CloudBuildFake
 from tests.gcpfakes.rest import GoogleError, service_disabled
-from tests.helpers import envctl
+from tests.helpers import ROOT, envctl
 
 PROJECT, REGION, REPOSITORY = "proj", "europe-west4", "images"
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
@@ -50,6 +51,7 @@ class Fakes:
 
 @pytest.fixture
 def fakes(tmp_path: Path) -> Iterator[Fakes]:
+    shutil.copytree(ROOT / "cloudbuild", tmp_path / "cloudbuild")
     registry = FakeArtifactRegistry(f"{PARENT}/repositories/{REPOSITORY}")
     with CloudBuildFake() as cloudbuild, registry:
         yield Fakes(cloudbuild, registry, tmp_path)
@@ -66,7 +68,16 @@ def test_setup_creates_three_triggers_then_a_second_run_changes_nothing(fakes: F
     }
     staging = fakes.cloudbuild.trigger_named("envctl-staging")
     assert staging is not None
-    assert staging.filename == "cloudbuild/staging.yaml"
+    assert staging.filename == ""  # never the pushed commit's config
+    assert [s.id for s in staging.build.steps] == ["history", "staging-pipeline", "keep-artifacts"]
+    step = staging.build.steps[1]
+    assert (step.name, step.entrypoint, list(step.secret_env)) == (
+        "${_ENVCTL_IMAGE}", "envctl", ["ENVCTL_LEDGER_PASSWORD"],
+    )  # fmt: skip
+    assert [s.version_name for s in staging.build.available_secrets.secret_manager] == [
+        f"projects/{PROJECT}/secrets/envctl-ledger-staging-password/versions/latest"
+    ]
+    assert "_ENVCTL_IMAGE" not in staging.build.substitutions  # the trigger's value, not a sample
     assert staging.repository_event_config.push.branch == "^staging$"
     assert staging.repository_event_config.repository == (
         f"{PARENT}/connections/github/repositories/notebook-envs"
@@ -78,7 +89,10 @@ def test_setup_creates_three_triggers_then_a_second_run_changes_nothing(fakes: F
         "_ARTIFACTS_BUCKET": "gs://proj-artifacts",
     }
     production = fakes.cloudbuild.trigger_named("envctl-production")
-    assert production is not None and production.filename == "cloudbuild/production.yaml"
+    assert production is not None and production.filename == ""
+    assert [s.version_name for s in production.build.available_secrets.secret_manager] == [
+        f"projects/{PROJECT}/secrets/envctl-ledger-production-password/versions/latest"
+    ]
     assert production.repository_event_config.push.branch == "^production$"
     refresh = fakes.cloudbuild.trigger_named("envctl-base-refresh")
     assert refresh is not None
@@ -129,7 +143,8 @@ def test_dry_run_prints_every_write_as_stable_json_and_sends_none(fakes: Fakes) 
     plan = json.loads(out)
     assert plan["dry_run"] is True
     assert [r["method"] for r in plan["requests"]] == ["CreateBuildTrigger"] * 3
-    assert plan["requests"][0]["request"]["trigger"]["filename"] == "cloudbuild/staging.yaml"
+    assert "filename" not in plan["requests"][0]["request"]["trigger"]
+    assert plan["requests"][0]["request"]["trigger"]["build"]["steps"][1]["name"] == "${_ENVCTL_IMAGE}"
     assert out == json.dumps(plan, indent=2, sort_keys=True) + "\n"
     assert fakes.cloudbuild.writes() == []
     assert fakes.cloudbuild.triggers == {}
@@ -243,3 +258,26 @@ def test_setup_reads_its_options_from_settings(fakes: Fakes) -> None:
     assert not staging.repository_event_config.repository
     refresh = fakes.cloudbuild.trigger_named("envctl-base-refresh")
     assert refresh is not None and refresh.source_to_build.uri == "https://github.com/acme/notebook-envs"
+
+
+def test_a_push_cannot_change_what_the_triggers_run(fakes: Fakes) -> None:
+    """The triggers carry the operator's config inline: the pushed cloudbuild/ is never read."""
+    assert fakes.setup(*FLAGS)[0] == 0
+    for name in ("envctl-staging", "envctl-production"):
+        trigger = fakes.cloudbuild.trigger_named(name)
+        assert trigger is not None
+        assert trigger.filename == "" and not trigger.git_file_source.path
+        assert all(
+            s.name in {"${_ENVCTL_IMAGE}", "gcr.io/cloud-builders/git", "gcr.io/cloud-builders/gsutil"}
+            for s in trigger.build.steps
+        )
+    # A changed config takes effect only through `cloud setup` in the operator's checkout.
+    staging_yaml = fakes.root / "cloudbuild" / "staging.yaml"
+    staging_yaml.write_text(
+        staging_yaml.read_text().replace("machineType: E2_HIGHCPU_8", "machineType: E2_HIGHCPU_32")
+    )
+    code, out, err = fakes.setup(*FLAGS, "--json")
+    assert code == 0, err
+    assert json.loads(out)["triggers"]["envctl-staging"] == "updated"
+    staging = fakes.cloudbuild.trigger_named("envctl-staging")
+    assert staging is not None and staging.build.options.machine_type.name == "E2_HIGHCPU_32"
