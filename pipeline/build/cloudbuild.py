@@ -69,7 +69,10 @@ def sbom_location(bucket: str, request: BuildRequest, archive: bytes) -> str:
 
 
 def docker_args(request: BuildRequest) -> list[str]:
-    args = ["build", "--network=cloudbuild", "-f", request.dockerfile, "-t", request.tag]
+    # Not `--network=cloudbuild`: on that network the metadata server hands out the build's
+    # credentials, which can push to Artifact Registry; a pushed Dockerfile's RUN steps get
+    # the default network (the package indexes, no metadata server).
+    args = ["build", "-f", request.dockerfile, "-t", request.tag]
     for key in sorted(request.buildargs):
         args += ["--build-arg", f"{key}={request.buildargs[key]}"]
     for key in sorted(request.labels):
@@ -80,10 +83,23 @@ def docker_args(request: BuildRequest) -> list[str]:
     return args
 
 
-def sbom_command() -> str:
-    """The SBOM script, writing its JSON to the workspace instead of stdout."""
-    return (
-        f"import sys\nsys.stdout = open('/workspace/{SBOM_FILE}', 'w')\n{SBOM_SCRIPT}\nsys.stdout.close()\n"
+SBOM_SHELL = (
+    'docker run --rm --network=none -e ENVCTL_SBOM_SCRIPT --entrypoint python3 "$0" '
+    f'-c "$ENVCTL_SBOM_SCRIPT" > /workspace/{SBOM_FILE}'
+)
+
+
+def sbom_step(request: BuildRequest) -> Any:
+    """The SBOM step: the built image runs its own SBOM script with no network (so no credentials)."""
+    from google.cloud.devtools import cloudbuild_v1
+
+    return cloudbuild_v1.BuildStep(
+        id="sbom",
+        name=DOCKER,
+        entrypoint="bash",
+        args=["-c", escape(SBOM_SHELL), escape(request.tag)],
+        env=[f"ENVCTL_SBOM_SCRIPT={escape(SBOM_SCRIPT)}"],
+        wait_for=["build"],
     )
 
 
@@ -98,14 +114,13 @@ def build_message(
             storage_source=cloudbuild_v1.StorageSource(bucket=bucket, object_=source_object)
         ),
         steps=[
-            cloudbuild_v1.BuildStep(id="build", name=DOCKER, args=[escape(a) for a in docker_args(request)]),
             cloudbuild_v1.BuildStep(
-                id="sbom",
-                name=request.tag,
-                entrypoint="python3",
-                args=["-c", escape(sbom_command())],
-                wait_for=["build"],
+                id="build",
+                name=DOCKER,
+                args=[escape(a) for a in docker_args(request)],
+                env=["DOCKER_BUILDKIT=1"],  # the documented `RUN --mount=type=secret` needs BuildKit
             ),
+            sbom_step(request),
         ],
         images=[request.tag],
         artifacts=cloudbuild_v1.Artifacts(

@@ -115,11 +115,13 @@ def test_a_gcp_build_uploads_the_context_submits_one_build_and_records_the_diges
     build_step, sbom_step = sent["steps"]  # type: ignore[misc]
     args = build_step["args"]
     assert build_step["name"] == "gcr.io/cloud-builders/docker"
-    assert args[:6] == ["build", "--network=cloudbuild", "-f", "Dockerfile", "-t", tag]
+    assert args[:5] == ["build", "-f", "Dockerfile", "-t", tag]
+    assert not any("network" in a for a in args)  # never the cloudbuild network (credentials)
     assert "GREETING=hello" in args and "BASE_IMAGE=localhost:5000/dlc/base-cpu@" in " ".join(args)
     assert f"org.opencontainers.image.revision={result['sha']}" in args
-    assert sbom_step["name"] == tag and sbom_step["waitFor"] == ["build"]
-    assert "$${Package}" in sbom_step["args"][1]  # escaped: Cloud Build substitutes $VAR
+    assert sbom_step["args"][2] == tag and sbom_step["waitFor"] == ["build"]
+    assert "--network=none" in sbom_step["args"][1]
+    assert "$${Package}" in sbom_step["env"][0]  # escaped: Cloud Build substitutes $VAR
     assert sent["images"] == [tag]
     assert sent["logsBucket"] == f"gs://{BUCKET}"
     assert sent["options"]["logging"] in ("GCS_ONLY", 2)  # type: ignore[index]

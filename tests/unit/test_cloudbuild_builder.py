@@ -54,12 +54,19 @@ def test_the_build_has_one_docker_step_the_sbom_step_and_pushes_the_tag() -> Non
     )
     docker, sbom = build.steps
     assert list(docker.args) == [
-        "build", "--network=cloudbuild", "-f", "Dockerfile", "-t", TAG,
+        "build", "-f", "Dockerfile", "-t", TAG,
         "--build-arg", "BASE_IMAGE=base@sha256:" + "b" * 64, "--build-arg", "PRICE=$$5",
         "--label", "org.opencontainers.image.revision=" + "a" * 40, "--no-cache", ".",
     ]  # fmt: skip
-    assert sbom.name == TAG and sbom.entrypoint == "python3" and list(sbom.wait_for) == ["build"]
-    assert "$${Package}" in sbom.args[1] and "${Package}" not in sbom.args[1].replace("$${", "")
+    assert list(docker.env) == ["DOCKER_BUILDKIT=1"]  # the documented secret mounts need BuildKit
+    # The image runs its SBOM script in a container with no network: no metadata server,
+    # so no credentials, in that step or in the build's RUN steps (no --network=cloudbuild).
+    assert sbom.name == "gcr.io/cloud-builders/docker" and sbom.entrypoint == "bash"
+    assert "docker run --rm --network=none" in sbom.args[1] and sbom.args[2] == TAG
+    assert list(sbom.wait_for) == ["build"]
+    (script,) = sbom.env
+    assert script.startswith("ENVCTL_SBOM_SCRIPT=")
+    assert "$${Package}" in script and "${Package}" not in script.replace("$${", "")
     assert list(build.images) == [TAG]
     assert build.source.storage_source.bucket == "b" and build.source.storage_source.object_ == "o.tar.gz"
     assert build.artifacts.objects.location == "gs://b/s/"
