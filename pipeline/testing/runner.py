@@ -96,6 +96,20 @@ def _explain(error: Exception) -> str:
     return text.splitlines()[0] if text else repr(error)
 
 
+def pull_auth(image_ref: str) -> dict[str, str] | None:
+    """Credentials for a pull from Artifact Registry (an ADC access token); None elsewhere.
+
+    Other registries use what the engine's client config holds (`docker login`).
+    """
+    from pipeline.gcp import is_artifact_registry
+
+    if not is_artifact_registry(image_ref.split("/", 1)[0]):
+        return None
+    from pipeline.gcp import access_token
+
+    return {"username": "oauth2accesstoken", "password": access_token()}
+
+
 def ensure_image(client: Any, image_ref: str) -> None:
     """Pull `repo@sha256:...` unless the engine has it already."""
     try:
@@ -107,7 +121,7 @@ def ensure_image(client: Any, image_ref: str) -> None:
         raise Unavailable(f"the Docker Engine could not look up {image_ref}: {_explain(e)}") from e
     log.info("pulling %s", image_ref)
     try:
-        client.images.pull(image_ref)
+        client.images.pull(image_ref, auth_config=pull_auth(image_ref))
     except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
         raise Unavailable(
             f"could not pull {image_ref}: {_explain(e)}; is the registry up (`envctl stack status`)?"

@@ -142,3 +142,16 @@ def test_a_credentials_error_raised_inside_an_api_call_names_the_login() -> None
         error
     )
     assert gcp.translate(ValueError("not Google's"), "x", api="artifactregistry") is None
+
+
+def test_the_test_stage_pulls_from_artifact_registry_with_an_adc_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On gcp the notebooks run on the pipeline step's Docker Engine, which pulls with ADC."""
+    from pipeline.testing.runner import pull_auth
+
+    assert pull_auth("localhost:5000/nlp.x@sha256:" + "a" * 64) is None  # `docker login` covers these
+    with FakeGoogleRegistry() as fake:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(_adc_file(tmp_path, fake)))
+        auth = pull_auth("europe-west4-docker.pkg.dev/proj/images/nlp.x@sha256:" + "a" * 64)
+    assert auth == {"username": "oauth2accesstoken", "password": ACCESS_TOKEN}
