@@ -194,10 +194,13 @@ def build_version(
             return BuildResult(existing, "existing")
         gone = f"recorded digest {existing.digest} is gone from the registry"
         output.warn(f"{image} {tree.sha[:12]}: {gone}; rebuilding")
-        tag = publisher.tag_ref(image, tree.sha)
+        # Pushed under a tag of its own: `<image>:<sha>` names the rebuild only once it has
+        # given back the recorded digest, never bytes the ledger doesn't know.
+        scratch = publisher.tag_ref(image, f"envctl-rebuild-{tree.sha}")
         rebuilt = _rebuild(
-            settings, spec, tree, existing, tag, builder or builder_for(settings), on_line, no_cache
+            settings, spec, tree, existing, scratch, builder or builder_for(settings), on_line, no_cache
         )
+        publisher.tag(image, rebuilt.digest, tree.sha)
         return BuildResult(rebuilt, "built")
 
     context = build_context(spec, tree)

@@ -87,7 +87,9 @@ class Outcome:
         if self.state != "failed":
             return 0
         bad = [v for v in self.verdicts.values() if v.state not in GOOD]
-        return 3 if all(v.unavailable for v in bad) else 1
+        if all(v.unavailable for v in bad):
+            return 3
+        return 2 if all(v.state == "invalid" for v in bad) else 1
 
 
 def check_branch(branch: str) -> Branch:
