@@ -62,6 +62,11 @@ class Builder(Protocol):
     its part is down. Never writes to the ledger.
     """
 
+    @property
+    def platform(self) -> str:
+        """Which base of a spec it builds on (`build.base.local` or `.gcp`); part of the build key."""
+        ...
+
     def build(self, request: BuildRequest, *, on_line: LineSink | None = None) -> Built: ...
 
 

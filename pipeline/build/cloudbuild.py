@@ -185,6 +185,10 @@ class CloudBuildBuilder:
     build_timeout: int = 7200
     poll_seconds: float = 2.0
 
+    @property
+    def platform(self) -> str:
+        return "gcp"
+
     @classmethod
     def for_settings(cls, settings: Settings) -> CloudBuildBuilder:
         from pipeline.gcp import Google, location

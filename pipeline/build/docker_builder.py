@@ -57,6 +57,10 @@ class EngineBuilder:
     docker_host: str = ""
     push_auth: Credentials = field(default_factory=Credentials, repr=False)
 
+    @property
+    def platform(self) -> str:
+        return "local"
+
     @classmethod
     def for_settings(cls, settings: Settings) -> EngineBuilder:
         host = settings.registry.partition("/")[0]

@@ -187,6 +187,7 @@ def build_version(
     spec = load(tree, image)
     existing = ledger.get_version(image, tree.sha)
     publisher = publisher or publisher_for(settings)
+    builder = builder or builder_for(settings)
     if existing is not None:
         if publisher.digest_of(image, existing.digest) is not None:
             publisher.tag(image, existing.digest, tree.sha)
@@ -198,14 +199,14 @@ def build_version(
         # given back the recorded digest, never bytes the ledger doesn't know.
         scratch = publisher.tag_ref(image, f"envctl-rebuild-{tree.sha}")
         rebuilt = _rebuild(
-            settings, spec, tree, existing, scratch, builder or builder_for(settings), on_line, no_cache
+            settings, spec, tree, existing, scratch, builder, on_line, no_cache
         )
         publisher.tag(image, rebuilt.digest, tree.sha)
         return BuildResult(rebuilt, "built")
 
     context = build_context(spec, tree)
-    base_ref, base_digest = resolve_base(spec.base_for(settings.backend), settings.auth_hosts)
-    key = build_key(spec, context, base_digest, settings.backend)
+    base_ref, base_digest = resolve_base(spec.base_for(builder.platform), settings.auth_hosts)
+    key = build_key(spec, context, base_digest, builder.platform)
     tag = publisher.tag_ref(image, tree.sha)
     same = ledger.find_by_build_key(image, key)
     if same is not None:
@@ -224,13 +225,13 @@ def build_version(
         f"{LABEL_PREFIX}.source": _source_url(repo),
         f"{LABEL_PREFIX}.created": now().isoformat(timespec="seconds"),
         f"{LABEL_PREFIX}.title": image,
-        f"{LABEL_PREFIX}.base.name": spec.base_for(settings.backend),
+        f"{LABEL_PREFIX}.base.name": spec.base_for(builder.platform),
         f"{LABEL_PREFIX}.base.digest": base_digest,
         "org.envctl.build-key": key,
         "org.envctl.version": __version__,
     }
     request = _request(spec, tree, context, tag, base_ref, labels, no_cache)
-    built = (builder or builder_for(settings)).build(request, on_line=on_line)
+    built = builder.build(request, on_line=on_line)
     digest, size, bill = built.digest, built.size, built.sbom
     version = Version(
         image=image,
@@ -304,7 +305,7 @@ def _rebuild(
     The ledger keeps the recorded digest, so the rebuild must give it back (the engine's
     cache makes it the same bytes); when it does not, the version cannot be repaired here.
     """
-    base_name = existing.labels.get(f"{LABEL_PREFIX}.base.name") or spec.base_for(settings.backend)
+    base_name = existing.labels.get(f"{LABEL_PREFIX}.base.name") or spec.base_for(builder.platform)
     base_digest = existing.labels.get(f"{LABEL_PREFIX}.base.digest")
     if base_digest:
         base_ref = f"{split_name(base_name)}@{base_digest}"
