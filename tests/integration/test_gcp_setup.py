@@ -281,3 +281,15 @@ def test_a_push_cannot_change_what_the_triggers_run(fakes: Fakes) -> None:
     assert json.loads(out)["triggers"]["envctl-staging"] == "updated"
     staging = fakes.cloudbuild.trigger_named("envctl-staging")
     assert staging is not None and staging.build.options.machine_type.name == "E2_HIGHCPU_32"
+
+
+def test_missing_credentials_are_exit_3_naming_the_login(fakes: Fakes, tmp_path: Path) -> None:
+    """With no endpoint override, the real clients need Application Default Credentials."""
+    env = {k: v for k, v in fakes.env().items() if k != "ENVCTL_GCP_ENDPOINTS"}
+    env["GOOGLE_APPLICATION_CREDENTIALS"] = str(tmp_path / "no-such-key.json")
+    env["HOME"] = str(tmp_path)  # no gcloud configuration either
+    result = envctl("cloud", "setup", *FLAGS, cwd=fakes.root, env=env, timeout=60)
+    assert result.returncode == 3, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "gcloud auth application-default login" in line and "Traceback" not in result.stderr
+    assert fakes.cloudbuild.writes() == [] and fakes.registry.sent() == []
