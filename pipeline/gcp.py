@@ -152,7 +152,7 @@ def endpoints(settings: Settings) -> dict[Api, str]:
             raise ConfigError(
                 f"gcp_endpoints: {name} has credentials in its URL; envctl sends credentials only in headers"
             )
-        if parsed.scheme == "http" and not _loopback(parsed.hostname):
+        if parsed.scheme == "http" and not is_loopback(parsed.hostname):
             raise ConfigError(
                 f"gcp_endpoints: {name} = {url!r} is plain http off this machine; use https "
                 "(http only on loopback)"
@@ -161,7 +161,8 @@ def endpoints(settings: Settings) -> dict[Api, str]:
     return found
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
     import ipaddress
 
     if host == "localhost":
@@ -177,7 +178,7 @@ def endpoint(settings: Settings, api: Api) -> str | None:
 
 
 def on_loopback(url: str | None) -> bool:
-    return url is not None and _loopback(urllib.parse.urlsplit(url).hostname or "")
+    return url is not None and is_loopback(urllib.parse.urlsplit(url).hostname or "")
 
 
 def credentials(settings: Settings, api: Api) -> Credentials:

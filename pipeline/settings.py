@@ -223,12 +223,8 @@ def _without_password(url: str, password: str) -> tuple[str, str]:
     if "@" not in url:  # no user information, so no password: skip the SQLAlchemy import
         return url, password
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
 
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return url, password  # Ledger.open says what is wrong with it
+    parsed = make_url(url)  # `_database_url` read it already
     if parsed.password is None:
         return url, password
     clean = parsed._replace(password=None).render_as_string(hide_password=False)  # set() keeps it

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -84,15 +83,6 @@ class Credentials:
     token: str = field(default="", repr=False)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_realm(realm: str, registry: str, allowed: Iterable[str] = ()) -> None:
     """`UsageError` unless credentials may go to the token service `realm` of `registry`.
 
@@ -102,12 +92,14 @@ def check_realm(realm: str, registry: str, allowed: Iterable[str] = ()) -> None:
     else would hand the credentials to whoever the registry, or a party between it and
     us, names.
     """
+    from pipeline.gcp import is_loopback  # no Google library is imported by this
+
     parts = urlsplit(realm)
     host = (parts.hostname or "").lower()
     own = urlsplit(f"//{registry}").hostname or registry
-    same = host == own.lower() or (_loopback(host) and _loopback(own.lower()))
+    same = host == own.lower() or (is_loopback(host) and is_loopback(own.lower()))
     trusted = same or host in {h.lower() for h in allowed}
-    if (parts.scheme == "https" and trusted) or (parts.scheme == "http" and trusted and _loopback(host)):
+    if (parts.scheme == "https" and trusted) or (parts.scheme == "http" and trusted and is_loopback(host)):
         return
     raise UsageError(
         f"registry {registry} names the token service {parts.scheme}://{host or '?'}, which envctl does "

@@ -62,6 +62,9 @@ def test_the_ledger_password_appears_nowhere(tmp_path: Path, postgres_url: str) 
     try:
         installed = envctl("hooks", "install", str(bare), "--wait", cwd=mini.path, env=with_password)
         assert installed.returncode == 0, installed.stderr
+        hook = (bare / "hooks" / "post-receive").read_text()
+        assert PASSWORD not in hook and "--secrets-file" in hook
+        assert PASSWORD not in _outputs(installed)
         pushed = subprocess.run(
             ["git", "-C", str(mini.path), "push", "origin", "staging"],
             capture_output=True,
@@ -91,8 +94,6 @@ def test_the_ledger_password_appears_nowhere(tmp_path: Path, postgres_url: str) 
 
         everything = _outputs(installed, pushed, debug, refused, refused_debug)
         assert PASSWORD not in everything
-        hook = (bare / "hooks" / "post-receive").read_text()
-        assert PASSWORD not in hook and "--secrets-file" in hook
         seen = [p for p, data in _files(tmp_path / "state", bare, mini.path) if PASSWORD.encode() in data]
         assert seen == []
         artifacts = list((tmp_path / "state" / "runs").rglob("summary.json"))
