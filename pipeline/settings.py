@@ -71,8 +71,9 @@ class Settings:
 
 
 _KEYS = {f.name for f in fields(Settings)} - {"repo"}
-#: Keys that send credentials where they point: only the environment or flags may set them.
-_NOT_FROM_REPO = {"gcp_endpoints", "registry_auth_hosts"}
+#: Keys that send credentials, the source or the builds where they point: only the
+#: environment or flags may set them (a pushed pyproject.toml is data, not configuration).
+_NOT_FROM_REPO = {"gcp_endpoints", "registry_auth_hosts", "docker_host", "gcp_build_bucket"}
 #: Where a secret goes, and the variable that carries the secret: a repository's
 #: [tool.envctl] may not name such an endpoint while the secret comes from the
 #: environment (it would send the caller's secret wherever the repository says).
@@ -105,13 +106,13 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
                 raise ValueError(value)
             return value
         if key == "ledger_url" and value:
-            return _database_url(str(value), origin)
+            return database_url(str(value), origin)
         return str(value)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{origin}: {key} = {value!r} is not a valid {kind}") from e
 
 
-def _database_url(url: str, origin: str) -> str:
+def database_url(url: str, origin: str) -> str:
     """The ledger URL if SQLAlchemy reads it, else `ConfigError` (not echoing it: it may hold a password)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -165,7 +166,7 @@ def load(
                 variable = f"ENVCTL_{name.upper()}"
                 raise ConfigError(
                     f"{origin}: '{key}' may only come from the environment ({variable}) or a flag, "
-                    "because credentials are sent where it points"
+                    "because credentials, sources or builds go where it points"
                 )
             values[name] = _coerce(name, value, origin)
             from_repository[name] = origin
@@ -201,7 +202,7 @@ def load(
         artifacts = state / "runs"
     elif not artifacts.is_absolute():
         artifacts = root / artifacts
-    ledger, password = _without_password(
+    ledger, password = without_password(
         settings.ledger_url or f"sqlite:///{state / 'ledger.db'}", settings.ledger_password
     )
     return dataclasses.replace(
@@ -214,18 +215,31 @@ def load(
     )
 
 
-def _without_password(url: str, password: str) -> tuple[str, str]:
+def without_password(url: str, password: str = "") -> tuple[str, str]:
     """The ledger URL with no password in it, and the password to connect with.
 
-    A password written into the URL moves to `ledger_password` (which wins when both
-    are given), so no URL envctl prints, logs or writes into a hook carries it.
+    A password written into the URL (`user:PASSWORD@host`, or libpq's `?password=`) moves
+    to `ledger_password` (which wins when both are given), so no URL envctl prints, logs,
+    writes into a hook or hands to a trigger carries it. The rest of the URL is kept as
+    written, byte for byte.
     """
-    if "@" not in url:  # no user information, so no password: skip the SQLAlchemy import
-        return url, password
-    from sqlalchemy.engine import make_url
+    from urllib.parse import unquote, urlsplit, urlunsplit
 
-    parsed = make_url(url)  # `_database_url` read it already
-    if parsed.password is None:
+    parts = urlsplit(url)
+    found: str | None = None
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user, _, secret = userinfo.partition(":")
+        netloc, found = f"{user}@{host}", unquote(secret)
+    kept = []
+    for item in parts.query.split("&") if parts.query else []:
+        name, _, value = item.partition("=")
+        if unquote(name) == "password":
+            found = unquote(value)
+        else:
+            kept.append(item)
+    if found is None:
         return url, password
-    clean = parsed._replace(password=None).render_as_string(hide_password=False)  # set() keeps it
-    return clean, password or str(parsed.password)
+    clean = urlunsplit(parts._replace(netloc=netloc, query="&".join(kept)))
+    return clean, password or found

@@ -198,9 +198,7 @@ def build_version(
         # Pushed under a tag of its own: `<image>:<sha>` names the rebuild only once it has
         # given back the recorded digest, never bytes the ledger doesn't know.
         scratch = publisher.tag_ref(image, f"envctl-rebuild-{tree.sha}")
-        rebuilt = _rebuild(
-            settings, spec, tree, existing, scratch, builder, on_line, no_cache
-        )
+        rebuilt = _rebuild(settings, spec, tree, existing, scratch, builder, on_line, no_cache)
         publisher.tag(image, rebuilt.digest, tree.sha)
         return BuildResult(rebuilt, "built")
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline import output
-from pipeline.errors import ConfigError, UsageError
+from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
     from pipeline.gcp import Google, Location
@@ -126,14 +125,9 @@ class SetupConfig:
 
 def _without_password(url: str) -> str:
     """The ledger URL as a trigger may hold it: a password goes through Secret Manager only."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.scheme or "://" not in url:
-        raise ConfigError(f"ledger URL {url!r} is not a database URL (postgresql+psycopg://USER@HOST/DB)")
-    user, at, host = parts.netloc.rpartition("@")
-    if not at or ":" not in user:
-        return url
-    netloc = f"{user.split(':', 1)[0]}@{host}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    from pipeline.settings import database_url, without_password
+
+    return without_password(database_url(url, "--ledger-url"))[0]
 
 
 def desired_triggers(config: SetupConfig) -> list[Any]:

@@ -101,6 +101,36 @@ def test_a_password_written_into_the_url_is_taken_out_of_it(tmp_path: Path) -> N
     assert "in-url-9f3" not in both.ledger_url
 
 
+def test_a_password_in_the_query_string_is_taken_out_too(tmp_path: Path) -> None:
+    """libpq reads `?password=`; it must not ride along into hooks, triggers or logs."""
+    env = {"ENVCTL_LEDGER_URL": "postgresql+psycopg://envctl@/envctl?host=/cloudsql/p:r:i&password=q-7c1"}
+    settings = load(repo=_repo(tmp_path), env=env)
+    from sqlalchemy.engine import make_url
+
+    kept = make_url(settings.ledger_url)
+    assert (kept.username, kept.database, dict(kept.query)) == (
+        "envctl",
+        "envctl",
+        {"host": "/cloudsql/p:r:i"},
+    )
+    assert "password" not in settings.ledger_url
+    assert settings.ledger_password == "q-7c1"
+    assert "q-7c1" not in repr(settings)
+    bare = load(
+        repo=_repo(tmp_path / "b"), env={"ENVCTL_LEDGER_URL": "postgresql+psycopg:///envctl?password=q-8d2"}
+    )
+    assert bare.ledger_password == "q-8d2" and "q-8d2" not in bare.ledger_url
+
+
+@pytest.mark.parametrize("key", ["docker_host", "gcp_build_bucket"])
+def test_where_builds_run_comes_only_from_the_environment(tmp_path: Path, key: str) -> None:
+    """A pushed pyproject.toml could send the build (and its context) to a host or bucket of its own."""
+    repo = _repo(tmp_path)
+    (repo / "pyproject.toml").write_text(f'[tool.envctl]\n{key} = "elsewhere"\n')
+    with pytest.raises(ConfigError, match=f"'{key}' may only come from the environment"):
+        load(repo=repo, env={})
+
+
 @pytest.mark.parametrize(
     ("key", "value", "variable", "own"),
     [
