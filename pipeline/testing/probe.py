@@ -10,9 +10,9 @@ from __future__ import annotations
 SCRIPT = r"""
 import glob, json, os, pwd, shutil, site, subprocess, sys, sysconfig, tempfile
 
-def run(args, timeout=120):
+def run(args, timeout=120, env=None):
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
         return done.returncode, done.stdout, done.stderr
     except Exception as e:
         return None, "", f"{type(e).__name__}: {e}"
@@ -93,15 +93,23 @@ def parse(text, single=None):
             current = line.rstrip()[:-1]
         elif "=> not found" in line and current:
             missing.setdefault(current, []).append(line.strip().split(" ", 1)[0])
-if ldd:
-    for i in range(0, len(objects), 64):
-        batch = objects[i:i + 64]
-        _, stdout, _ = run([ldd, *batch])
-        parse(stdout, batch[0] if len(batch) == 1 else None)
-elif loaders:
-    for path in objects:
-        _, stdout, _ = run([loaders[0], "--list", path])
-        parse(stdout, path)
+# Libraries vendored by auditwheel (`<pkg>.libs/`) find their siblings through the RPATH
+# of the extension that loads them: resolve each such folder with itself on the path.
+groups = {}
+for path in objects:
+    folder = os.path.dirname(path)
+    groups.setdefault(folder if folder.endswith(".libs") else "", []).append(path)
+for folder, group in sorted(groups.items()):
+    env = dict(os.environ, LD_LIBRARY_PATH=folder) if folder else None
+    if ldd:
+        for i in range(0, len(group), 64):
+            batch = group[i:i + 64]
+            _, stdout, _ = run([ldd, *batch], env=env)
+            parse(stdout, batch[0] if len(batch) == 1 else None)
+    elif loaders:
+        for path in group:
+            _, stdout, _ = run([loaders[0], "--list", path], env=env)
+            parse(stdout, path)
 out["elf"] = {"objects": len(objects), "loader": ldd or (loaders[0] if loaders else ""),
               "missing": [{"file": p, "distribution": owners.get(p, ""), "libraries": sorted(set(l))}
                           for p, l in sorted(missing.items())]}

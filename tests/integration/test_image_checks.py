@@ -48,11 +48,26 @@ def _wheel(folder: Path) -> dict[str, ContextFile]:
     subprocess.run(
         [*gcc, "-o", folder / "ext.so", CHECKS / "fastmath.c", f"-L{folder}", "-l:libgomp.so.1"], check=True
     )
+    # The auditwheel layout (scipy.libs/, numpy.libs/): a vendored library that needs its
+    # sibling by a hashed name, which the extension's RPATH into that folder resolves at
+    # run time; IMG001 must not report it (it did, for scipy's libgfortran in the example).
+    (folder / "stub.c").write_text("int envctl_vendored(void) { return 1; }\n")
+    subprocess.run(
+        [*gcc, "-o", folder / "libsib-1a2b3c4d.so", "-Wl,-soname,libsib-1a2b3c4d.so", folder / "stub.c"],
+        check=True,
+    )
+    subprocess.run(
+        [*gcc, "-o", folder / "libvend-1a2b3c4d.so", "-Wl,-soname,libvend-1a2b3c4d.so", folder / "stub.c",
+         f"-L{folder}", "-Wl,--no-as-needed", "-l:libsib-1a2b3c4d.so"],
+        check=True,
+    )  # fmt: skip
     wheel = folder / "fastmath-1.0-py3-none-any.whl"
     info = "fastmath-1.0.dist-info"
     members = {
         "fastmath/__init__.py": b"",
         SO: (folder / "ext.so").read_bytes(),
+        "fastmath.libs/libvend-1a2b3c4d.so": (folder / "libvend-1a2b3c4d.so").read_bytes(),
+        "fastmath.libs/libsib-1a2b3c4d.so": (folder / "libsib-1a2b3c4d.so").read_bytes(),
         f"{info}/METADATA": b"Metadata-Version: 2.1\nName: fastmath\nVersion: 1.0\n",
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: envctl-tests\nRoot-Is-Purelib: false\nTag: py3-none-any\n",
     }
@@ -168,6 +183,7 @@ def test_img001_missing_library_names_the_distribution_and_the_package(broken: d
     assert "(Debian libgomp1, conda libgomp)" in verdict.error
     assert "apt-get install -y --no-install-recommends libgomp1" in verdict.hint
     assert "jupyterlab" not in verdict.error  # the base's own extensions resolve
+    assert "libsib" not in verdict.error  # a vendored library's sibling in its .libs folder
 
 
 def test_img002_missing_papermill_and_entrypoint(broken: dict[str, Result]) -> None:
