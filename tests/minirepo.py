@@ -58,3 +58,16 @@ def make(tmp_path: Path, prefix: str = "test") -> MiniRepo:
     mini = MiniRepo(repo, image)
     mini.commit("first version")
     return mini
+
+
+def remove_local_images(name: str) -> None:
+    """Remove every local tag of the image repository `name` (a test's clean-up)."""
+    import contextlib
+
+    from pipeline.build.engine import connect
+
+    client = connect()
+    for image in client.images.list(name=name):
+        for tag in image.tags:
+            with contextlib.suppress(Exception):
+                client.images.remove(tag, force=True)

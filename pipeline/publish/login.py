@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.publish.oci import Credentials, docker_credentials
+from pipeline.publish.oci import Credentials, docker_config_path, docker_credentials
 from pipeline.settings import Settings
 
 FILE = "registry-credentials.json"
@@ -80,10 +80,6 @@ def ensure(stack_dir: Path, registry: str) -> Keys:
 def basic_header(credentials: Credentials) -> str:
     pair = f"{credentials.username}:{credentials.password}".encode()
     return "Basic " + base64.b64encode(pair).decode()
-
-
-def docker_config_path() -> Path:
-    return Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
 
 
 def docker_login(registry: str, credentials: Credentials) -> bool:

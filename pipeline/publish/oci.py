@@ -108,9 +108,14 @@ def check_realm(realm: str, registry: str, allowed: Iterable[str] = ()) -> None:
     )
 
 
+def docker_config_path() -> Path:
+    """The Docker client's config.json: `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`."""
+    return Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+
+
 def docker_credentials(host: str, config: Path | None = None) -> Credentials:
     """Credentials for `host` from the docker client's config.json (`auths`), if any."""
-    path = config or Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    path = config or docker_config_path()
     try:
         auths = json.loads(path.read_text()).get("auths", {})
     except (OSError, ValueError):

@@ -20,6 +20,7 @@ from pipeline.errors import Unavailable
 from pipeline.proc import which
 from pipeline.publish import login
 from pipeline.publish.login import write_private
+from pipeline.publish.oci import docker_config_path
 from pipeline.settings import Settings
 from pipeline.stack import apt, daemons, registry_front
 
@@ -113,7 +114,7 @@ def up(settings: Settings) -> dict[str, Any]:
         _start_backend(settings)
     keys = login.ensure(settings.stack_dir, settings.registry)
     if login.docker_login(settings.registry, keys.credentials):
-        output.info(f"logged the Docker client in to {settings.registry} ({login.docker_config_path()})")
+        output.info(f"logged the Docker client in to {settings.registry} ({docker_config_path()})")
     registry_front.up(settings, keys, socket_path(settings))
     return status(settings)
 

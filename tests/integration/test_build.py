@@ -27,10 +27,7 @@ def mini(tmp_path: Path) -> Iterator[minirepo.MiniRepo]:
     try:
         yield repo
     finally:
-        client = connect()
-        for image in client.images.list(name=f"localhost:5000/{repo.image}"):
-            for tag in image.tags:
-                client.images.remove(tag, force=True)
+        minirepo.remove_local_images(f"localhost:5000/{repo.image}")
 
 
 def build(mini: minirepo.MiniRepo, rev: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -55,11 +55,7 @@ def mini(tmp_path: Path) -> Iterator[minirepo.MiniRepo]:
     try:
         yield repo
     finally:
-        client = connect()
-        for image in client.images.list(name=f"{REGISTRY}/{repo.image}"):
-            for tag in image.tags:
-                with contextlib.suppress(Exception):
-                    client.images.remove(tag, force=True)
+        minirepo.remove_local_images(f"{REGISTRY}/{repo.image}")
 
 
 def _contains(data: bytes, needles: list[bytes]) -> list[bytes]:

@@ -7,8 +7,6 @@ test_pipelines.py), the real registry, papermill in the image, the real `envctl`
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,20 +14,13 @@ from pipeline.ledger import db as ledger_db
 from pipeline.ledger import pointers as envs
 from pipeline.publish.oci import Registry
 from tests import minirepo
-from tests.integration.test_pipelines import World, _cleanup, _world
+from tests.integration import test_pipelines
+from tests.integration.test_pipelines import World
 
 pytestmark = pytest.mark.integration
+world = test_pipelines.world  # the pipelines' fixture: a mini repo behind a bare one with the hook
 
 NOTEBOOK = "test-notebooks/__IMAGE__/greet.ipynb"
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = _world(tmp_path, wait=True)
-    try:
-        yield w
-    finally:
-        _cleanup(w)
 
 
 def _head(world: World) -> str:
