@@ -57,6 +57,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ENV_ID's image@digest, SHA, test evidence and SBOM summary.",
     ),
     "diff": ("pipeline.cli.reads:diff", "Packages added, removed and changed between two environments."),
+    "report": (
+        "pipeline.cli.report:command",
+        "Write a static HTML report of environments, history, runs and notebooks (--serve).",
+    ),
     "hooks": ("pipeline.cli.hooks:group", "Install the git hook that runs the pipelines on push."),
     "instances": ("pipeline.cli.instances:group", "Notebook instances started from an environment ID."),
     "cloud": ("pipeline.cli.cloud:group", "Set up the Google Cloud side: Cloud Build triggers and checks."),

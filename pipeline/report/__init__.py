@@ -1,0 +1,1 @@
+"""`envctl report`: a static HTML site of the ledger and the run artifacts, readable from file://."""
