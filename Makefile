@@ -17,6 +17,12 @@ $(BIN)/.installed: pyproject.toml
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,postgres,gcp]'
+	@# The report's browser test drives Debian's chromium through chromedriver.
+	if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q \
+			&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+		else echo "chromium and chromium-driver are missing (not root): the browser test will skip"; fi; \
+	fi
 	touch $@
 
 install: $(BIN)/.installed

@@ -34,6 +34,7 @@ def command(ctx: click.Context, out: Path | None, serve: bool, port: int) -> Non
 
     settings = settings_of(ctx)
     target = out if out is not None else settings.state_dir / "report"
+    site.require_replaceable(target)
     ledger = Ledger.for_settings(settings)
     with output.step(f"writing the report to {target}"):
         publisher = publisher_for(settings, timeout=10)

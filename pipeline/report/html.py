@@ -70,8 +70,8 @@ def age(at: datetime | None, now: datetime) -> str:
     seconds = max(0, int((now - at).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
+            return f"{seconds // size}\u00a0{unit}"
+    return f"{seconds}\u00a0s"
 
 
 def seconds(value: float | None) -> str:
@@ -140,7 +140,7 @@ code, pre, .mono { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consola
   font-size: 12.5px; }
 pre { background: #fff; border: 1px solid var(--line); padding: .6rem .8rem; overflow: auto; margin: 0;
   white-space: pre-wrap; word-break: break-word; }
-.badge { display: inline-block; padding: 0 .45rem; border-radius: .6rem; font-size: .8rem; font-weight: 600; }
+.badge { display: inline-block; white-space: nowrap; padding: 0 .45rem; border-radius: .6rem; font-size: .8rem; font-weight: 600; }
 .badge.ok { background: var(--bg-ok); color: var(--ok); }
 .badge.bad { background: var(--bg-bad); color: var(--bad); }
 .badge.muted, .muted { color: var(--muted); }

@@ -22,7 +22,11 @@ def diff_page(image: str) -> str:
 
 
 def _latest_run(snapshot: Snapshot, env: Environment, up: str) -> Markup:
-    found = snapshot.runs_of_digest(env.pointer.image, env.pointer.digest)
+    # The runs of this version (its commit and digest): a later commit that reused the
+    # digest and failed says nothing against the commit this environment names.
+    found = [
+        r for r in snapshot.runs_of_digest(env.pointer.image, env.pointer.digest) if r.sha == env.pointer.sha
+    ]
     if not found:
         return Markup('<span class="muted">no test run</span>')
     latest = max(found, key=lambda r: r.finished_at)

@@ -39,13 +39,17 @@ def _replaceable(target: Path) -> bool:
     return (target / MARKER).is_file() or not any(target.iterdir())
 
 
+def require_replaceable(target: Path) -> None:
+    if not _replaceable(target.absolute()):
+        raise UsageError(
+            f"{target.absolute()} exists and is not a report envctl wrote; choose another --out or remove it"
+        )
+
+
 def write(target: Path, files: runs.Files) -> None:
     """Write `files` (site path -> content) as the folder `target`, replacing an earlier report."""
     target = target.absolute()
-    if not _replaceable(target):
-        raise UsageError(
-            f"{target} exists and is not a report envctl wrote; choose another --out or remove it"
-        )
+    require_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(4)
     fresh = target.parent / f".{target.name}.new-{token}"
