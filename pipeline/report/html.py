@@ -140,7 +140,8 @@ code, pre, .mono { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consola
   font-size: 12.5px; }
 pre { background: #fff; border: 1px solid var(--line); padding: .6rem .8rem; overflow: auto; margin: 0;
   white-space: pre-wrap; word-break: break-word; }
-.badge { display: inline-block; white-space: nowrap; padding: 0 .45rem; border-radius: .6rem; font-size: .8rem; font-weight: 600; }
+.badge { display: inline-block; white-space: nowrap; padding: 0 .45rem; border-radius: .6rem;
+  font-size: .8rem; font-weight: 600; }
 .badge.ok { background: var(--bg-ok); color: var(--ok); }
 .badge.bad { background: var(--bg-bad); color: var(--bad); }
 .badge.muted, .muted { color: var(--muted); }
