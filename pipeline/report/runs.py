@@ -213,7 +213,7 @@ def _test_run(snapshot: Snapshot, run: TestRun) -> Files:
         _facts(facts)
         + "<h2>Notebooks and checks</h2>"
         + (
-            table(["Name", "Kind", "Outcome", "Time", "Where", "Hint"], rows)
+            table(["Name", "Kind", "Outcome", "Time", "Error and where", "Hint"], rows)
             if rows
             else f'<p class="muted">{esc(_counts(run.summary))}</p>'
         )
