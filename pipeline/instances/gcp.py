@@ -158,7 +158,7 @@ class GcpInstances:
             google=Google(settings),
             project=project,
             zone=zone,
-            repository_of=publisher.repo,
+            repository_of=lambda image: f"{publisher.host}/{publisher.repo(image)}",
             tag_digest=publisher.digest_of,
             poll_seconds=float(settings.gcp_build_poll),
         )
