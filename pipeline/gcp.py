@@ -317,7 +317,7 @@ class Google:
         client: NotebookServiceClient = self._clients["notebooks"]
         return client
 
-    def storage(self, project: str) -> StorageClient:
+    def storage(self, project: str | None) -> StorageClient:
         if "storage" not in self._clients:
             from google.cloud.storage import Client
 
