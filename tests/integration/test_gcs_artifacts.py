@@ -20,7 +20,7 @@ pytest.importorskip("google.cloud.storage")
 from pipeline.ledger import db
 from tests import minirepo
 from tests.gcpfakes.rest import FakeRequest, GoogleError
-from tests.gcpfakes.storage import FakeStorage
+from tests.gcpfakes.storage import FakeStorage, _multipart
 from tests.helpers import envctl
 
 pytestmark = pytest.mark.integration
@@ -101,7 +101,7 @@ def test_a_failed_copy_is_one_line_exit_3_with_nothing_half_written(runs: Runs) 
     assert built.returncode == 0, built.stderr
 
     # The bucket takes every file but the summary (the last one): the copy fails half-way.
-    @runs.storage.route("POST", rf"/upload/storage/v1/b/{BUCKET}/o")
+    @runs.storage.route("POST", rf"/upload/storage/v1/b/(?P<bucket>{BUCKET})/o")
     def refuse_summary(request: FakeRequest) -> object:
         if _object_name(request).endswith("/summary.json"):
             raise GoogleError("PERMISSION_DENIED", "storage.objects.create denied on summary.json")
@@ -123,5 +123,5 @@ def _object_name(request: FakeRequest) -> str:
     """The object an upload names (a multipart upload carries it in its metadata part)."""
     if request.param("name"):
         return request.param("name")
-    head = request.body.split(b"\r\n\r\n", 1)[1].split(b"\r\n", 1)[0]
-    return str(json.loads(head)["name"])
+    meta, _data, _type = _multipart(request)
+    return str(meta["name"])
