@@ -33,11 +33,12 @@ if TYPE_CHECKING:
     from google.auth.credentials import Credentials
     from google.cloud.artifactregistry_v1 import ArtifactRegistryClient
     from google.cloud.devtools.cloudbuild_v1 import CloudBuildClient
+    from google.cloud.notebooks_v2 import NotebookServiceClient
     from google.cloud.storage import Client as StorageClient
 
     from pipeline.settings import Settings
 
-Api = Literal["cloudbuild", "artifactregistry", "storage"]
+Api = Literal["cloudbuild", "artifactregistry", "storage", "notebooks"]
 APIS: tuple[Api, ...] = get_args(Api)
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 LOGIN_FIX = (
@@ -49,11 +50,13 @@ ROLE = {
     "cloudbuild": "roles/cloudbuild.builds.editor",
     "artifactregistry": "roles/artifactregistry.writer",
     "storage": "roles/storage.objectAdmin",
+    "notebooks": "roles/notebooks.admin",
 }
 SERVICE = {
     "cloudbuild": "cloudbuild.googleapis.com",
     "artifactregistry": "artifactregistry.googleapis.com",
     "storage": "storage.googleapis.com",
+    "notebooks": "notebooks.googleapis.com",
 }
 
 
@@ -304,7 +307,17 @@ class Google:
         client: CloudBuildClient = self._clients["cloudbuild"]
         return client
 
-    def storage(self, project: str) -> StorageClient:
+    def notebooks(self) -> NotebookServiceClient:
+        if "notebooks" not in self._clients:
+            from google.cloud.notebooks_v2 import NotebookServiceClient
+
+            kwargs, _url = self._options("notebooks")
+            kwargs["transport"] = "rest"
+            self._clients["notebooks"] = NotebookServiceClient(**kwargs)
+        client: NotebookServiceClient = self._clients["notebooks"]
+        return client
+
+    def storage(self, project: str | None) -> StorageClient:
         if "storage" not in self._clients:
             from google.cloud.storage import Client
 

@@ -38,16 +38,19 @@ class Settings:
     ledger_password: str = field(default="", repr=False)
     state_dir: Path = Path(".envctl")
     artifacts_dir: Path = Path("")
+    artifacts_url: str = (
+        ""  # gs://BUCKET[/PREFIX]: every test run's artifacts are copied under <url>/<run id>/
+    )
     base_image: str = "localhost:5000/dlc/base-cpu:local"
     backend: Backend = "local"
     gcp_project: str = ""
     gcp_region: str = ""
-    gcp_endpoints: str = ""  # `cloudbuild=URL,artifactregistry=URL,storage=URL`: emulators, tests
+    gcp_endpoints: str = ""  # `API=URL,…` (cloudbuild, artifactregistry, storage, notebooks): fakes
     gcp_timeout: int = 60  # seconds one Google API call may take, retries included
     gcp_retry: bool = True  # retry transient Google API errors within gcp_timeout
     gcp_build_bucket: str = ""  # build contexts, SBOMs and logs of Cloud Build; "": <project>_cloudbuild
     gcp_build_timeout: int = 7200  # seconds one Cloud Build build may take
-    gcp_build_poll: int = 2  # seconds between two reads of a running build and its log
+    gcp_build_poll: int = 2  # seconds between two reads of a running build (and its log) or operation
     gcp_connection: str = ""  # `envctl cloud setup`: the Cloud Build 2nd-gen connection
     gcp_repo_name: str = ""  # ... its repository (2nd gen), or
     gcp_github: str = ""  # ... OWNER/NAME through the Cloud Build GitHub app (1st gen)
@@ -73,7 +76,7 @@ class Settings:
 _KEYS = {f.name for f in fields(Settings)} - {"repo"}
 #: Keys that send credentials, the source or the builds where they point: only the
 #: environment or flags may set them (a pushed pyproject.toml is data, not configuration).
-_NOT_FROM_REPO = {"gcp_endpoints", "registry_auth_hosts", "docker_host", "gcp_build_bucket"}
+_NOT_FROM_REPO = {"gcp_endpoints", "registry_auth_hosts", "docker_host", "gcp_build_bucket", "artifacts_url"}
 #: Where a secret goes, and the variable that carries the secret: a repository's
 #: [tool.envctl] may not name such an endpoint while the secret comes from the
 #: environment (it would send the caller's secret wherever the repository says).

@@ -103,6 +103,9 @@ def print_run(run: runs.PipelineRun) -> None:
         ["IMAGE", "VERDICT", "DETAIL"],
         [[image, v.get("state", ""), v.get("detail", "")] for image, v in sorted(run.verdicts.items())],
     )
+    for image, verdict in sorted(run.verdicts.items()):
+        if isinstance(verdict, dict) and verdict.get("artifacts"):
+            click.echo(f"{image}: test run {verdict.get('test_run')}: artifacts in {verdict['artifacts']}")
 
 
 @click.group("pipeline")

@@ -170,6 +170,7 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
         ("sha", version.sha),
         ("built", version.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("evidence", f"{'passed' if data['tested'] else 'NOT passed'} ({len(runs)} run(s))"),
+        ("artifacts", runs[-1].artifacts or "-" if runs else "-"),
         ("base", sbom["base"] or "-"),
         ("python", sbom["python"] or "-"),
         ("packages", ", ".join(f"{k} {n}" for k, n in sbom["packages"].items())),

@@ -87,7 +87,7 @@ def command(ctx: click.Context, image: str, rev: str, as_json: bool, jobs: int |
         emit_json(report.to_json())
     else:
         _print(report)
-    output.info(f"artifacts: {report.artifacts}")
+    output.info(f"artifacts: {report.artifacts}" + (f" (kept in {report.kept_at})" if report.kept_at else ""))
     if report.infrastructure_failed:
         raise Unavailable(
             f"the test run of {image} at {tree.sha[:12]} hit an infrastructure error; no evidence was "

@@ -221,6 +221,7 @@ def _refresh_build(config: SetupConfig) -> Any:
                     "ENVCTL_REGISTRY=${_REGISTRY}",
                     "ENVCTL_LEDGER_URL=${_LEDGER_URL}",
                     "ENVCTL_ARTIFACTS_DIR=/workspace/artifacts",
+                    "ENVCTL_ARTIFACTS_URL=${_ARTIFACTS_BUCKET}",
                     "ENVCTL_ACTOR=cloud-build",
                     "ENVCTL_CI_RUN_ID=$BUILD_ID",
                     "DOCKER_HOST=unix:///var/run/docker.sock",

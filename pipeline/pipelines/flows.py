@@ -28,7 +28,7 @@ from pipeline import output
 from pipeline.backends import Publisher, publisher_for, test_runner_for
 from pipeline.build.stage import build_version, inputs_key
 from pipeline.errors import BuildFailed, EnvctlError, Refused, Unavailable, UsageError
-from pipeline.ledger.db import Ledger, Version, now
+from pipeline.ledger.db import Ledger, Version, now, test_runs_for
 from pipeline.ledger.pointers import EnvId, current
 from pipeline.promote.moves import promote
 from pipeline.promote.policy import evidence, evidence_for
@@ -56,6 +56,7 @@ class ImageVerdict:
     digest: str | None = None
     built: str | None = None  # built, reused, existing
     tested: str | None = None  # test run ID
+    artifacts: str | None = None  # where that run's artifacts are kept (a folder or gs://…/<run id>/)
     unavailable: bool = False
     lint: list[dict[str, Any]] = field(default_factory=list)  # `envctl lint` findings, before the build
 
@@ -67,6 +68,7 @@ class ImageVerdict:
             "digest": self.digest,
             "built": self.built,
             "test_run": self.tested,
+            "artifacts": self.artifacts,
             "lint": self.lint,
         }
 
@@ -184,6 +186,12 @@ def _republish(ledger: Ledger, publisher: Publisher, version: Version) -> list[s
     return fixed + repair(ledger, publisher, version.image, ["staging"])
 
 
+def _artifacts_of(ledger: Ledger, version: Version, run_id: str | None) -> str | None:
+    """Where the artifacts of the test run `run_id` of `version`'s digest are kept."""
+    found = [r for r in test_runs_for(ledger, version.image, version.digest) if r.run_id == run_id]
+    return found[-1].artifacts or None if found else None
+
+
 def _report_failures(report: TestReport) -> str:
     return "; ".join(_describe(result) for result in (*report.checks, *report.results) if not result.passed)
 
@@ -206,7 +214,9 @@ def _print_report(image: str, report: TestReport) -> None:
             if v.error:
                 output.info(f"       error: {v.error}")
             output.info(f"       hint: {v.hint}")
-    output.info(f"  artifacts: {report.artifacts}")
+    output.info(
+        f"  artifacts: {report.artifacts}" + (f" (kept in {report.kept_at})" if report.kept_at else "")
+    )
 
 
 def _lint(spec: spec_module.Spec, tree: GitTree, ledger: Ledger, verdict: ImageVerdict) -> bool:
@@ -264,6 +274,7 @@ def staging_image(
         )
         verdict.built, verdict.digest = "reused", version.digest
         verdict.tested = evidence_for(ledger, version).run_id
+        verdict.artifacts = _artifacts_of(ledger, version, verdict.tested)
         return _to_staging(settings, ledger, version, run_id, verdict)
     progress = output.BuildProgress()
     with output.step(f"{image}: build"):
@@ -286,6 +297,7 @@ def staging_image(
                 on_warning=output.warn,
             )
         verdict.tested = report.run_id
+        verdict.artifacts = report.kept_at or str(report.artifacts)
         _print_report(image, report)
         if report.infrastructure_failed:
             raise Unavailable(
@@ -298,6 +310,7 @@ def staging_image(
     else:
         output.info(f"{image}: {version.digest[:19]} already passed its tests ({passing}); not testing again")
         verdict.tested = passing
+        verdict.artifacts = _artifacts_of(ledger, version, passing)
     return _to_staging(settings, ledger, version, run_id, verdict)
 
 

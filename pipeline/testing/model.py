@@ -106,6 +106,7 @@ class TestReport:
     started_at: str = ""
     finished_at: str = ""
     checks: tuple[Result, ...] = ()  # the image checks (IMG001-IMG004), before the notebooks
+    kept_at: str = ""  # where the artifacts are kept besides `artifacts` (gs://…/<run id>/), if anywhere
 
     @property
     def passed(self) -> bool:
@@ -132,6 +133,7 @@ class TestReport:
             "passed": self.passed,
             "counts": self.counts(),
             "artifacts": str(self.artifacts),
+            "artifacts_url": self.kept_at or None,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "warnings": list(self.warnings),

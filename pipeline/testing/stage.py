@@ -8,7 +8,6 @@ result, write the artifacts and record the run in the ledger as evidence.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import shutil
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from pipeline.spec.lint.writes import notebook_folders
 from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
 from pipeline.testing.checks import run_checks
+from pipeline.testing.keep import store_for
 from pipeline.testing.model import Result, TestReport, Verdict
 from pipeline.testing.params import MalformedNotebook, load_notebook, plan
 from pipeline.testing.runner import Cancelled, Limits, Tracker, ensure_image, sweep
@@ -134,9 +134,11 @@ def run_tests(
             f"{version.image} at {version.sha[:12]} is recorded as {version.image_ref}, not by digest; "
             f"rebuild it with `envctl build {version.image} --rev {version.sha}`"
         )
+    store = store_for(settings)
     client = client if client is not None else docker_engine.connect(settings.docker_host)
     run_id = run_id or new_run_id(version.sha)
     run_dir = settings.artifacts_dir / run_id
+    kept_at = store.where(run_dir, run_id)
     work = run_dir / ".work"
     started = datetime.now(UTC)
     ensure_image(client, version.image_ref)
@@ -227,8 +229,10 @@ def run_tests(
         started_at=started.isoformat(),
         finished_at=datetime.now(UTC).isoformat(),
         checks=tuple(checks),
+        kept_at="" if kept_at == str(run_dir) else kept_at,
     )
     artifacts.write_reports(report)
+    kept = store.keep(run_dir, run_id)  # before the evidence: it must name artifacts that exist
     if report.infrastructure_failed:
         # The parts failed, not the version: no evidence either way.
         log.warning("run %s hit an infrastructure error; no evidence recorded", run_id)
@@ -242,7 +246,7 @@ def run_tests(
                 digest=version.digest,
                 passed=report.passed,
                 summary=report.to_json(),
-                artifacts=os.fspath(run_dir),
+                artifacts=kept,
                 started_at=started,
                 finished_at=datetime.fromisoformat(report.finished_at),
                 test_key=tests_key(spec, tree),

@@ -69,8 +69,9 @@ def test_setup_creates_three_triggers_then_a_second_run_changes_nothing(fakes: F
     staging = fakes.cloudbuild.trigger_named("envctl-staging")
     assert staging is not None
     assert staging.filename == ""  # never the pushed commit's config
-    assert [s.id for s in staging.build.steps] == ["history", "staging-pipeline", "keep-artifacts"]
+    assert [s.id for s in staging.build.steps] == ["history", "staging-pipeline"]
     step = staging.build.steps[1]
+    assert "ENVCTL_ARTIFACTS_URL=${_ARTIFACTS_BUCKET}" in step.env  # envctl copies each run's artifacts
     assert (step.name, step.entrypoint, list(step.secret_env)) == (
         "${_ENVCTL_IMAGE}", "envctl", ["ENVCTL_LEDGER_PASSWORD"],
     )  # fmt: skip
