@@ -9,6 +9,7 @@ from tests.helpers import ROOT, cli_env
 
 PROBE = """
 import sys
+before = set(sys.modules)  # namespace stubs a google-*-nspkg.pth creates at interpreter start
 import pipeline.cli.main
 import pipeline.backends
 import pipeline.publish.tags
@@ -17,7 +18,7 @@ from pipeline.backends import publisher_for
 from pipeline.settings import Settings
 publisher_for(Settings(repo=Path(".")))  # the local publisher (its registry client checks the host)
 publisher_for(Settings(repo=Path("."), registry="europe-west4-docker.pkg.dev/p/r"))  # OCI client on AR: ADC only when challenged
-loaded = sorted(m for m in sys.modules if m == "google" or m.startswith("google."))
+loaded = sorted(m for m in set(sys.modules) - before if m == "google" or m.startswith("google."))
 print(",".join(loaded))
 """
 
