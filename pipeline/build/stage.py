@@ -9,6 +9,7 @@ version is recorded in one transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ from typing import Any
 from pipeline import __version__, output
 from pipeline.backends import Builder, BuildRequest, ContextFile, Publisher, builder_for, publisher_for
 from pipeline.errors import Unavailable
-from pipeline.ledger.db import Ledger, Version, now
+from pipeline.ledger.db import REFRESH_LABEL, Ledger, Version, now
 from pipeline.publish.oci import Registry, docker_credentials, split_ref
 from pipeline.settings import Settings
 from pipeline.source import GitTree
@@ -31,6 +32,18 @@ log = logging.getLogger(__name__)
 
 BUILD_KEY_FORMAT = "envctl-build-key/1"
 LABEL_PREFIX = "org.opencontainers.image"
+# A base refresh builds a commit that envctl made on top of staging's (same tree); the
+# trailer names the commit it rebuilds and the label carries it into the version.
+REFRESH_TRAILER = "Envctl-Refresh-Of"
+
+
+def refresh_origin(message: str) -> str | None:
+    """The commit a base-refresh commit rebuilds, from its `Envctl-Refresh-Of:` trailer."""
+    for line in reversed(message.splitlines()):
+        key, _, value = line.partition(":")
+        if key.strip() == REFRESH_TRAILER and len(value.strip()) == 40:
+            return value.strip()
+    return None
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,9 @@ def _dockerignore(text: str) -> Callable[[str], bool]:
 def build_key(spec: Spec, context: Context, base_digest: str, backend: str) -> str:
     digest = hashlib.sha256()
     digest.update(BUILD_KEY_FORMAT.encode() + b"\0")
-    digest.update(json.dumps(spec.build.model_dump(mode="json"), sort_keys=True).encode() + b"\0")
+    # `base.track` only says which releases `envctl bases` lists; it is not a build input.
+    build = spec.build.model_dump(mode="json", exclude={"base": {"track"}})
+    digest.update(json.dumps(build, sort_keys=True).encode() + b"\0")
     digest.update(f"backend={backend}\0base={base_digest}\0dockerfile={context.dockerfile}\0".encode())
     for name in sorted(context.files):
         item = context.files[name]
@@ -192,15 +207,15 @@ def build_version(
         if publisher.digest_of(image, existing.digest) is not None:
             publisher.tag(image, existing.digest, tree.sha)
             output.info(f"{image} {tree.sha[:12]}: already built as {existing.digest}")
-            return BuildResult(existing, "existing")
-        gone = f"recorded digest {existing.digest} is gone from the registry"
-        output.warn(f"{image} {tree.sha[:12]}: {gone}; rebuilding")
+            return BuildResult(_unpruned(ledger, existing), "existing")
+        gone = "was pruned" if existing.pruned_at else "is gone from the registry"
+        output.warn(f"{image} {tree.sha[:12]}: recorded digest {existing.digest} {gone}; rebuilding")
         # Pushed under a tag of its own: `<image>:<sha>` names the rebuild only once it has
         # given back the recorded digest, never bytes the ledger doesn't know.
         scratch = publisher.tag_ref(image, f"envctl-rebuild-{tree.sha}")
         rebuilt = _rebuild(settings, spec, tree, existing, scratch, builder, on_line, no_cache)
         publisher.tag(image, rebuilt.digest, tree.sha)
-        return BuildResult(rebuilt, "built")
+        return BuildResult(_unpruned(ledger, rebuilt), "built")
 
     context = build_context(spec, tree)
     base_ref, base_digest = resolve_base(spec.base_for(builder.platform), settings.auth_hosts)
@@ -228,6 +243,9 @@ def build_version(
         "org.envctl.build-key": key,
         "org.envctl.version": __version__,
     }
+    origin = refresh_origin(str(tree.commit.message))
+    if origin is not None:
+        labels[REFRESH_LABEL] = origin
     request = _request(spec, tree, context, tag, base_ref, labels, no_cache)
     built = builder.build(request, on_line=on_line)
     digest, size, bill = built.digest, built.size, built.sbom
@@ -247,6 +265,15 @@ def build_version(
         created_at=now(),
     )
     return BuildResult(ledger.record_version(version), "built")
+
+
+def _unpruned(ledger: Ledger, version: Version) -> Version:
+    """The version with its pruned mark cleared: its digest is in the registry again."""
+    if version.pruned_at is None:
+        return version
+    ledger.set_pruned(version.image, version.digest, None)
+    output.info(f"{version.image} {version.sha[:12]}: {version.digest[:19]} is back in the registry")
+    return dataclasses.replace(version, pruned_at=None)
 
 
 def _version(spec: Spec, tree: GitTree, same: Version, key: str, digest: str, ref: str) -> Version:

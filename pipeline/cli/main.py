@@ -61,6 +61,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pipeline.cli.report:command",
         "Write a static HTML report of environments, history, runs and notebooks (--serve).",
     ),
+    "bases": (
+        "pipeline.cli.bases:command",
+        "Each image's base: the digest staging and production were built on, and its digest now.",
+    ),
+    "prune": (
+        "pipeline.cli.prune:command",
+        "Delete registry versions nothing references (pointer, pin, instance, recent history).",
+    ),
     "hooks": ("pipeline.cli.hooks:group", "Install the git hook that runs the pipelines on push."),
     "instances": ("pipeline.cli.instances:group", "Notebook instances started from an environment ID."),
     "cloud": ("pipeline.cli.cloud:group", "Set up the Google Cloud side: Cloud Build triggers and checks."),

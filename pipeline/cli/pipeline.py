@@ -13,7 +13,7 @@ import click
 from pipeline import output
 from pipeline.build.engine import connect
 from pipeline.cli.common import emit_json, settings_of, table
-from pipeline.errors import Refused, Unavailable
+from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.ledger.db import Ledger
 from pipeline.pipelines import records as runs
 from pipeline.pipelines.flows import Outcome, check_branch, run_pipeline
@@ -56,6 +56,8 @@ def execute(
     run_id: str | None = None,
     trigger: str = "manual",
     force_all: bool = False,
+    only: dict[str, str] | None = None,
+    reason: str | None = None,
 ) -> tuple[runs.PipelineRun, Outcome]:
     """Run one pipeline with its record and log; the hooks call this too."""
     chosen = check_branch(branch)
@@ -77,7 +79,9 @@ def execute(
     log_path = runs.log_path(settings.state_dir, run_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.touch()
-    runs.start(ledger, run_id=run_id, branch=chosen, sha=tree.sha, log=log_path, trigger=trigger)
+    runs.start(
+        ledger, run_id=run_id, branch=chosen, sha=tree.sha, log=log_path, trigger=trigger, reason=reason
+    )
     original = sys.stderr
     with open(log_path, "a", buffering=1) as log_file:
         if not _same_file(original, log_path):
@@ -86,7 +90,11 @@ def execute(
         state: runs.RunState = "failed"
         try:
             output.info(f"pipeline {run_id}: {chosen} at {tree.sha[:12]} ({trigger})")
-            outcome = run_pipeline(settings, repo, tree, chosen, ledger, run_id, force_all=force_all)
+            if reason:
+                output.info(f"pipeline {run_id}: {reason}")
+            outcome = run_pipeline(
+                settings, repo, tree, chosen, ledger, run_id, force_all=force_all, only=only
+            )
             state = outcome.state
             output.info(f"pipeline {run_id}: {state}")
         except KeyboardInterrupt:
@@ -115,24 +123,30 @@ def group() -> None:
 
 @group.command("run")
 @click.option("--branch", required=True, help="staging or production.")
-@click.option("--rev", required=True, help="The commit to run for (branch, tag, SHA or prefix).")
+@click.option("--rev", help="The commit to run for (branch, tag, SHA or prefix).")
 @click.option(
     "--repo", type=click.Path(file_okay=False, path_type=Path), help="The git repository (bare is fine)."
 )
 @click.option("--all", "force_all", is_flag=True, help="Staging: every image, changed or not.")
+@click.option(
+    "--refresh-base",
+    is_flag=True,
+    help="Staging: rebuild, test and promote only the images whose base image moved (`envctl bases`).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.option("--run-id", hidden=True)
-@click.option("--trigger", hidden=True, default="manual")
+@click.option("--trigger", hidden=True)
 @click.pass_context
 def run_command(
     ctx: click.Context,
     branch: str,
-    rev: str,
+    rev: str | None,
     repo: Path | None,
     force_all: bool,
+    refresh_base: bool,
     as_json: bool,
     run_id: str | None,
-    trigger: str,
+    trigger: str | None,
 ) -> None:
     """Run the pipeline of BRANCH for commit REV, as a push would.
 
@@ -140,27 +154,92 @@ def run_command(
     staging:    a version of REV per image (a retag when its inputs already passed,
                 else build or reuse and test), then staging := REV
     production: promote the tested version whose inputs equal REV's; never builds
+    --refresh-base (staging): for each image whose staging version was built on
+                another digest of its base than the base names now, build
+                staging's commit again on the new base (a commit envctl writes,
+                see README), test it and move staging; nothing else runs
 
     Exits 0 when every image passed or had nothing to do, 1 when one failed or was
     refused, 3 when a part was unavailable. A re-run for a done SHA moves nothing
     and republishes the tags the registry lost.
     """
     settings = settings_of(ctx, repo=repo)
-    record, outcome = execute(
-        settings, branch=branch, rev=rev, run_id=run_id, trigger=trigger, force_all=force_all
-    )
-    if as_json:
-        emit_json(record.to_json())
+    if refresh_base:
+        if check_branch(branch) != "staging" or force_all:
+            raise UsageError("--refresh-base runs on the staging branch only, without --all")
+        records = _refresh(settings, rev, trigger or "base-refresh")
+    elif rev is None:
+        raise UsageError("give the commit to run for with --rev REV (or --refresh-base)")
     else:
-        print_run(record)
-        output.info(f"log: {record.log}")
-    if outcome.exit_code == 3:
-        raise Unavailable(
-            f"pipeline {record.run_id} could not finish: a part is unavailable (see {record.log})"
+        records = [
+            execute(
+                settings,
+                branch=branch,
+                rev=rev,
+                run_id=run_id,
+                trigger=trigger or "manual",
+                force_all=force_all,
+            )
+        ]
+    if as_json:
+        emit_json(records[0][0].to_json() if not refresh_base else [r.to_json() for r, _ in records])
+    else:
+        for record, _ in records:
+            print_run(record)
+            output.info(f"log: {record.log}")
+    for record, outcome in records:
+        if outcome.exit_code == 3:
+            raise Unavailable(
+                f"pipeline {record.run_id} could not finish: a part is unavailable (see {record.log})"
+            )
+        if outcome.exit_code:
+            bad = [k for k, v in outcome.verdicts.items() if v.state not in {"promoted", "noop", "unchanged"}]
+            raise Refused(f"pipeline {record.run_id} failed for {', '.join(bad)}; see {record.log}")
+
+
+def _refresh(settings: Settings, rev: str | None, trigger: str) -> list[tuple[runs.PipelineRun, Outcome]]:
+    """One staging run per staging commit whose images' bases moved; none when no base moved."""
+    from pipeline.backends import builder_for
+    from pipeline.pipelines import refresh
+    from pipeline.pipelines.flows import images_at
+
+    repo = open_repo(settings.repo)
+    head = resolve(repo, rev or _default_rev(repo))
+    ledger = Ledger.for_settings(settings)
+    plans, rows = refresh.plan(
+        ledger, repo, images_at(head), builder_for(settings).platform, settings.auth_hosts
+    )
+    for row in rows:
+        if row.error:
+            output.warn(f"{row.image}: {row.error}")
+    if not plans:
+        output.info("no base moved; nothing to rebuild")
+        return []
+    done = []
+    for plan in plans:
+        sha = refresh.commit(repo, plan)
+        output.info(f"{', '.join(sorted(plan.reasons))}: rebuilding {plan.origin.sha[:12]} as {sha[:12]}")
+        done.append(
+            execute(
+                settings,
+                branch="staging",
+                rev=sha,
+                trigger=trigger,
+                force_all=True,
+                only=plan.reasons,
+                reason=plan.reason,
+            )
         )
-    if outcome.exit_code:
-        bad = [k for k, v in outcome.verdicts.items() if v.state not in {"promoted", "noop", "unchanged"}]
-        raise Refused(f"pipeline {record.run_id} failed for {', '.join(bad)}; see {record.log}")
+    return done
+
+
+def _default_rev(repo: Any) -> str:
+    """The staging branch when the repository has one, else HEAD (a Cloud Build checkout)."""
+    try:
+        resolve(repo, "staging")
+    except UsageError:
+        return "HEAD"
+    return "staging"
 
 
 @group.command("list")

@@ -60,6 +60,7 @@ versions = sa.Table(
     sa.Column("sbom", sa.Text, nullable=False, default="{}"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("test_key", sa.String(64), nullable=True),
+    sa.Column("pruned_at", sa.DateTime(timezone=True), nullable=True),  # its tags and manifest deleted
     sa.UniqueConstraint("image", "sha", name="uq_versions_image_sha"),
     sa.Index("ix_versions_build_key", "image", "build_key"),
     sa.Index("ix_versions_digest", "digest"),
@@ -130,6 +131,7 @@ pipeline_runs = sa.Table(
     sa.Column("trigger", sa.String(32), nullable=False, default="manual"),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),  # why it ran, when not a push (a base refresh)
     sa.Index("ix_pipeline_runs_sha", "branch", "sha"),
 )
 
@@ -155,6 +157,10 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     # The hash of the test inputs a test run used and a version would use (evidence).
     _add_column(test_runs, "test_key"),
     _add_column(versions, "test_key"),
+    # Retention: when `envctl prune` deleted a version's tags and manifest (None: in the registry).
+    _add_column(versions, "pruned_at"),
+    # Why a pipeline ran, when not for a push: "base moved from sha256:… to sha256:…".
+    _add_column(pipeline_runs, "reason"),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x656E76637472_6C  # a fixed advisory lock key for schema migrations
@@ -163,6 +169,10 @@ INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for a denied grant or 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+# The label of a version built by a base refresh: the commit it rebuilds on the moved base.
+REFRESH_LABEL = "org.envctl.refresh-of"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +190,12 @@ class Version:
     sbom: dict[str, Any]
     created_at: datetime
     test_key: str | None = None  # hash of the test inputs; None on versions older than it
+    pruned_at: datetime | None = None  # `envctl prune` deleted it from the registry
+
+    @property
+    def origin(self) -> str:
+        """The commit this version is of: its own, or the one a base refresh rebuilt."""
+        return self.labels.get(REFRESH_LABEL) or self.sha
 
     @classmethod
     def from_row(cls, row: Any) -> Version:
@@ -197,6 +213,7 @@ class Version:
             sbom=json.loads(row.sbom or "{}"),
             created_at=_aware(row.created_at),
             test_key=row.test_key,
+            pruned_at=_aware(row.pruned_at) if row.pruned_at else None,
         )
 
 
@@ -374,6 +391,16 @@ class Ledger:
                 )
             )
         return version
+
+    def set_pruned(self, image: str, digest: str, at: datetime | None) -> int:
+        """Mark every version of `image` with `digest` pruned at `at` (None: back in the registry)."""
+        with self.transaction() as conn:
+            result = conn.execute(
+                versions.update()
+                .where(versions.c.image == image, versions.c.digest == digest)
+                .values(pruned_at=at)
+            )
+        return int(result.rowcount or 0)
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

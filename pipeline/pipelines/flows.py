@@ -242,7 +242,15 @@ def _lint(spec: spec_module.Spec, tree: GitTree, ledger: Ledger, verdict: ImageV
 
 
 def staging_image(
-    settings: Settings, repo: Any, tree: GitTree, image: str, ledger: Ledger, run_id: str, *, force_all: bool
+    settings: Settings,
+    repo: Any,
+    tree: GitTree,
+    image: str,
+    ledger: Ledger,
+    run_id: str,
+    *,
+    force_all: bool,
+    reason: str | None = None,
 ) -> ImageVerdict:
     verdict = ImageVerdict(image=image, state="noop", sha=tree.sha)
     try:
@@ -275,7 +283,7 @@ def staging_image(
         verdict.built, verdict.digest = "reused", version.digest
         verdict.tested = evidence_for(ledger, version).run_id
         verdict.artifacts = _artifacts_of(ledger, version, verdict.tested)
-        return _to_staging(settings, ledger, version, run_id, verdict)
+        return _to_staging(settings, ledger, version, run_id, verdict, reason)
     progress = output.BuildProgress()
     with output.step(f"{image}: build"):
         try:
@@ -311,15 +319,19 @@ def staging_image(
         output.info(f"{image}: {version.digest[:19]} already passed its tests ({passing}); not testing again")
         verdict.tested = passing
         verdict.artifacts = _artifacts_of(ledger, version, passing)
-    return _to_staging(settings, ledger, version, run_id, verdict)
+    return _to_staging(settings, ledger, version, run_id, verdict, reason)
 
 
 def _to_staging(
-    settings: Settings, ledger: Ledger, version: Version, run_id: str, verdict: ImageVerdict
+    settings: Settings,
+    ledger: Ledger,
+    version: Version,
+    run_id: str,
+    verdict: ImageVerdict,
+    reason: str | None = None,
 ) -> ImageVerdict:
-    moved = promote(
-        settings, ledger, EnvId(version.image, "staging"), version.sha, reason=f"pipeline {run_id}"
-    )
+    why = f"pipeline {run_id}" + (f": {reason}" if reason else "")
+    moved = promote(settings, ledger, EnvId(version.image, "staging"), version.sha, reason=why)
     verdict.state = "promoted" if moved.changed else "noop"
     verdict.detail = f"staging := {version.sha[:12]}" if moved.changed else "staging already there"
     verdict.detail += "".join(
@@ -338,7 +350,8 @@ def production_image(
     here = inputs_key(spec, tree)
     candidates = [v for v in ledger.list_versions(image) if v.inputs_key == here]
     tested = [v for v in reversed(candidates) if evidence_for(ledger, v).passed]
-    tested.sort(key=lambda v: v.sha != tree.sha)  # P's own version first, then the newest
+    # P's own version first (or a rebuild of it on a moved base, newest first), then the newest.
+    tested.sort(key=lambda v: v.origin != tree.sha)
     if not tested:
         why = "was built but never passed its tests" if candidates else "was never tested"
         return ImageVerdict(
@@ -382,16 +395,29 @@ def run_pipeline(
     run_id: str,
     *,
     force_all: bool = False,
+    only: dict[str, str] | None = None,
 ) -> Outcome:
+    """Run `branch`'s pipeline for every image of `tree`, or for the images of `only` (image -> reason)."""
     outcome = Outcome()
     images = images_at(tree)
     if not images:
         raise UsageError(f"{tree.label} has no environments/*.yaml; nothing to run")
+    if only is not None:
+        images = [image for image in images if image in only]
     for image in images:
         with image_lock(settings, ledger, image):
             try:
                 if branch == "staging":
-                    verdict = staging_image(settings, repo, tree, image, ledger, run_id, force_all=force_all)
+                    verdict = staging_image(
+                        settings,
+                        repo,
+                        tree,
+                        image,
+                        ledger,
+                        run_id,
+                        force_all=force_all,
+                        reason=(only or {}).get(image),
+                    )
                 else:
                     verdict = production_image(settings, tree, image, ledger, run_id)
             except BuildFailed as e:

@@ -41,6 +41,7 @@ class PipelineRun:
     trigger: str
     started_at: datetime
     finished_at: datetime | None
+    reason: str | None = None  # why it ran, when not for a push (a base refresh)
 
     @classmethod
     def from_row(cls, row: Any) -> PipelineRun:
@@ -56,6 +57,7 @@ class PipelineRun:
             trigger=row.trigger,
             started_at=_aware(row.started_at),
             finished_at=_aware(row.finished_at) if row.finished_at else None,
+            reason=row.reason,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -67,6 +69,7 @@ class PipelineRun:
             "verdicts": self.verdicts,
             "log": self.log,
             "trigger": self.trigger,
+            "reason": self.reason,
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "seconds": round((self.finished_at - self.started_at).total_seconds(), 2)
@@ -83,7 +86,9 @@ def log_path(state_dir: Path, run_id: str) -> Path:
     return state_dir / "pipelines" / f"{run_id}.log"
 
 
-def start(ledger: Ledger, *, run_id: str, branch: str, sha: str, log: Path, trigger: str) -> None:
+def start(
+    ledger: Ledger, *, run_id: str, branch: str, sha: str, log: Path, trigger: str, reason: str | None = None
+) -> None:
     with ledger.transaction() as conn:
         conn.execute(
             pipeline_runs.insert().values(
@@ -96,6 +101,7 @@ def start(ledger: Ledger, *, run_id: str, branch: str, sha: str, log: Path, trig
                 pid=os.getpid(),
                 host=socket.gethostname(),
                 trigger=trigger,
+                reason=reason,
                 started_at=now(),
             )
         )

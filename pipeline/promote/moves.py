@@ -205,7 +205,12 @@ def promote(
             pinned = [p for p in pinned if not p.endswith(".fallback")]
         ahead = None
         if env.stage == "staging" and target.sha is not None:
-            ahead = descends(settings, target.sha, version.sha)
+            # A base refresh's version stands for the commit it rebuilt: pushes on top of
+            # that commit move forward; the rebuilt commit itself would move back.
+            at = ledger.get_version(env.image, target.sha)
+            origin = at.origin if at is not None else target.sha
+            back = origin != target.sha and version.sha == origin
+            ahead = not back and descends(settings, origin, version.sha)
         reasons = refusals(
             stage=env.stage, target=version.sha[:12], evidence=proof, descends=ahead, pinned=pinned
         )

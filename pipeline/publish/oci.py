@@ -318,6 +318,33 @@ class Registry:
             raise UsageError(f"{self.host}/{repo}@{source} is not in the registry")
         return self.put_manifest(repo, tag, manifest)
 
+    def tags(self, repo: str) -> list[str]:
+        """Every tag of `repo` (`/v2/<repo>/tags/list`, following `Link` pages); [] when it is absent."""
+        found: list[str] = []
+        path: str | None = f"/{repo}/tags/list?n=1000"
+        while path:
+            response = self._request("GET", path)
+            if response.status_code == 404:
+                return found
+            self._check(response, f"list the tags of {repo}")
+            found.extend(response.json().get("tags") or [])
+            following = response.links.get("next", {}).get("url", "")
+            path = following.removeprefix("/v2") if following.startswith("/v2/") else None
+        return found
+
+    def delete_manifest(self, repo: str, digest: str) -> bool:
+        """Delete the manifest `digest` (and the tags naming it); False when it was not there."""
+        response = self._request("DELETE", f"/{repo}/manifests/{digest}")
+        if response.status_code == 404:
+            return False
+        if response.status_code == 405:
+            raise Unavailable(
+                f"registry {self.host} does not allow deletes (HTTP 405); the local stack allows them "
+                "to its credentials after `envctl stack up`"
+            )
+        self._check(response, f"delete {repo}@{digest[:19]}")
+        return True
+
     def blob(self, repo: str, digest: str) -> bytes:
         response = self._request("GET", f"/{repo}/blobs/{digest}")
         self._check(response, f"read blob {digest[:19]} of {repo}")

@@ -52,6 +52,22 @@ class _Model(BaseModel):
 class Base(_Model):
     local: str = Field(min_length=1)
     gcp: str = Field(min_length=1)
+    # A regular expression over the base repository's tags naming its releases (`^m(\\d+)$`);
+    # `envctl bases` lists the tags whose numbers are above the current tag's.
+    track: str | None = None
+
+    @field_validator("track")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            compiled = re.compile(value)
+        except re.error as e:
+            raise ValueError(f"is not a regular expression: {e}") from e
+        if compiled.groups < 1:
+            raise ValueError(r"needs a group around the release number, e.g. ^m(\d+)$")
+        return value
 
 
 class Build(_Model):

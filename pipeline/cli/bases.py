@@ -1,0 +1,67 @@
+"""`envctl bases`: the base digest each environment was built on, against the base's digest now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline import output
+from pipeline.cli.common import emit_json, settings_of, table
+
+
+def _short(value: str | None, n: int = 19) -> str:
+    return value[:n] if value else "-"
+
+
+@click.command("bases")
+@click.option("--rev", help="Read the specs at this commit (default: the staging branch, else HEAD).")
+@click.option(
+    "--repo", type=click.Path(file_okay=False, path_type=Path), help="The git repository (bare is fine)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def command(ctx: click.Context, rev: str | None, repo: Path | None, as_json: bool) -> None:
+    """Each image's base: the digest staging and production were built on, and its digest now.
+
+    MOVED names the stages built on another digest of the same base reference;
+    `envctl pipeline run --branch staging --refresh-base` rebuilds those images.
+    With `build.base.track` in a spec, NEWER lists the base's newer release tags.
+    Exits 3 when a base's registry does not answer.
+    """
+    from pipeline.backends import builder_for
+    from pipeline.build.bases import watch
+    from pipeline.cli.pipeline import _default_rev
+    from pipeline.errors import Unavailable
+    from pipeline.ledger.db import Ledger
+    from pipeline.pipelines.flows import images_at
+    from pipeline.source import open_repo, resolve
+
+    settings = settings_of(ctx, repo=repo)
+    git_repo = open_repo(settings.repo)
+    tree = resolve(git_repo, rev or _default_rev(git_repo))
+    ledger = Ledger.for_settings(settings)
+    rows = watch(ledger, tree, builder_for(settings).platform, images_at(tree), settings.auth_hosts)
+    if as_json:
+        emit_json([row.to_json() for row in rows])
+    else:
+        table(
+            ["IMAGE", "BASE", "NOW", "STAGING ON", "PRODUCTION ON", "MOVED", "NEWER"],
+            [
+                [
+                    row.image,
+                    row.base,
+                    _short(row.current),
+                    _short(b.base_digest) if (b := row.built_on.get("staging")) else "-",
+                    _short(b.base_digest) if (b := row.built_on.get("production")) else "-",
+                    ",".join(s for s in ("staging", "production") if row.moved(s)) or "-",
+                    ",".join(row.newer) or "-",
+                ]
+                for row in rows
+            ],
+        )
+    for row in rows:
+        if row.error:
+            output.warn(f"{row.image}: {row.error}")
+    if any(row.error and row.current is None for row in rows):
+        raise Unavailable("a base image could not be read from its registry (see the warnings above)")
