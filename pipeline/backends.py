@@ -74,7 +74,8 @@ class Publisher(Protocol):
     """Tags in a registry: reads them and moves them at manifest level (no layer moves).
 
     `repo`, `tag_ref` and `image_ref` name things; `digest_of` reads a tag or checks a
-    digest (None: not there); `tag` points a tag at a digest the registry already holds.
+    digest (None: not there); `tag` points a tag at a digest the registry already holds;
+    `tags` and `delete` serve retention (`envctl prune`).
     """
 
     @property
@@ -93,6 +94,17 @@ class Publisher(Protocol):
     def digest_of(self, image: str, reference: str) -> str | None: ...
 
     def tag(self, image: str, digest: str, tag: str) -> str: ...
+
+    def tags(self, image: str) -> dict[str, str]:
+        """Every tag of the image's repository and the digest it names (retention reads them)."""
+        ...
+
+    def delete(self, image: str, digest: str, tags: list[str]) -> bool:
+        """Delete the version `digest` and its `tags` (which must be all that name it); False: gone.
+
+        Raises `Refused` when another tag names it now, and never deletes it then.
+        """
+        ...
 
 
 class TestRunner(Protocol):
@@ -168,6 +180,20 @@ def test_runner_for(settings: Settings) -> TestRunner:
     from pipeline.testing.stage import LocalTestRunner
 
     return LocalTestRunner(settings)
+
+
+def garbage_collector_for(settings: Settings) -> Callable[[], int] | None:
+    """What frees the bytes of deleted manifests: the local stack's registry GC; None on gcp.
+
+    Artifact Registry frees a deleted version's storage itself. Locally the collector
+    returns the bytes freed on disk; it needs the registry to run under
+    `envctl stack up` (see `pipeline.stack.registry_server.collect_garbage`).
+    """
+    if settings.backend == "gcp":
+        return None
+    from pipeline.stack import registry_server
+
+    return lambda: registry_server.collect_garbage(settings)
 
 
 def instance_host_for(settings: Settings, *, project: str | None, zone: str | None) -> InstanceHost:

@@ -30,7 +30,7 @@ def command(ctx: click.Context, rev: str | None, repo: Path | None, as_json: boo
     Exits 3 when a base's registry does not answer.
     """
     from pipeline.backends import builder_for
-    from pipeline.build.bases import watch
+    from pipeline.build.bases import WATCHED, watch
     from pipeline.cli.pipeline import _default_rev
     from pipeline.errors import Unavailable
     from pipeline.ledger.db import Ledger
@@ -54,7 +54,7 @@ def command(ctx: click.Context, rev: str | None, repo: Path | None, as_json: boo
                     _short(row.current),
                     _short(b.base_digest) if (b := row.built_on.get("staging")) else "-",
                     _short(b.base_digest) if (b := row.built_on.get("production")) else "-",
-                    ",".join(s for s in ("staging", "production") if row.moved(s)) or "-",
+                    ",".join(s for s in WATCHED if row.moved(s)) or "-",
                     ",".join(row.newer) or "-",
                 ]
                 for row in rows

@@ -158,7 +158,18 @@ def descends(settings: Settings, old: str, new: str) -> bool:
     return False
 
 
+def not_pruned(version: Version) -> None:
+    """`Refused` (exit 1) for a version `envctl prune` took out of the registry, naming the rebuild."""
+    if version.pruned_at is not None:
+        raise Refused(
+            f"{version.image} {version.sha[:12]} ({version.digest[:19]}) was pruned from the registry "
+            f"on {version.pruned_at:%Y-%m-%d}; rebuild it with "
+            f"`envctl build {version.image} --rev {version.sha}` and try again; nothing was changed"
+        )
+
+
 def _ready(ledger: Ledger, publisher: Publisher, version: Version) -> None:
+    not_pruned(version)
     publisher.require()
     if publisher.digest_of(version.image, version.digest) is None:
         raise Unavailable(
@@ -251,6 +262,8 @@ def rollback(
     envs.check_image_name(image)
     envs.require_known(ledger, image)
     chosen = find_version(ledger, image, to) if to else None
+    if chosen is not None:
+        not_pruned(chosen)
     publisher = publisher or publisher_for(settings)
     publisher.require()
     forced_over: list[str] = []
@@ -271,6 +284,8 @@ def rollback(
             log.info("%s.production already points at %s", image, sha[:12])
             return []
         target = chosen or ledger.get_version(image, sha)
+        if target is not None and target.digest == digest:
+            not_pruned(target)
         proof = (
             evidence_for(ledger, target)
             if target is not None and target.digest == digest

@@ -12,12 +12,13 @@ relied on). Errors come through `pipeline.gcp.translated`: one line, the resourc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline import gcp
-from pipeline.errors import Unavailable, UsageError
+from pipeline.errors import Refused, Unavailable, UsageError
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: What moving a tag needs; a role that lacks them fails before the ledger moves.
+#: `envctl prune` also needs artifactregistry.tags.delete and .versions.delete (repoAdmin).
 TAG_PERMISSIONS = ("artifactregistry.tags.create", "artifactregistry.tags.update")
 API = "artifactregistry"
 
@@ -174,6 +176,45 @@ class ArtifactRegistryPublisher:
                 )
             log.info("moved %s -> %s", what, digest[:19])
         return digest
+
+    def tags(self, image: str) -> dict[str, str]:
+        """Every tag of the image's package and the digest it names (`list_tags`, all pages)."""
+        client = self.google.artifact_registry()
+        with gcp.translated(f"the tags of {self.tag_ref(image, '*')}", api=API):
+            found = client.list_tags(parent=self.package(image), **self.google.call())
+            return {t.name.rpartition("/tags/")[2]: self._digest(t.version, t.name) for t in found}
+
+    def delete(self, image: str, digest: str, tags: list[str]) -> bool:
+        """Delete envctl's `tags` of the version, then the version itself, without `force`.
+
+        A version that any other tag names is never deleted: the tags are read first, and
+        Artifact Registry itself refuses to delete a tagged version without `force`.
+        """
+        from google.api_core import exceptions as gapi
+
+        client = self.google.artifact_registry()
+        what = self.image_ref(image, digest)
+        version = self.version_name(image, digest)
+        with gcp.translated(what, api=API):
+            from google.cloud.artifactregistry_v1 import ListTagsRequest
+
+            request = ListTagsRequest(parent=self.package(image), filter=f'version="{version}"')
+            named = client.list_tags(request=request, **self.google.call())
+            others = sorted(n for t in named if (n := t.name.rpartition("/tags/")[2]) not in tags)
+            if others:
+                raise Refused(f"{what} is named by the tag(s) {', '.join(others)}; kept")
+            for tag in tags:
+                with contextlib.suppress(gapi.NotFound):
+                    client.delete_tag(name=self.tag_name(image, tag), **self.google.call())
+            try:
+                operation = client.delete_version(name=version, **self.google.call())
+            except gapi.NotFound:
+                return False
+            except gapi.FailedPrecondition as e:
+                raise Refused(f"{what} gained a tag while envctl pruned it; kept ({e.message})") from e
+            operation.result(timeout=self.google.call().get("timeout") or 300)  # type: ignore[no-untyped-call]
+        log.info("deleted %s", what)
+        return True
 
     def _digest(self, version: str, what: str) -> str:
         _, sep, digest = version.rpartition("/versions/")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.errors import UsageError
+from pipeline.errors import Refused, UsageError
 from pipeline.publish import login
 from pipeline.publish.oci import Manifest, Registry
 from pipeline.settings import Settings
@@ -64,3 +64,20 @@ class OciPublisher:
         if manifest is None:
             raise UsageError(f"{self.image_ref(image, digest)} is not in the registry")
         return self.registry.put_manifest(self.repo(image), tag, manifest)
+
+    def tags(self, image: str) -> dict[str, str]:
+        repo = self.repo(image)
+        found = {}
+        for tag in self.registry.tags(repo):
+            manifest = self.registry.manifest(repo, tag)
+            if manifest is not None:
+                found[tag] = manifest.digest
+        return found
+
+    def delete(self, image: str, digest: str, tags: list[str]) -> bool:
+        """DELETE the manifest by digest (the registry drops the tags naming it with it)."""
+        repo = self.repo(image)
+        others = sorted(t for t, d in self.tags(image).items() if d == digest and t not in tags)
+        if others:
+            raise Refused(f"{self.image_ref(image, digest)} is named by the tag(s) {', '.join(others)}; kept")
+        return self.registry.delete_manifest(repo, digest)

@@ -2,13 +2,20 @@
 
 The registry itself listens only on `registry.sock` in the stack folder; the network
 reaches it through the front on `registry_listen` (`registry_front`), which lets anyone
-read and only the stack's credentials write. Deletes are off unless a command turns them
-on for its own run (`deletes=True`); nothing does today.
+read and only the stack's credentials write. Deletes are on in the registry, so through
+the front only the stack's credentials delete (`envctl prune`); `up` restarts a registry
+that runs with another configuration (an older envctl's, deletes off).
+
+Garbage collection (`collect_garbage`) stops the registry, so that no write lands while
+`docker-registry garbage-collect` decides which blobs no manifest names, and starts it
+again; the bytes freed are measured on the storage folder.
 """
 
 from __future__ import annotations
 
 import http.client
+import logging
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -17,12 +24,14 @@ import yaml
 
 from pipeline import output
 from pipeline.errors import Unavailable
-from pipeline.proc import which
+from pipeline.proc import run, which
 from pipeline.publish import login
 from pipeline.publish.login import write_private
 from pipeline.publish.oci import docker_config_path
 from pipeline.settings import Settings
 from pipeline.stack import apt, daemons, registry_front
+
+log = logging.getLogger(__name__)
 
 NAME = "registry"
 SOCKET_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
@@ -32,9 +41,16 @@ def socket_path(settings: Settings) -> Path:
     return settings.stack_dir / "registry.sock"
 
 
-def _config(settings: Settings, *, deletes: bool = False) -> Path:
-    storage = settings.stack_dir / "registry"
-    storage.mkdir(parents=True, exist_ok=True)
+def storage_path(settings: Settings) -> Path:
+    return settings.stack_dir / "registry"
+
+
+def config_path(settings: Settings) -> Path:
+    return settings.stack_dir / "registry.yml"
+
+
+def render(settings: Settings, *, deletes: bool = True) -> str:
+    storage = storage_path(settings)
     config = {
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": True}},
@@ -44,9 +60,22 @@ def _config(settings: Settings, *, deletes: bool = False) -> Path:
         },
         "http": {"net": "unix", "addr": str(socket_path(settings))},
     }
-    path = settings.stack_dir / "registry.yml"
-    write_private(path, yaml.safe_dump(config, sort_keys=False))
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _config(settings: Settings) -> Path:
+    storage_path(settings).mkdir(parents=True, exist_ok=True)
+    path = config_path(settings)
+    write_private(path, render(settings))
     return path
+
+
+def _stale_config(settings: Settings) -> bool:
+    """The running registry was started with another configuration than this envctl writes."""
+    try:
+        return config_path(settings).read_text() != render(settings)
+    except OSError:
+        return True
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -110,6 +139,11 @@ def up(settings: Settings) -> dict[str, Any]:
                 "builds can write to it; run `envctl stack down && envctl stack up`"
             )
         return status(settings)
+    if _running(settings) is not None and _stale_config(settings):
+        with output.step(
+            "the registry's configuration changed (deletes for the stack's credentials); restarting it"
+        ):
+            daemons.stop(settings.stack_dir, NAME)
     if _running(settings) is None:
         _start_backend(settings)
     keys = login.ensure(settings.stack_dir, settings.registry)
@@ -144,3 +178,40 @@ def down(settings: Settings) -> bool:
     if backend:
         socket_path(settings).unlink(missing_ok=True)
     return front or backend
+
+
+def _size(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += (Path(root) / name).lstat().st_size
+            except OSError:
+                continue
+    return total
+
+
+def collect_garbage(settings: Settings, *, dry_run: bool = False) -> int:
+    """Delete the blobs no manifest names, with the registry stopped; the bytes freed on disk.
+
+    The front stays up and answers 502 while the registry is down, so no write (and no
+    read) reaches the storage during the collection. The registry starts again on every
+    exit path.
+    """
+    if _running(settings) is None:
+        raise Unavailable(
+            f"the registry of {settings.stack_dir} is not running under `envctl stack up`; "
+            "garbage collection runs only on the stack's own registry"
+        )
+    storage = storage_path(settings)
+    before = _size(storage)
+    config = _config(settings)
+    command = ["docker-registry", "garbage-collect", str(config), *(["--dry-run"] if dry_run else [])]
+    with output.step("registry garbage collection (registry stopped, no writes)"):
+        daemons.stop(settings.stack_dir, NAME)
+        try:
+            result = run(command, timeout=3600)
+            log.info("%s", result.stdout.decode(errors="replace")[-2000:])
+        finally:
+            _start_backend(settings)
+    return before - _size(storage)
