@@ -3,8 +3,8 @@
 Checks that the Artifact Registry Docker repository exists, then creates or updates
 three Cloud Build triggers: staging (`^staging$`), production (`^production$`) and the
 base refresh (a manual trigger that
-Cloud Scheduler runs; its command, `envctl pipeline run --branch staging --refresh-base`,
-comes with the upgrades issue). Only the fields envctl owns are compared and written
+Cloud Scheduler runs; its command is `envctl pipeline run --branch staging --refresh-base`,
+`pipeline.pipelines.refresh`). Only the fields envctl owns are compared and written
 (an update names them in its update mask), so a second run sends no write, and fields a
 user set by hand (a service account, other substitutions) are kept. A dry run reads and
 prints, as JSON, every write it would send.

@@ -200,10 +200,11 @@ class ArtifactRegistryPublisher:
 
             request = ListTagsRequest(parent=self.package(image), filter=f'version="{version}"')
             named = client.list_tags(request=request, **self.google.call())
-            others = sorted(n for t in named if (n := t.name.rpartition("/tags/")[2]) not in tags)
+            names = sorted(t.name.rpartition("/tags/")[2] for t in named)
+            others = [n for n in names if n not in tags]
             if others:
                 raise Refused(f"{what} is named by the tag(s) {', '.join(others)}; kept")
-            for tag in tags:
+            for tag in names:
                 with contextlib.suppress(gapi.NotFound):
                     client.delete_tag(name=self.tag_name(image, tag), **self.google.call())
             try:

@@ -221,7 +221,14 @@ class FakeArtifactRegistry(FakeRestServer):
                 raise GoogleError("FAILED_PRECONDITION", f"version {digest} has tags; delete with force")
             del package.versions[digest]
             package.tags = {t: d for t, d in package.tags.items() if d != digest}
-        return self.add_operation(f"{request.groups['repo']}/operations/delete-{digest[7:19]}", done=True)
+        from google.protobuf import empty_pb2
+
+        # As Artifact Registry answers: a done operation whose response is Empty.
+        return self.add_operation(
+            f"{request.groups['repo']}/operations/delete-{digest[7:19]}",
+            done=True,
+            response=empty_pb2.Empty(),
+        )
 
     def _get_tag(self, request: FakeRequest) -> str:
         package = self._package(request)

@@ -1,0 +1,56 @@
+"""Base watch rules: which tags are newer releases, and that `base.track` is no build input."""
+
+from __future__ import annotations
+
+from pipeline.build.bases import BaseWatch, BuiltOn, newer_releases
+from pipeline.build.stage import Context, build_key, refresh_origin
+from pipeline.source import WorkTree
+from pipeline.spec.model import Spec, load
+from tests.helpers import ROOT
+
+TAGS = ["latest", "m124", "m125", "m126", "m99", "m127-rc", "py310", "m130"]
+
+
+def test_newer_releases_compare_numbers_not_text() -> None:
+    assert newer_releases(r"^m(\d+)$", "m125", TAGS) == ["m126", "m130"]
+    assert newer_releases(r"^m(\d+)$", "m130", TAGS) == []
+    # A tag that is no release itself (latest, local): every release, oldest first.
+    assert newer_releases(r"^m(\d+)$", "latest", TAGS) == ["m99", "m124", "m125", "m126", "m130"]
+    assert newer_releases(r"^py3(\d+)$", "py39", ["py39", "py310", "py311"]) == ["py310", "py311"]
+
+
+def test_moved_only_for_another_digest_of_the_same_reference() -> None:
+    row = BaseWatch(image="a.b", base="host/dlc/base:m1", current="sha256:new")
+    row.built_on["staging"] = BuiltOn(
+        sha="s" * 40, digest="sha256:v", base="host/dlc/base:m1", base_digest="sha256:old"
+    )
+    row.built_on["production"] = BuiltOn(
+        sha="p" * 40, digest="sha256:w", base="host/dlc/other:m1", base_digest="sha256:old"
+    )
+    assert row.moved("staging") and not row.moved("production")
+    assert row.to_json()["moved"] == {"staging": True, "production": False}
+    row.current = None  # the base is not in its registry: no claim
+    assert not row.moved("staging")
+
+
+def test_track_is_not_a_build_input() -> None:
+    spec = load(WorkTree(ROOT), "nlp.keras-batch")
+    tracked = Spec.model_validate(
+        {
+            **spec.model_dump(),
+            "build": {
+                **spec.build.model_dump(),
+                "base": {**spec.build.base.model_dump(), "track": r"^m(\d+)$"},
+            },
+        }
+    )
+    context = Context(files={}, dockerfile="Dockerfile")
+    assert build_key(spec, context, "sha256:b", "local") == build_key(tracked, context, "sha256:b", "local")
+    assert build_key(spec, context, "sha256:b", "local") != build_key(spec, context, "sha256:c", "local")
+
+
+def test_refresh_origin_reads_the_trailer() -> None:
+    origin = "a" * 40
+    assert refresh_origin(f"envctl: rebuild\n\nx: base moved\n\nEnvctl-Refresh-Of: {origin}\n") == origin
+    assert refresh_origin("a commit\n\nEnvctl-Refresh-Of: abc\n") is None
+    assert refresh_origin("a commit") is None
