@@ -207,6 +207,7 @@ def test_bases_refresh_and_prune(stack: Stack, tmp_path: Path) -> None:
         assert {p["image"]: p["pruned"] for p in pruned["images"]} == {a: [old_a.digest], b: []}
         freed = on_disk - stack.storage_bytes()
         assert pruned["bytes_freed"] > 0 and freed >= pruned["bytes_freed"]
+        print(f"prune: garbage collection freed {pruned['bytes_freed']} bytes; on disk {freed} bytes in all")
         assert registry.manifest(a, old_a.digest) is None
         assert registry.digest_of(a, first) is None  # its `<sha>` tag went with it
         marked = ledger.get_version(a, first)
