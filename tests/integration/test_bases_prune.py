@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from pipeline.build.engine import ContextFile, build, connect, context_tar, push
+from pipeline.errors import Unavailable
 from pipeline.ledger.db import Ledger
 from pipeline.publish.oci import Registry, docker_credentials
 from tests import minirepo
@@ -240,3 +242,43 @@ def test_bases_refresh_and_prune(stack: Stack, tmp_path: Path) -> None:
         for name in (a, b, "dlc/base-a", "dlc/base-b"):
             with contextlib.suppress(Exception):
                 minirepo.remove_local_images(f"{stack.host}/{name}")
+
+
+def test_stack_up_restarts_a_registry_started_without_deletes(stack: Stack) -> None:
+    """A registry an older envctl started (deletes off) is restarted by `stack up` with deletes on."""
+    from pipeline.settings import load
+    from pipeline.stack import daemons, registry_server
+
+    settings = load(env=stack.env)
+    client = connect()
+    ref = f"{stack.host}/guard/tiny:1"
+    context = context_tar({"Dockerfile": ContextFile(b"FROM scratch\nCOPY m /m\n"), "m": ContextFile(b"m\n")})
+    build(client, context=context, dockerfile="Dockerfile", tag=ref, buildargs={}, labels={})
+    credentials = docker_credentials(stack.host, stack.docker_config / "config.json")
+    try:
+        digest = push(client, ref, auth=credentials)
+        daemons.stop(settings.stack_dir, registry_server.NAME)
+        old = registry_server.render(settings, deletes=False)
+        registry_server.config_path(settings).write_text(old)
+        daemons.start(
+            settings.stack_dir,
+            registry_server.NAME,
+            ["docker-registry", "serve", str(registry_server.config_path(settings))],
+            ready=lambda: registry_server.answers_on_socket(registry_server.socket_path(settings)),
+            deadline=30,
+        )
+        writer = Registry(stack.host, credentials=credentials)
+        with pytest.raises(Unavailable, match="does not allow deletes"):
+            writer.delete_manifest("guard/tiny", digest)
+
+        up = envctl("stack", "up", "--skip-base", env=stack.env)
+        assert up.returncode == 0, up.stderr
+        assert "configuration changed" in up.stderr
+        assert registry_server.config_path(settings).read_text() == registry_server.render(settings)
+        anonymous = requests.delete(f"http://{stack.host}/v2/guard/tiny/manifests/{digest}", timeout=10)
+        assert anonymous.status_code == 401  # deletes stay the credentials'
+        assert Registry(stack.host, credentials=credentials).delete_manifest("guard/tiny", digest)
+        assert Registry(stack.host).manifest("guard/tiny", digest) is None
+    finally:
+        with contextlib.suppress(Exception):
+            client.images.remove(ref, force=True)
