@@ -182,6 +182,32 @@ def test_runner_for(settings: Settings) -> TestRunner:
     return LocalTestRunner(settings)
 
 
+def base_reader_for(settings: Settings) -> Callable[[str, bool], tuple[str | None, list[str]]]:
+    """How `envctl bases` reads a base reference: its digest now and its repository's tags.
+
+    On gcp a base on Artifact Registry (Deep Learning Containers) is read through the
+    Artifact Registry API; everything else through the registry protocol.
+    """
+    from pipeline.build.bases import read_oci
+
+    def oci(reference: str, with_tags: bool) -> tuple[str | None, list[str]]:
+        return read_oci(reference, with_tags, settings.auth_hosts)
+
+    if settings.backend != "gcp":
+        return oci
+    from pipeline.gcp import Google, is_artifact_registry
+    from pipeline.publish.artifact_registry import read_base
+
+    google = Google(settings)
+
+    def read(reference: str, with_tags: bool) -> tuple[str | None, list[str]]:
+        if is_artifact_registry(reference.partition("/")[0]):
+            return read_base(google, reference, with_tags)
+        return oci(reference, with_tags)
+
+    return read
+
+
 def garbage_collector_for(settings: Settings) -> Callable[[], int] | None:
     """What frees the bytes of deleted manifests: the local stack's registry GC; None on gcp.
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.build.stage import LABEL_PREFIX, split_name
+from pipeline.build.stage import LABEL_PREFIX
 from pipeline.errors import Unavailable, UsageError
 from pipeline.ledger.db import Ledger, Version
 from pipeline.ledger.pointers import Stage, current
@@ -25,6 +26,8 @@ from pipeline.spec.model import Spec, load
 
 log = logging.getLogger(__name__)
 
+#: Reads a base reference: (the digest it names now or None, its repository's tags if asked).
+BaseReader = Callable[[str, bool], tuple[str | None, list[str]]]
 BASE_NAME = f"{LABEL_PREFIX}.base.name"
 BASE_DIGEST = f"{LABEL_PREFIX}.base.digest"
 WATCHED: tuple[Stage, ...] = ("staging", "production")
@@ -84,9 +87,18 @@ def built_on(version: Version) -> BuiltOn:
     )
 
 
-def _registry(reference: str, auth_hosts: tuple[str, ...]) -> tuple[Registry, str, str]:
+def read_oci(
+    reference: str, with_tags: bool, auth_hosts: tuple[str, ...] = ()
+) -> tuple[str | None, list[str]]:
+    """The digest `reference` names now (None: absent) and, when asked, every tag of its repository.
+
+    Through the registry protocol (`GET /v2/<name>/manifests/<tag>`, `/tags/list`), with the
+    Docker client's credentials for the host, or Google's on Artifact Registry.
+    """
     host, repo, tag = split_ref(reference)
-    return Registry(host, credentials=docker_credentials(host), timeout=30, auth_hosts=auth_hosts), repo, tag
+    registry = Registry(host, credentials=docker_credentials(host), timeout=30, auth_hosts=auth_hosts)
+    manifest = registry.manifest(repo, tag)
+    return (manifest.digest if manifest else None), (registry.tags(repo) if with_tags else [])
 
 
 def release_key(pattern: re.Pattern[str], tag: str) -> tuple[int, ...] | None:
@@ -111,7 +123,7 @@ def newer_releases(track: str, tag: str, tags: list[str]) -> list[str]:
     return [t for key, t in sorted(releases) if mine is None or key > mine]
 
 
-def watch_image(ledger: Ledger, spec: Spec, platform: str, auth_hosts: tuple[str, ...] = ()) -> BaseWatch:
+def watch_image(ledger: Ledger, spec: Spec, platform: str, read: BaseReader) -> BaseWatch:
     reference = spec.base_for(platform)
     row = BaseWatch(image=spec.image, base=reference, current=None, track=spec.build.base.track)
     for stage in WATCHED:
@@ -121,24 +133,18 @@ def watch_image(ledger: Ledger, spec: Spec, platform: str, auth_hosts: tuple[str
             version = None  # the pointer names other bytes than the version row: no claim about them
         row.built_on[stage] = built_on(version) if version is not None else None
     try:
-        registry, repo, tag = _registry(reference, auth_hosts)
-        manifest = registry.manifest(repo, tag)
-        row.current = manifest.digest if manifest else None
-        if manifest is None:
+        row.current, tags = read(reference, bool(spec.build.base.track))
+        if row.current is None:
             row.error = f"{reference} is not in its registry"
         if spec.build.base.track:
-            row.newer = newer_releases(spec.build.base.track, tag, registry.tags(repo))
+            row.newer = newer_releases(spec.build.base.track, split_ref(reference)[2], tags)
     except (Unavailable, UsageError) as e:
         row.error = str(e)
     return row
 
 
 def watch(
-    ledger: Ledger, tree: GitTree, platform: str, images: list[str], auth_hosts: tuple[str, ...] = ()
+    ledger: Ledger, tree: GitTree, platform: str, images: list[str], read: BaseReader
 ) -> list[BaseWatch]:
     """The base watch of every image of `images`, with its spec as of `tree`."""
-    return [watch_image(ledger, load(tree, image), platform, auth_hosts) for image in images]
-
-
-def base_ref(name: str, digest: str) -> str:
-    return f"{split_name(name)}@{digest}"
+    return [watch_image(ledger, load(tree, image), platform, read) for image in images]

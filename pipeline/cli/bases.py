@@ -29,7 +29,7 @@ def command(ctx: click.Context, rev: str | None, repo: Path | None, as_json: boo
     With `build.base.track` in a spec, NEWER lists the base's newer release tags.
     Exits 3 when a base's registry does not answer.
     """
-    from pipeline.backends import builder_for
+    from pipeline.backends import base_reader_for, builder_for
     from pipeline.build.bases import WATCHED, watch
     from pipeline.cli.pipeline import _default_rev
     from pipeline.errors import Unavailable
@@ -41,7 +41,8 @@ def command(ctx: click.Context, rev: str | None, repo: Path | None, as_json: boo
     git_repo = open_repo(settings.repo)
     tree = resolve(git_repo, rev or _default_rev(git_repo))
     ledger = Ledger.for_settings(settings)
-    rows = watch(ledger, tree, builder_for(settings).platform, images_at(tree), settings.auth_hosts)
+    read = base_reader_for(settings)
+    rows = watch(ledger, tree, builder_for(settings).platform, images_at(tree), read)
     if as_json:
         emit_json([row.to_json() for row in rows])
     else:

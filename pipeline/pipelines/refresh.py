@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.build.bases import BaseWatch, watch_image
+from pipeline.build.bases import BaseReader, BaseWatch, watch_image
 from pipeline.build.stage import REFRESH_TRAILER
 from pipeline.errors import UsageError
 from pipeline.ledger.db import Ledger
@@ -53,7 +53,7 @@ def moved_reason(row: BaseWatch) -> str:
 
 
 def plan(
-    ledger: Ledger, repo: Any, images: list[str], platform: str, auth_hosts: tuple[str, ...] = ()
+    ledger: Ledger, repo: Any, images: list[str], platform: str, read: BaseReader
 ) -> tuple[list[Refresh], list[BaseWatch]]:
     """The refreshes to run (grouped by staging's commit) and every image's base watch."""
     groups: dict[str, Refresh] = {}
@@ -68,7 +68,7 @@ def plan(
         except UsageError:
             log.warning("%s: staging's commit %s is not in this repository", image, pointer.sha[:12])
             continue
-        row = watch_image(ledger, load(tree, image), platform, auth_hosts)
+        row = watch_image(ledger, load(tree, image), platform, read)
         rows.append(row)
         if version is None or not row.moved("staging"):
             continue

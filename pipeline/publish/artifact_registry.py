@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -222,3 +223,48 @@ class ArtifactRegistryPublisher:
         if not sep or not digest.startswith("sha256:"):
             raise Unavailable(f"Artifact Registry answered {what} with an unexpected version {version!r}")
         return digest
+
+
+_AR_IMAGE = re.compile(
+    r"^(?P<region>[a-z][a-z0-9-]*)-docker\.pkg\.dev/(?P<project>[^/]+)/(?P<repository>[^/]+)/(?P<image>.+)$"
+)
+
+
+def package_of(reference: str) -> tuple[str, str]:
+    """`REGION-docker.pkg.dev/PROJECT/REPO/IMAGE:TAG` into (the package's resource name, the tag)."""
+    name, tag = reference, "latest"
+    if "@" in name:
+        raise UsageError(f"base image {reference} is pinned by digest; name a tag to watch it")
+    if ":" in name.rsplit("/", 1)[-1]:
+        name, tag = name.rsplit(":", 1)
+    found = _AR_IMAGE.match(name)
+    if found is None:
+        raise UsageError(
+            f"{reference} is not an Artifact Registry image (REGION-docker.pkg.dev/PROJECT/REPO/IMAGE)"
+        )
+    repository = f"projects/{found['project']}/locations/{found['region']}/repositories/{found['repository']}"
+    return f"{repository}/packages/{found['image'].replace('/', '%2F')}", tag
+
+
+def read_base(google: gcp.Google, reference: str, with_tags: bool) -> tuple[str | None, list[str]]:
+    """The digest the base's tag names now (None: no such tag) and, when asked, the package's tags.
+
+    Through the Artifact Registry API (`get_tag`, `list_tags`): a Deep Learning Containers
+    base is `us-docker.pkg.dev/deeplearning-platform-release/gcr.io/base-cpu.py310:m125`.
+    """
+    from google.api_core import exceptions as gapi
+
+    package, tag = package_of(reference)
+    client = google.artifact_registry()
+    with gcp.translated(f"base image {reference}", api=API):
+        try:
+            found = client.get_tag(name=f"{package}/tags/{tag}", **google.call())
+            digest: str | None = found.version.rpartition("/versions/")[2] or None
+        except gapi.NotFound:
+            digest = None
+        tags = (
+            [t.name.rpartition("/tags/")[2] for t in client.list_tags(parent=package, **google.call())]
+            if with_tags
+            else []
+        )
+    return digest, tags
