@@ -288,6 +288,8 @@ def show_command(ctx: click.Context, run_id: str, as_json: bool, with_log: bool)
         emit_json(record.to_json())
     else:
         click.echo(f"run {record.run_id}: {record.branch} at {record.sha} ({record.trigger}) {record.state}")
+        if record.reason:
+            click.echo(f"reason: {record.reason}")
         print_run(record)
         click.echo(f"log: {record.log}")
     if with_log:

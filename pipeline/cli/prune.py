@@ -49,6 +49,7 @@ def command(
     reported. Exits 3 when the registry, the ledger or the instances can't be read.
     """
     from pipeline.backends import garbage_collector_for, instance_host_for, publisher_for
+    from pipeline.errors import Unavailable
     from pipeline.ledger.db import Ledger
     from pipeline.ledger.pointers import known_images
     from pipeline.pipelines.retention import prune
@@ -71,7 +72,10 @@ def command(
     freed: int | None = None
     collect = garbage_collector_for(settings)
     if collect is not None and any(p.pruned for p in plans):
-        freed = collect()
+        try:
+            freed = collect()
+        except Unavailable as e:
+            output.warn(f"garbage collection skipped: {e}; the deleted manifests' layers stay on disk")
     if as_json:
         emit_json({"dry_run": dry_run, "images": [p.to_json() for p in plans], "bytes_freed": freed})
         return

@@ -180,6 +180,15 @@ def down(settings: Settings) -> bool:
     return front or backend
 
 
+def is_stack_registry(settings: Settings) -> bool:
+    """`settings.registry` names the address the stack's front listens on (any loopback name)."""
+    from pipeline.gcp import is_loopback  # no Google library is imported by this
+
+    host, _, port = settings.registry.partition("/")[0].rpartition(":")
+    listen_host, _, listen_port = settings.registry_listen.rpartition(":")
+    return port == listen_port and is_loopback(host.strip("[]")) and is_loopback(listen_host.strip("[]"))
+
+
 def _size(folder: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(folder):
@@ -198,9 +207,9 @@ def collect_garbage(settings: Settings, *, dry_run: bool = False) -> int:
     read) reaches the storage during the collection. The registry starts again on every
     exit path.
     """
-    if _running(settings) is None:
+    if _running(settings) is None or not is_stack_registry(settings):
         raise Unavailable(
-            f"the registry of {settings.stack_dir} is not running under `envctl stack up`; "
+            f"registry {settings.registry} is not the one `envctl stack up` runs from {settings.stack_dir}; "
             "garbage collection runs only on the stack's own registry"
         )
     storage = storage_path(settings)
