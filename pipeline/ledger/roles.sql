@@ -7,7 +7,7 @@
 --                    and moves production and fallback (promote, rollback, pin)
 --
 -- Nobody but the owner of the tables updates or deletes an event, a version or a test
--- run: history is never rewritten. The owner creates and migrates the schema.
+-- run (a version's `pruned_at` mark aside): history is never rewritten. The owner creates and migrates the schema.
 --
 -- Apply as the owner of the ledger's tables (or a superuser; creating the three roles
 -- needs CREATEROLE), in the ledger's database, after envctl made the schema (run any
@@ -45,6 +45,9 @@ GRANT USAGE ON SEQUENCE versions_id_seq, test_runs_id_seq, events_id_seq, pipeli
 GRANT UPDATE (sha, digest, generation, pinned, pin_reason, pinned_by, updated_at) ON environments
   TO envctl_staging, envctl_production;
 GRANT UPDATE (state, verdicts, finished_at) ON pipeline_runs TO envctl_staging, envctl_production;
+-- Whether a version's bytes are in the registry: `envctl prune` marks it, a rebuild
+-- (`envctl build IMAGE --rev SHA`, a staging run) clears it. Nothing else of a version changes.
+GRANT UPDATE (pruned_at) ON versions TO envctl_staging, envctl_production;
 
 -- Which rows each writer may write.
 ALTER TABLE environments ENABLE ROW LEVEL SECURITY;

@@ -108,12 +108,16 @@ def test_the_staging_role_moves_staging_but_never_production(roles: tuple[World,
         f"INSERT INTO events (at, image, stage, action, actor, forced) "
         f"VALUES (now(), '{img}', 'production', 'promote', 'x', false)",
         "UPDATE test_runs SET passed = true",
+        "UPDATE versions SET digest = 'sha256:forged'",
         "DELETE FROM versions",
         "UPDATE schema_version SET version = 0",
     ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             staging.sql(statement)
     assert snapshot(world) == before
+
+    # A version's pruned mark is the one column of it a writer changes (prune, a rebuild).
+    staging.sql("UPDATE versions SET pruned_at = NULL")
 
     # Staging still moves, and pins its own environment.
     assert staging.envctl("promote", f"{img}.staging", "--rev", world.sha["c3"]).returncode == 0
