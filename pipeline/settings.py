@@ -58,6 +58,8 @@ class Settings:
     gcp_artifacts_bucket: str = ""  # ... gs:// bucket of the test runs' artifacts
     gcp_ledger_secret: str = "envctl-ledger-staging-password"  # ... the base refresh's ledger password secret
     docker_host: str = ""
+    notify_command: tuple[str, ...] = ()  # gets each event as JSON on stdin (argument list, no shell)
+    notify_url: str = field(default="", repr=False)  # a webhook POSTed each event; may hold a token
     actor: str = ""
     ci_run_id: str = ""
     jobs: int = 0
@@ -76,7 +78,14 @@ class Settings:
 _KEYS = {f.name for f in fields(Settings)} - {"repo"}
 #: Keys that send credentials, the source or the builds where they point: only the
 #: environment or flags may set them (a pushed pyproject.toml is data, not configuration).
-_NOT_FROM_REPO = {"gcp_endpoints", "registry_auth_hosts", "docker_host", "gcp_build_bucket", "artifacts_url"}
+_NOT_FROM_REPO = {
+    "gcp_endpoints",
+    "registry_auth_hosts",
+    "docker_host",
+    "gcp_build_bucket",
+    "artifacts_url",
+    "notify_command",  # a program this host runs, with the caller's environment
+}
 #: Where a secret goes, and the variable that carries the secret: a repository's
 #: [tool.envctl] may not name such an endpoint while the secret comes from the
 #: environment (it would send the caller's secret wherever the repository says).
@@ -104,6 +113,10 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             raise ValueError(value)
         if kind == "Path":
             return Path(str(value))
+        if kind == "tuple[str, ...]":
+            return _arguments(value)
+        if key == "notify_url" and value:
+            return webhook_url(str(value), origin)
         if kind == "Backend":
             if value not in get_args(Backend):
                 raise ValueError(value)
@@ -113,6 +126,35 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         return str(value)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{origin}: {key} = {value!r} is not a valid {kind}") from e
+
+
+def _arguments(value: Any) -> tuple[str, ...]:
+    """An argument list: a TOML list of strings, or a string (a JSON list, else split as a shell would)."""
+    import json
+    import shlex
+
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else shlex.split(text)
+    if not isinstance(value, list | tuple) or not all(isinstance(a, str) for a in value):
+        raise ValueError("not a list of strings")
+    if value and not value[0].strip():
+        raise ValueError("the program (first argument) is empty")
+    return tuple(value)
+
+
+def webhook_url(url: str, origin: str) -> str:
+    """The URL if it is http(s) with a host, else `ConfigError` (not echoing it: it may hold a token)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as e:
+        raise ConfigError(f"{origin}: notify_url is not a valid URL; write https://HOST/PATH") from e
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{origin}: notify_url is not an http(s) URL with a host; write https://HOST/PATH")
+    return url
 
 
 def database_url(url: str, origin: str) -> str:

@@ -87,18 +87,25 @@ def create(ctx: click.Context, name: str, env_id: str, port: int | None, as_json
 @_json
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
-    """Every instance: environment, digest, status and whether the environment moved since (stale)."""
+    """Every instance: environment, the version it runs (SHA, digest), status, and whether stale."""
     settings = settings_of(ctx)
     ledger = Ledger.for_settings(settings)
     found = [
-        dataclasses.replace(i, current_digest=model.current_digest(ledger, i.environment))
+        dataclasses.replace(
+            i,
+            current_digest=model.current_digest(ledger, i.environment),
+            sha=i.sha or model.sha_of(ledger, i.environment, i.digest),
+        )
         for i in _host(ctx, settings).list()
     ]
     if as_json:
         emit_json([i.to_json() for i in found])
         return
-    rows = [[i.name, i.environment, i.digest[:19], i.status, _stale(i), i.url or "-"] for i in found]
-    table(["NAME", "ENVIRONMENT", "DIGEST", "STATUS", "STALE", "URL"], rows)
+    rows = [
+        [i.name, i.environment, (i.sha or "-")[:12], i.digest[:19], i.status, _stale(i), i.url or "-"]
+        for i in found
+    ]
+    table(["NAME", "ENVIRONMENT", "SHA", "DIGEST", "STATUS", "STALE", "URL"], rows)
 
 
 @group.command("restart")

@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pin": ("pipeline.cli.moves:pin", "Hold ENV_ID where it is: pipelines cannot move it until unpin."),
     "unpin": ("pipeline.cli.moves:unpin", "Let pipelines move ENV_ID again."),
     "sync": ("pipeline.cli.moves:sync", "Republish registry tags that differ from the ledger."),
+    "signoff": (
+        "pipeline.cli.signoff:command",
+        "Record that you checked the version IMAGE.staging runs (production may need N).",
+    ),
     "status": ("pipeline.cli.reads:status", "Every environment: version, digest, pin and drift of its tag."),
     "history": (
         "pipeline.cli.reads:history",

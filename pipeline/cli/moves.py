@@ -6,7 +6,7 @@ import click
 
 from pipeline import output
 from pipeline.backends import publisher_for
-from pipeline.cli.common import emit_json, settings_of
+from pipeline.cli.common import emit_json, notify_drift, settings_of
 from pipeline.ledger.db import Ledger
 from pipeline.ledger.pointers import check_image_name, parse_env_id, require_known
 from pipeline.promote import moves as promotion
@@ -113,6 +113,7 @@ def sync(ctx: click.Context, image: str | None, as_json: bool) -> None:
         require_known(ledger, check_image_name(image))
     publisher = publisher_for(settings)
     fixed = publish.sync(ledger, publisher, image)
+    notify_drift(settings, publisher, fixed, repaired=True)
     for state in fixed:
         p = state.pointer
         output.info(f"{p.image}.{p.stage}: {state.drift}; republished {publisher.tag_ref(p.image, p.stage)}")

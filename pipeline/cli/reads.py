@@ -9,11 +9,13 @@ import click
 from pipeline import output
 from pipeline.backends import publisher_for
 from pipeline.build import sbom_diff
-from pipeline.cli.common import emit_json, settings_of, table
+from pipeline.cli.common import emit_json, notify_drift, settings_of, table
 from pipeline.errors import EnvctlError, Unavailable, UsageError
 from pipeline.ledger import pointers as envs
+from pipeline.ledger import signoffs as signed
 from pipeline.ledger.db import Ledger, Version, test_runs_for
 from pipeline.ledger.pointers import EnvId, parse_env_id
+from pipeline.promote.moves import required_signoffs
 from pipeline.promote.policy import evidence_for
 from pipeline.publish import tags as publish
 
@@ -45,8 +47,9 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
         found = [publish.tag_state(publisher, p) for p in pointers]
     else:
         found = [publish.TagState(p, None, "unknown" if p.digest else None) for p in pointers]
+    people = _signers(ledger, pointers)
     if as_json:
-        emit_json([s.to_json(publisher) for s in found])
+        emit_json([{**s.to_json(publisher), "signoffs": people[s.pointer.digest or ""]} for s in found])
     else:
         rows = [
             [
@@ -55,13 +58,15 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
                 _short(s.pointer.digest, 19),
                 s.pointer.updated_at.strftime("%Y-%m-%d %H:%M:%S") if s.pointer.updated_at else "-",
                 f"pinned: {s.pointer.pin_reason}" if s.pointer.pinned else "",
+                ", ".join(people[s.pointer.digest or ""]) or "-",
                 f"drift: {s.drift}" if s.drift else "ok",
             ]
             for s in found
         ]
-        table(["ENVIRONMENT", "SHA", "DIGEST", "UPDATED (UTC)", "PIN", "TAG"], rows)
+        table(["ENVIRONMENT", "SHA", "DIGEST", "UPDATED (UTC)", "PIN", "SIGNED OFF BY", "TAG"], rows)
         if any(s.drift in {"missing", "moved"} for s in found):
             output.warn("registry tags differ from the ledger; run `envctl sync` to republish them")
+    notify_drift(settings, publisher, found, repaired=False)
     if not reachable:
         try:
             publisher.require()  # says why: down, missing, permission denied
@@ -70,6 +75,17 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
             said.exit_code = e.exit_code
             raise said from e
         raise Unavailable(f"registry {publisher.host} does not answer; drift is unknown")
+
+
+def _signers(ledger: Ledger, pointers: list[envs.Pointer]) -> dict[str, list[str]]:
+    """The distinct testers who signed each digest the pointers name (by digest; "" for none)."""
+    found: dict[str, list[str]] = {"": []}
+    for image in sorted({p.image for p in pointers}):
+        every = signed.for_image(ledger, image)
+        for p in pointers:
+            if p.image == image and p.digest:
+                found[p.digest] = signed.people([x for x in every if x.digest == p.digest])
+    return found
 
 
 def _target(ledger: Ledger, text: str) -> tuple[str, EnvId | None]:
@@ -92,23 +108,46 @@ def history(ctx: click.Context, target: str, as_json: bool) -> None:
     settings = settings_of(ctx)
     ledger = Ledger.for_settings(settings)
     image, env = _target(ledger, target)
-    found = envs.history(ledger, image, env.stage if env else None)
+    found = [e.to_json() for e in envs.history(ledger, image, env.stage if env else None)]
+    if env is None or env.stage == "staging":
+        found.extend(_signoff_entry(image, x) for x in signed.for_image(ledger, image))
+        found.sort(key=lambda e: str(e["at"]))
     if as_json:
-        emit_json([e.to_json() for e in found])
+        emit_json(found)
         return
     rows = [
         [
-            e.at.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{e.image}.{e.stage}",
-            e.action + (" (forced)" if e.forced else ""),
-            _short(e.from_sha),
-            _short(e.to_sha),
-            e.actor + (f" [{e.ci_run_id}]" if e.ci_run_id else ""),
-            e.reason or "",
+            str(e["at"])[:19].replace("T", " "),
+            e["environment"],
+            e["action"] + (" (forced)" if e["forced"] else ""),
+            _short(e["from_sha"]),
+            _short(e["to_sha"]),
+            e["actor"] + (f" [{e['ci_run_id']}]" if e["ci_run_id"] else ""),
+            e["reason"] or "",
         ]
         for e in found
     ]
     table(["AT (UTC)", "ENVIRONMENT", "ACTION", "FROM", "TO", "ACTOR", "REASON"], rows)
+
+
+def _signoff_entry(image: str, signoff: signed.Signoff) -> dict[str, Any]:
+    """A sign-off as a history entry (action `signoff`, the same keys as a move; no pointer moved)."""
+    return {
+        "id": None,
+        "at": signoff.at.isoformat(),
+        "environment": f"{image}.staging",
+        "image": image,
+        "stage": "staging",
+        "action": "signoff",
+        "from_sha": signoff.sha,
+        "to_sha": signoff.sha,
+        "from_digest": signoff.digest,
+        "to_digest": signoff.digest,
+        "actor": signoff.actor,
+        "ci_run_id": None,
+        "reason": signoff.reason,
+        "forced": False,
+    }
 
 
 def _version_of(ledger: Ledger, env: EnvId) -> Version:
@@ -119,6 +158,12 @@ def _version_of(ledger: Ledger, env: EnvId) -> Version:
     if version is None:
         raise Unavailable(f"the ledger names {pointer.sha[:12]} for {env} but has no such version")
     return version
+
+
+def _signoff_line(found: list[signed.Signoff], required: int) -> str:
+    people = signed.people(found)
+    need = f" of {required} production needs" if required else ""
+    return f"{len(people)}{need}" + (f" ({', '.join(people)})" if people else "")
 
 
 @click.command("describe")
@@ -136,6 +181,7 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
     publisher = publisher_for(settings, timeout=10)
     state = publish.tag_state(publisher, pointer) if pointer else None
     runs = test_runs_for(ledger, env.image, version.digest)
+    signoffs = signed.for_digest(ledger, env.image, version.digest)
     data: dict[str, Any] = {
         **(state.to_json(publisher) if state else {}),
         "version": {
@@ -159,6 +205,8 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
         ],
         "tested": evidence_for(ledger, version).passed,
         "sbom": sbom_diff.summary(version),
+        "signoffs": [x.to_json() for x in signoffs],
+        "signoffs_required": required_signoffs(settings, version),
     }
     if as_json:
         emit_json(data)
@@ -174,6 +222,7 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
         ("base", sbom["base"] or "-"),
         ("python", sbom["python"] or "-"),
         ("packages", ", ".join(f"{k} {n}" for k, n in sbom["packages"].items())),
+        ("signoffs", _signoff_line(signoffs, data["signoffs_required"])),
         ("pinned", f"yes: {pointer.pin_reason}" if pointer and pointer.pinned else "no"),
         ("tag", f"drift: {state.drift}" if state and state.drift else "in sync"),
     ]

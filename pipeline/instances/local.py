@@ -139,6 +139,7 @@ class LocalInstances:
             url=self.url(port, token) if port and token else None,
             volume=labels.get(PREFIX + "volume"),
             created_at=labels.get(PREFIX + "created"),
+            sha=labels.get(PREFIX + "sha"),
         )
 
     # writes -------------------------------------------------------------------

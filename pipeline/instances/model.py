@@ -56,6 +56,19 @@ def current_digest(ledger: Ledger, env_id: str) -> str | None:
     return pointer.digest if pointer else None
 
 
+def sha_of(ledger: Ledger, env_id: str, digest: str) -> str | None:
+    """The commit of the version with `digest`: the environment's own when it points there, else the newest."""
+    try:
+        env = parse_env_id(env_id)
+    except UsageError:
+        return None
+    pointer = envs.current(ledger, env.image, env.stage)
+    if pointer is not None and pointer.digest == digest:
+        return pointer.sha
+    found = [v.sha for v in ledger.list_versions(env.image) if v.digest == digest]
+    return found[-1] if found else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Instance:
     """One instance as its backend reports it; `current_digest` is the environment's now."""
@@ -69,6 +82,7 @@ class Instance:
     volume: str | None
     created_at: str | None
     current_digest: str | None = None
+    sha: str | None = None  # the commit of the version it runs (testers: what did I try?)
 
     @property
     def stale(self) -> bool | None:
@@ -82,6 +96,7 @@ class Instance:
             "name": self.name,
             "environment": self.environment,
             "digest": self.digest,
+            "sha": self.sha,
             "image_ref": self.image_ref,
             "status": self.status,
             "url": self.url,

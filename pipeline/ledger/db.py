@@ -135,6 +135,19 @@ pipeline_runs = sa.Table(
     sa.Index("ix_pipeline_runs_sha", "branch", "sha"),
 )
 
+signoffs = sa.Table(
+    "signoffs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("image", sa.String(128), nullable=False),
+    sa.Column("sha", sa.String(40), nullable=False),
+    sa.Column("digest", sa.String(71), nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Index("ix_signoffs_digest", "image", "digest"),
+)
+
 
 def _add_column(table: sa.Table, column: str) -> Callable[[Connection], None]:
     """A migration adding one nullable column (the first migration of a new ledger made it)."""
@@ -161,6 +174,8 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _add_column(versions, "pruned_at"),
     # Why a pipeline ran, when not for a push: "base moved from sha256:… to sha256:…".
     _add_column(pipeline_runs, "reason"),
+    # Testers' sign-offs on a staging version's digest (`envctl signoff`).
+    lambda conn: metadata.create_all(conn, tables=[signoffs], checkfirst=True),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x656E76637472_6C  # a fixed advisory lock key for schema migrations

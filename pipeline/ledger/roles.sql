@@ -85,3 +85,8 @@ CREATE POLICY envctl_staging_insert ON pipeline_runs FOR INSERT TO envctl_stagin
 -- A staging run leaves the records of production runs alone (reaping skips them).
 CREATE POLICY envctl_staging_update ON pipeline_runs FOR UPDATE TO envctl_staging
   USING (branch = 'staging') WITH CHECK (branch = 'staging');
+
+-- Testers' sign-offs (`envctl signoff`): insert-only, by either writer.
+GRANT SELECT ON signoffs TO envctl_reader;
+GRANT INSERT ON signoffs TO envctl_staging, envctl_production;
+GRANT USAGE ON SEQUENCE signoffs_id_seq TO envctl_staging, envctl_production;

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from pipeline import output
+from pipeline import notify, output
 from pipeline.backends import Publisher, publisher_for, test_runner_for
 from pipeline.build.stage import build_version, inputs_key
 from pipeline.errors import BuildFailed, EnvctlError, Refused, Unavailable, UsageError
@@ -371,6 +371,7 @@ def production_image(
         EnvId(image, "production"),
         version.sha,
         reason=f"pipeline {run_id} ({tree.sha[:12]})",
+        signoffs_required=spec.promotion.production.signoffs,
     )
     return ImageVerdict(
         image=image,
@@ -434,4 +435,16 @@ def run_pipeline(
                 )
         outcome.verdicts[image] = verdict
         output.info(f"{image}: {verdict.state}" + (f": {verdict.detail}" if verdict.detail else ""))
+        notify.send(
+            settings,
+            notify.verdict_event(
+                image=image,
+                branch=branch,
+                run_id=run_id,
+                state=verdict.state,
+                sha=verdict.sha,
+                digest=verdict.digest,
+                detail=verdict.detail,
+            ),
+        )
     return outcome

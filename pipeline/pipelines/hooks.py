@@ -30,9 +30,23 @@ MARKER = "# installed by envctl hooks install"
 ZERO = "0" * 40
 BRANCH_REFS = {"refs/heads/staging": "staging", "refs/heads/production": "production"}
 # The settings a hook carries, so a pipeline behaves the same whoever pushes.
-BAKED = ("state_dir", "ledger_url", "artifacts_dir", "registry", "base_image", "backend", "docker_host")
-# The secrets a hook's pipelines need, by setting and the variable that carries each.
-SECRETS = {"ledger_password": "ENVCTL_LEDGER_PASSWORD", "registry_token": "ENVCTL_REGISTRY_TOKEN"}
+BAKED = (
+    "state_dir",
+    "ledger_url",
+    "artifacts_dir",
+    "registry",
+    "base_image",
+    "backend",
+    "docker_host",
+    "notify_command",
+)
+# The secrets a hook's pipelines need, by setting and the variable that carries each
+# (a webhook URL often carries its token in the path or query).
+SECRETS = {
+    "ledger_password": "ENVCTL_LEDGER_PASSWORD",
+    "registry_token": "ENVCTL_REGISTRY_TOKEN",
+    "notify_url": "ENVCTL_NOTIFY_URL",
+}
 
 
 @dataclass(frozen=True)
@@ -63,7 +77,8 @@ def hook_text(settings: Settings, target: Path, *, wait: bool, secrets: Path | N
         + ", never from this file.",
     ]
     for key in BAKED:
-        value = str(getattr(settings, key))
+        setting = getattr(settings, key)
+        value = json.dumps(list(setting)) if isinstance(setting, tuple) and setting else str(setting or "")
         if value:
             name = f"ENVCTL_{key.upper()}"
             lines.append(f"{name}={shlex.quote(value)}; export {name}")

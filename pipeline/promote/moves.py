@@ -23,7 +23,7 @@ from pipeline.ledger import pointers as envs
 from pipeline.ledger.db import Ledger, Version
 from pipeline.ledger.pointers import Change, EnvId, Pointer, Stage, Who
 from pipeline.proc import run
-from pipeline.promote.policy import Evidence, evidence, evidence_for, refusals
+from pipeline.promote.policy import Evidence, Signoffs, evidence, evidence_for, refusals
 from pipeline.publish.tags import publish, repair
 from pipeline.settings import Settings
 from pipeline.source import open_repo, resolve
@@ -168,6 +168,35 @@ def not_pruned(version: Version) -> None:
         )
 
 
+def required_signoffs(settings: Settings, version: Version) -> int:
+    """`promotion.production.signoffs` of the image's spec at the version's commit.
+
+    A commit this clone lacks (a version known only to the ledger) asks for none, with a
+    warning: the rule is the spec's, and there is no spec to read.
+    """
+    from pipeline.spec import model as spec_module
+
+    try:
+        tree = resolve(open_repo(settings.repo), version.sha)
+        text = tree.read(spec_module.spec_path(version.image))
+        if text is None:
+            return 0
+        return spec_module.parse(text, spec_module.spec_path(version.image)).promotion.production.signoffs
+    except UsageError as e:
+        log.warning("no spec of %s at %s (%s); no sign-off asked", version.image, version.sha[:12], e)
+        return 0
+
+
+def signoffs_of(ledger: Ledger, version: Version, required: int) -> Signoffs | None:
+    """The sign-offs production checks for `version`; None when the spec asks for none."""
+    if required <= 0:
+        return None
+    from pipeline.ledger import signoffs
+
+    signed = signoffs.people(signoffs.for_digest(ledger, version.image, version.digest))
+    return Signoffs(required=required, people=tuple(signed), staging=f"{version.image}.staging")
+
+
 def _ready(ledger: Ledger, publisher: Publisher, version: Version) -> None:
     not_pruned(version)
     publisher.require()
@@ -188,10 +217,13 @@ def promote(
     reason: str | None = None,
     publisher: Publisher | None = None,
     on_read: Callable[[], None] | None = None,
+    signoffs_required: int | None = None,
 ) -> Outcome:
     """Point `env` at the version of REV; production keeps the old production as fallback.
 
     `on_read` runs between reading the pointers and the swap (see `compare_and_swap`).
+    `signoffs_required`: production's sign-off rule; None reads it from the spec at the
+    version's commit (`required_signoffs`).
     """
     if env.stage == "fallback":
         raise UsageError(
@@ -202,6 +234,12 @@ def promote(
     version = resolve_version(settings, ledger, env.image, rev)
     publisher = publisher or publisher_for(settings)
     proof = evidence_for(ledger, version) if env.stage == "production" else None
+    signed = None
+    if env.stage == "production":
+        required = signoffs_required
+        if required is None:
+            required = required_signoffs(settings, version)
+        signed = signoffs_of(ledger, version, required)
     _ready(ledger, publisher, version)
     forced_over: list[str] = []
 
@@ -223,7 +261,12 @@ def promote(
             back = origin != target.sha and version.sha == origin
             ahead = not back and descends(settings, origin, version.sha)
         reasons = refusals(
-            stage=env.stage, target=version.sha[:12], evidence=proof, descends=ahead, pinned=pinned
+            stage=env.stage,
+            target=version.sha[:12],
+            evidence=proof,
+            descends=ahead,
+            pinned=pinned,
+            signoffs=signed,
         )
         forced_over[:] = _decide(reasons, force, f"promotion of {version.sha[:12]} to {env}")
         who = _who(settings, reason, forced_over)
@@ -241,7 +284,10 @@ def promote(
     outcome = Outcome(image=env.image, action="promote", forced_over=forced_over if changes else [])
     outcome.steps.extend(_step(c.expected, c.sha, c.digest) for c in changes)
     if changes:
-        publish(ledger, publisher, env.image, [s.stage for s in outcome.steps])
+        try:
+            publish(ledger, publisher, env.image, [s.stage for s in outcome.steps])
+        finally:  # the ledger moved: that is the event, whether or not the tags follow
+            _notify(settings, changes)
     else:
         stages: list[Stage] = [env.stage, "fallback"] if env.stage == "production" else [env.stage]
         outcome.republished.extend(repair(ledger, publisher, env.image, stages))
@@ -310,7 +356,10 @@ def rollback(
     outcome = Outcome(image=image, action="rollback", forced_over=forced_over if changes else [])
     outcome.steps.extend(_step(c.expected, c.sha, c.digest) for c in changes)
     if changes:
-        publish(ledger, publisher, image, ["production"])
+        try:
+            publish(ledger, publisher, image, ["production"])
+        finally:
+            _notify(settings, changes)
     else:
         outcome.republished.extend(repair(ledger, publisher, image, ["production"]))
     return outcome
@@ -326,7 +375,38 @@ def set_pin(settings: Settings, ledger: Ledger, env: EnvId, *, pinned: bool, rea
         if pointer.pinned == pinned:
             return False
         envs.set_pin(conn, pointer, pinned, who)
+    change = Change(
+        expected=pointer,
+        sha=pointer.sha or "",
+        digest=pointer.digest or "",
+        action="pin" if pinned else "unpin",
+        who=who,
+    )
+    _notify(settings, [change])
     return True
+
+
+def _notify(settings: Settings, changes: list[Change]) -> None:
+    """One `move` event per committed pointer move (see `pipeline.notify`)."""
+    from pipeline import notify
+
+    for c in changes:
+        notify.send(
+            settings,
+            notify.move_event(
+                image=c.expected.image,
+                stage=c.expected.stage,
+                action=c.action,
+                from_sha=c.expected.sha,
+                to_sha=c.sha,
+                from_digest=c.expected.digest,
+                to_digest=c.digest,
+                actor=c.who.actor,
+                reason=c.who.reason,
+                forced=c.who.forced,
+                ci_run_id=c.who.ci_run_id,
+            ),
+        )
 
 
 def _step(pointer: Pointer, sha: str, digest: str) -> Step:

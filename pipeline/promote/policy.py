@@ -6,6 +6,9 @@ test inputs of the commit it ran for (the tests key: the spec's tests section an
 files the run mounts, `pipeline.spec.keys`). So a run is evidence for a version when it
 tested the version's digest and either ran for the version's own commit or used the
 same tests key. Runs recorded before tests keys existed count only for their own commit.
+
+Production may also ask for testers' sign-offs (`promotion.production.signoffs` in the
+spec): that many distinct people must have run `envctl signoff` on the version's digest.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ class Evidence:
     runs: int
     passed: bool
     run_id: str | None = None  # the run that decides
+
+
+@dataclass(frozen=True, kw_only=True)
+class Signoffs:
+    """How many distinct testers production asks for, and who signed the digest so far."""
+
+    required: int
+    people: tuple[str, ...] = ()
+    staging: str = "IMAGE.staging"  # the environment testers sign
 
 
 def counts_for(run: TestRun, *, sha: str, test_key: str | None) -> bool:
@@ -50,11 +62,13 @@ def refusals(
     evidence: Evidence | None,
     descends: bool | None,
     pinned: list[str],
+    signoffs: Signoffs | None = None,
 ) -> list[str]:
     """Why a move of `stage` to the version `target` (a short SHA) is refused; empty: allowed.
 
     `evidence` is None when the stage needs none; `descends` is None when the stage
-    need not move forward (or has no current version).
+    need not move forward (or has no current version); `signoffs` is None when the
+    stage asks for no sign-off.
     """
     reasons = [f"{name} is pinned" for name in pinned]
     if evidence is not None:
@@ -62,6 +76,12 @@ def refusals(
             reasons.append(f"{target} has no test evidence; run `envctl test` first")
         elif not evidence.passed:
             reasons.append(f"the latest test run of {target} failed")
+    if signoffs is not None and len(signoffs.people) < signoffs.required:
+        signed = f"signed by {', '.join(signoffs.people)}" if signoffs.people else "nobody signed yet"
+        reasons.append(
+            f"{target} has {len(signoffs.people)} of the {signoffs.required} testers' sign-offs "
+            f"production needs ({signed}); testers run `envctl signoff {signoffs.staging}`"
+        )
     if descends is False:
         reasons.append(
             f"{target} does not descend from the current staging version (staging only moves forward)"

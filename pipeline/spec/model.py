@@ -261,6 +261,16 @@ class Cloud(_Model):
     accelerator: Accelerator | None = None
 
 
+class ProductionRules(_Model):
+    """What production asks of a version beyond passing evidence."""
+
+    signoffs: int = Field(default=0, ge=0, le=20)  # distinct testers' `envctl signoff` on its digest
+
+
+class Promotion(_Model):
+    production: ProductionRules = Field(default_factory=ProductionRules)
+
+
 class Spec(_Model):
     """One image family: how to build it and how to test it."""
 
@@ -271,6 +281,7 @@ class Spec(_Model):
     cloud: Cloud = Field(default_factory=Cloud)
     lint: Lint = Field(default_factory=Lint)
     batch: Batch | None = None
+    promotion: Promotion = Field(default_factory=Promotion)
 
     @field_validator("image")
     @classmethod
