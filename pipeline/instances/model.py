@@ -57,7 +57,7 @@ def current_digest(ledger: Ledger, env_id: str) -> str | None:
 
 
 def sha_of(ledger: Ledger, env_id: str, digest: str) -> str | None:
-    """The commit of the version with `digest`: the environment's own when it points there, else the newest."""
+    """The commit of the version with `digest`: the environment's own if it points there, else the newest."""
     try:
         env = parse_env_id(env_id)
     except UsageError:

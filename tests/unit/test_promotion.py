@@ -11,6 +11,7 @@ from pipeline.errors import UsageError
 from pipeline.ledger.db import Ledger, Version, now
 from pipeline.ledger.pointers import EnvId, parse_env_id
 from pipeline.promote.moves import Evidence, find_version, refusals
+from pipeline.promote.policy import Signoffs
 
 
 def test_environment_ids_split_at_the_last_dot() -> None:
@@ -107,3 +108,40 @@ def test_sbom_diff_reports_packages_base_and_python_tolerantly() -> None:
     assert result.base == ("dlc/base@sha256:1", "dlc/base@sha256:2")
     assert "python  3.11.2 -> 3.12.1" in result.lines()
     assert sbom_diff.diff(old, old).lines() == []
+
+
+def test_production_counts_distinct_testers_and_names_who_signed() -> None:
+    passing = Evidence(runs=1, passed=True)
+
+    def why(people: tuple[str, ...], required: int = 2) -> list[str]:
+        signed = Signoffs(required=required, people=people, staging="nlp.x.staging")
+        return refusals(
+            stage="production", target="abc", evidence=passing, descends=None, pinned=[], signoffs=signed
+        )
+
+    assert why(()) == [
+        "abc has 0 of the 2 testers' sign-offs production needs (nobody signed yet); "
+        "testers run `envctl signoff nlp.x.staging`"
+    ]
+    assert why(("alice",)) == [
+        "abc has 1 of the 2 testers' sign-offs production needs (signed by alice); "
+        "testers run `envctl signoff nlp.x.staging`"
+    ]
+    assert why(("alice", "bob")) == []
+    assert why(("alice", "bob", "carol")) == []
+    assert refusals(stage="production", target="abc", evidence=passing, descends=None, pinned=[]) == []
+
+
+def test_the_same_person_signing_twice_counts_once(tmp_path: Path) -> None:
+    from pipeline.ledger import signoffs
+
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    for who in ("alice", "Alice ", "bob", "alice"):
+        signoffs.record(
+            ledger, image="nlp.x", sha="a" * 40, digest="sha256:" + "1" * 64, actor=who, reason=None
+        )
+    signoffs.record(
+        ledger, image="nlp.x", sha="b" * 40, digest="sha256:" + "2" * 64, actor="carol", reason=None
+    )
+    assert signoffs.people(signoffs.for_digest(ledger, "nlp.x", "sha256:" + "1" * 64)) == ["alice", "bob"]
+    assert [s.actor for s in signoffs.for_image(ledger, "nlp.x")][-1] == "carol"

@@ -178,3 +178,39 @@ def test_token_service_hosts_come_only_from_the_environment(tmp_path: Path) -> N
     from pipeline.publish.distribution import OciPublisher
 
     assert OciPublisher.for_settings(settings).registry.auth_hosts == ("auth.example", "b.example")
+
+
+def test_notify_url_comes_from_pyproject_or_the_environment_and_stays_out_of_repr(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, 'notify_url = "https://chat.example/hooks/T1/SECRET"\n')
+    settings = load(repo=repo, env={})
+    assert settings.notify_url == "https://chat.example/hooks/T1/SECRET"
+    assert "SECRET" not in repr(settings)
+    assert (
+        load(repo=repo, env={"ENVCTL_NOTIFY_URL": "http://127.0.0.1:9/x"}).notify_url
+        == "http://127.0.0.1:9/x"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://host/x?token=SECRET", "https:///SECRET", "hooks.example/SECRET", "http://h:99999/SECRET"]
+)
+def test_a_bad_notify_url_is_rejected_without_echoing_it(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError, match="notify_url is not") as caught:
+        load(repo=_repo(tmp_path), env={"ENVCTL_NOTIFY_URL": url})
+    assert "SECRET" not in str(caught.value)
+
+
+def test_notify_command_is_an_argument_list(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    as_json = load(repo=repo, env={"ENVCTL_NOTIFY_COMMAND": '["tee", "-a", "/tmp/a b"]'})
+    assert as_json.notify_command == ("tee", "-a", "/tmp/a b")
+    split = load(repo=repo, env={"ENVCTL_NOTIFY_COMMAND": "tee -a '/tmp/a b'; rm -rf /"})
+    assert split.notify_command == ("tee", "-a", "/tmp/a b;", "rm", "-rf", "/")  # no shell: all arguments
+    with pytest.raises(ConfigError, match="notify_command"):
+        load(repo=repo, env={"ENVCTL_NOTIFY_COMMAND": '["tee", 3]'})
+
+
+def test_notify_command_never_comes_from_the_repository(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, 'notify_command = ["sh", "-c", "curl evil.example"]\n')
+    with pytest.raises(ConfigError, match="'notify_command' may only come from the environment"):
+        load(repo=repo, env={})

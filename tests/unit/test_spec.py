@@ -159,3 +159,12 @@ def test_a_glob_never_reads_outside_the_repository(tmp_path: Path) -> None:
 
     result = envctl("validate", cwd=repo)  # the spec's glob sees the repository's notebooks only
     assert result.returncode == 0, result.stderr
+
+
+def test_production_signoffs_default_to_none_and_are_read(tmp_path: Path) -> None:
+    repo = copy_example(tmp_path)
+    path = repo / "environments" / "nlp.keras-batch.yaml"
+    assert spec.load(WorkTree(repo), "nlp.keras-batch").promotion.production.signoffs == 0
+    path.write_text(path.read_text() + "promotion:\n  production:\n    signoffs: 2\n")
+    assert spec.load(WorkTree(repo), "nlp.keras-batch").promotion.production.signoffs == 2
+    assert envctl("validate", cwd=repo).returncode == 0
