@@ -234,13 +234,13 @@ def promote(
     version = resolve_version(settings, ledger, env.image, rev)
     publisher = publisher or publisher_for(settings)
     proof = evidence_for(ledger, version) if env.stage == "production" else None
+    _ready(ledger, publisher, version)
     signed = None
     if env.stage == "production":
         required = signoffs_required
         if required is None:
             required = required_signoffs(settings, version)
         signed = signoffs_of(ledger, version, required)
-    _ready(ledger, publisher, version)
     forced_over: list[str] = []
 
     def decide(seen: dict[Stage, Pointer]) -> list[Change]:

@@ -87,6 +87,7 @@ def test_stale_when_the_environment_moved() -> None:
         "name",
         "environment",
         "digest",
+        "sha",
         "image_ref",
         "status",
         "url",
