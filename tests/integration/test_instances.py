@@ -100,14 +100,18 @@ def test_create_upgrade_by_restart_and_delete(sqlite_world: World, name: str) ->
     stale = listed(world, name)
     assert stale["stale"] is True and stale["digest"] == world.digest["c1"]
     assert stale["current_digest"] == world.digest["c2"]
+    assert stale["sha"] == world.sha["c1"]  # what a tester tried: the version it still runs
     table = world.envctl("instances", "list")
-    assert "stale: restart to upgrade" in next(line for line in table.stdout.splitlines() if name in line)
+    row = next(line for line in table.stdout.splitlines() if name in line)
+    assert "stale: restart to upgrade" in row
+    assert world.sha["c1"][:12] in row and world.digest["c1"][:19] in row
 
     restarted = world.envctl("instances", "restart", name)
     assert restarted.returncode == 0, restarted.stderr
     assert restarted.stdout.strip() == url  # same port and token
     upgraded = listed(world, name)
     assert upgraded["digest"] == world.digest["c2"] and upgraded["stale"] is False
+    assert upgraded["sha"] == world.sha["c2"]
     got = requests.get(notes, headers=auth, timeout=10)
     assert got.status_code == 200 and got.json()["content"] == "kept"
 
