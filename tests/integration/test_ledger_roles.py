@@ -111,6 +111,8 @@ def test_the_staging_role_moves_staging_but_never_production(roles: tuple[World,
         "UPDATE versions SET digest = 'sha256:forged'",
         "DELETE FROM versions",
         "UPDATE schema_version SET version = 0",
+        "UPDATE signoffs SET actor = 'forged'",
+        "DELETE FROM signoffs",
     ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             staging.sql(statement)
@@ -119,9 +121,12 @@ def test_the_staging_role_moves_staging_but_never_production(roles: tuple[World,
     # A version's pruned mark is the one column of it a writer changes (prune, a rebuild).
     staging.sql("UPDATE versions SET pruned_at = NULL")
 
-    # Staging still moves, and pins its own environment.
+    # Staging still moves, and pins its own environment; testers sign off with this role.
     assert staging.envctl("promote", f"{img}.staging", "--rev", world.sha["c3"]).returncode == 0
     assert staging.envctl("pin", f"{img}.staging", "--reason", "freeze").returncode == 0
+    signed = staging.envctl("signoff", f"{img}.staging")
+    assert signed.returncode == 0, signed.stderr
+    assert world.json("status", img)[0]["signoffs"] == ["Image Owner"]  # git user.name
 
 
 def test_the_production_role_promotes_and_rolls_back(roles: tuple[World, Role, Role]) -> None:
