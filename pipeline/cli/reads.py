@@ -160,7 +160,7 @@ def _version_of(ledger: Ledger, env: EnvId) -> Version:
     return version
 
 
-def _signoff_line(found: list[signed.Signoff], required: int) -> str:
+def _signoff_line(found: list[signed.Signoff], required: int | None) -> str:
     people = signed.people(found)
     need = f" of {required} production needs" if required else ""
     return f"{len(people)}{need}" + (f" ({', '.join(people)})" if people else "")

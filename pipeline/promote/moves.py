@@ -168,11 +168,11 @@ def not_pruned(version: Version) -> None:
         )
 
 
-def required_signoffs(settings: Settings, version: Version) -> int:
+def required_signoffs(settings: Settings, version: Version) -> int | None:
     """`promotion.production.signoffs` of the image's spec at the version's commit.
 
-    A commit this clone lacks (a version known only to the ledger) asks for none, with a
-    warning: the rule is the spec's, and there is no spec to read.
+    None when that commit can't be read (a commit this clone lacks: a version known only
+    to the ledger, or no repository here).
     """
     from pipeline.spec import model as spec_module
 
@@ -180,11 +180,11 @@ def required_signoffs(settings: Settings, version: Version) -> int:
         tree = resolve(open_repo(settings.repo), version.sha)
         text = tree.read(spec_module.spec_path(version.image))
         if text is None:
-            return 0
+            return 0  # no spec at that commit: no rule of it
         return spec_module.parse(text, spec_module.spec_path(version.image)).promotion.production.signoffs
     except UsageError as e:
-        log.warning("no spec of %s at %s (%s); no sign-off asked", version.image, version.sha[:12], e)
-        return 0
+        log.debug("no spec of %s at %s: %s", version.image, version.sha[:12], e)
+        return None
 
 
 def signoffs_of(ledger: Ledger, version: Version, required: int) -> Signoffs | None:
@@ -240,7 +240,14 @@ def promote(
         required = signoffs_required
         if required is None:
             required = required_signoffs(settings, version)
-        signed = signoffs_of(ledger, version, required)
+        if required is None:
+            log.warning(
+                "no spec of %s at %s in %s; production asks no sign-off of it",
+                version.image,
+                version.sha[:12],
+                settings.repo,
+            )
+        signed = signoffs_of(ledger, version, required or 0)
     forced_over: list[str] = []
 
     def decide(seen: dict[Stage, Pointer]) -> list[Change]:
