@@ -120,3 +120,31 @@ def test_the_secrets_file_is_never_placed_inside_a_repository(tmp_path: Path) ->
     assert not (bare / "hooks" / "post-receive").exists()
     with pytest.raises(UsageError):
         hooks.load_secrets(tmp_path / "absent.json")
+
+
+def test_the_hook_carries_the_notify_command_and_keeps_the_webhook_in_the_secrets_file(
+    tmp_path: Path,
+) -> None:
+    bare = _bare(tmp_path)
+    webhook = "https://chat.example/hooks/T1/B2/webhook-tok3n"
+    env = {
+        **_env(tmp_path),
+        "ENVCTL_NOTIFY_URL": webhook,
+        "ENVCTL_NOTIFY_COMMAND": "logger -t 'envctl events'",
+    }
+    installed = envctl("hooks", "install", str(bare), cwd=tmp_path, env=env)
+    assert installed.returncode == 0, installed.stderr
+    text = (bare / "hooks" / "post-receive").read_text()
+    assert "webhook-tok3n" not in text
+    assert (
+        """ENVCTL_NOTIFY_COMMAND='["logger", "-t", "envctl events"]'; export ENVCTL_NOTIFY_COMMAND""" in text
+    )
+    assert webhook in hooks.secrets_file(bare.resolve()).read_text()
+
+
+def test_logs_show_a_webhook_without_its_path_query_or_user() -> None:
+    from pipeline.notify import shown_url
+
+    assert shown_url("https://chat.example/hooks/T1/SECRET?token=SECRET") == "https://chat.example/…"
+    assert shown_url("http://user:SECRET@127.0.0.1:8080/x") == "http://127.0.0.1:8080/…"
+    assert shown_url("https://chat.example") == "https://chat.example"
