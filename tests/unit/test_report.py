@@ -10,6 +10,7 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -330,3 +331,36 @@ def test_serve_on_a_taken_port_is_exit_3(tmp_path: Path) -> None:
         .splitlines()[-1]
         .startswith(f"envctl: error: cannot serve on 127.0.0.1:{port}: ")
     )
+
+
+def _raw_get(port: int, host: str | None) -> bytes:
+    """One HTTP/1.0 GET of /index.html with exactly this Host header (None: no Host at all)."""
+    head = "GET /index.html HTTP/1.0\r\n" + (f"Host: {host}\r\n" if host is not None else "") + "\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(head.encode())
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_serve_answers_421_to_a_host_other_than_localhost(tmp_path: Path) -> None:
+    from pipeline.report import serve
+
+    (tmp_path / "index.html").write_text("pipeline log: secret-ish")
+    httpd = serve.server(tmp_path)
+    port = int(httpd.server_address[1])
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for host in ("evil.example", f"evil.example:{port}", f"localhost:{port + 1}", "127.0.0.2", None):
+            answer = _raw_get(port, host)
+            assert answer.startswith(b"HTTP/1.0 421 "), (host, answer[:80])
+            assert b"secret-ish" not in answer
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", "127.0.0.1"):
+            answer = _raw_get(port, host)
+            assert answer.startswith(b"HTTP/1.0 200 ") and answer.endswith(b"secret-ish"), host
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
