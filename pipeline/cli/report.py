@@ -38,7 +38,7 @@ def command(ctx: click.Context, out: Path | None, serve: bool, port: int) -> Non
     ledger = Ledger.for_settings(settings)
     with output.step(f"writing the report to {target}"):
         publisher = publisher_for(settings, timeout=10)
-        snapshot = data.collect(ledger, publisher, now())
+        snapshot = data.collect(ledger, publisher, now(), artifacts_dir=settings.artifacts_dir)
         files = site.render(snapshot)
         site.write(target, files)
     if any(e.drift == "unknown" for e in snapshot.environments):

@@ -56,6 +56,7 @@ class Snapshot:
     test_runs: list[TestRun]
     diffs: list[Diff] = field(default_factory=list)
     signoffs_known: bool = False
+    artifacts_dir: Path | None = None  # local run folders, `<artifacts_dir>/<run id>`
 
     def images(self) -> list[str]:
         return sorted({e.pointer.image for e in self.environments} | {r.image for r in self.test_runs})
@@ -69,6 +70,33 @@ def all_test_runs(ledger: Ledger, limit: int = RUN_LIMIT) -> list[TestRun]:
     with ledger.engine.connect() as conn:
         rows = conn.execute(sa.select(test_runs).order_by(test_runs.c.id.desc()).limit(limit)).all()
     return [TestRun.from_row(r) for r in rows]
+
+
+def runs_of_digests(ledger: Ledger, wanted: dict[str, set[str]]) -> list[TestRun]:
+    """Every test run of the given digests (image -> digests), however old: one query per image.
+
+    The newest `RUN_LIMIT` runs miss the evidence of a version that has been in production
+    for long; its environment and history still link to the runs of its digest.
+    """
+    found: list[TestRun] = []
+    with ledger.engine.connect() as conn:
+        for image, digests in sorted(wanted.items()):
+            if not digests:
+                continue
+            rows = conn.execute(
+                sa.select(test_runs)
+                .where(test_runs.c.image == image, test_runs.c.digest.in_(sorted(digests)))
+                .order_by(test_runs.c.id.desc())
+            ).all()
+            found.extend(TestRun.from_row(r) for r in rows)
+    return found
+
+
+def _with(recent: list[TestRun], more: list[TestRun]) -> list[TestRun]:
+    """`recent` (newest first), then the runs of `more` it lacks, newest first."""
+    seen = {r.run_id for r in recent}
+    extra: dict[str, TestRun] = {r.run_id: r for r in more if r.run_id not in seen}
+    return recent + sorted(extra.values(), key=lambda r: r.started_at, reverse=True)
 
 
 def signoffs(ledger: Ledger, pointer: Pointer) -> list[dict[str, Any]] | None:
@@ -124,8 +152,14 @@ def _diff(image: str, old: str, new: str, before: Version, after: Version) -> Di
     )
 
 
-def collect(ledger: Ledger, publisher: Publisher, now: datetime) -> Snapshot:
-    """Read the ledger, and each environment's tag from the registry (drift `unknown` if it is down)."""
+def collect(
+    ledger: Ledger, publisher: Publisher, now: datetime, *, artifacts_dir: Path | None = None
+) -> Snapshot:
+    """Read the ledger, and each environment's tag from the registry (drift `unknown` if it is down).
+
+    `artifacts_dir` is where run folders are kept locally: a run whose artifacts went to
+    Cloud Storage (`gs://…`) is shown from `<artifacts_dir>/<run id>` while that still exists.
+    """
     pointers = envs.pointers(ledger)
     reachable = publisher.ping()
     environments: list[Environment] = []
@@ -141,18 +175,25 @@ def collect(ledger: Ledger, publisher: Publisher, now: datetime) -> Snapshot:
             Environment(pointer=pointer, drift=state.drift, tag_digest=state.tag_digest, signoffs=signed)
         )
     history: dict[str, list[Event]] = {}
+    digests: dict[str, set[str]] = {}
+    for pointer in pointers:
+        if pointer.digest:
+            digests.setdefault(pointer.image, set()).add(pointer.digest)
     for image in sorted({p.image for p in pointers}):
         for event in envs.history(ledger, image):
             history.setdefault(f"{event.image}.{event.stage}", []).append(event)
+            if event.to_digest:
+                digests.setdefault(image, set()).add(event.to_digest)
     return Snapshot(
         taken_at=now,
         registry=publisher.host,
         environments=environments,
         history=history,
         pipeline_runs=listing(ledger, RUN_LIMIT),
-        test_runs=all_test_runs(ledger),
+        test_runs=_with(all_test_runs(ledger), runs_of_digests(ledger, digests)),
         diffs=_diffs(ledger, pointers),
         signoffs_known=signoffs_known,
+        artifacts_dir=artifacts_dir,
     )
 
 

@@ -75,6 +75,8 @@ def _pipeline_run(snapshot: Snapshot, run: PipelineRun, tests: Mapping[str, Test
         ("finished", when(run.finished_at)),
         ("duration", seconds(_duration(run))),
     ]
+    if run.reason:
+        facts.insert(4, ("reason", run.reason))
     rows: list[list[object]] = []
     for image, verdict in sorted(run.verdicts.items()):
         if not isinstance(verdict, Mapping):
@@ -167,9 +169,23 @@ def _where(result: Mapping[str, Any]) -> str:
     return where
 
 
+def _run_folder(snapshot: Snapshot, run: TestRun) -> Path | None:
+    """The run's local folder: where its artifacts are, or (kept in gs://) `<artifacts_dir>/<run id>`."""
+    if run.artifacts and "://" not in run.artifacts:
+        return Path(run.artifacts)
+    if snapshot.artifacts_dir is None or not run.run_id:
+        return None
+    try:
+        local = (snapshot.artifacts_dir / run.run_id).resolve()
+        local.relative_to(snapshot.artifacts_dir.resolve())
+    except (OSError, ValueError):
+        return None
+    return local if local != snapshot.artifacts_dir.resolve() and local.is_dir() else None
+
+
 def _test_run(snapshot: Snapshot, run: TestRun) -> Files:
     files: Files = {}
-    folder = Path(run.artifacts) if run.artifacts and "://" not in run.artifacts else None
+    folder = _run_folder(snapshot, run)
     results = [r for r in run.summary.get("results") or [] if isinstance(r, Mapping)]
     checks = [r for r in run.summary.get("checks") or [] if isinstance(r, Mapping)]
     rows: list[list[object]] = []

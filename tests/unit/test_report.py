@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from pipeline.ledger import db
 from pipeline.ledger.db import Ledger, TestRun, Version, record_test_run
@@ -149,7 +148,9 @@ def _ledger(tmp_path: Path) -> tuple[str, Path]:
     log = tmp_path / "state" / "pipelines" / "p1.log"
     log.parent.mkdir(parents=True)
     log.write_text(f"pipeline p1 {EVIL}\n")
-    records.start(ledger, run_id="p1", branch="staging", sha=SHA, log=log, trigger="hook")
+    records.start(
+        ledger, run_id="p1", branch="staging", sha=SHA, log=log, trigger="base", reason=f"base moved {EVIL}"
+    )
     records.finish(ledger, "p1", "failed", {IMAGE: {"state": "failed", "detail": EVIL, "test_run": "t1"}})
     with ledger.transaction() as conn:
         for stage in ("staging", "production"):
@@ -223,18 +224,67 @@ def test_report_escapes_every_untrusted_text(tmp_path: Path) -> None:
     assert "drift" not in result.stdout
     assert "did not answer; the report shows drift as unknown" in result.stderr
     index = (out / "index.html").read_text()
-    assert "unknown" in index and "Sign-offs" not in index
+    assert "unknown" in index
 
 
-def test_signoffs_column_reads_the_table_when_it_exists(tmp_path: Path) -> None:
+def test_pipeline_run_page_shows_its_reason_escaped(tmp_path: Path) -> None:
+    url, state = _ledger(tmp_path)
+    result = envctl("report", env=_env(url, state), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    page = (state / "report" / "runs" / "p1.html").read_text()
+    assert "<dt>reason</dt><dd>base moved &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "<script" not in page
+
+
+def test_runs_kept_in_cloud_storage_are_shown_from_the_local_run_folder(tmp_path: Path) -> None:
+    url, state = _ledger(tmp_path)
+    with Ledger.open(url).transaction() as conn:
+        conn.execute(db.test_runs.update().values(artifacts="gs://acme-artifacts/runs/t1/"))
+    result = envctl("report", env=_env(url, state), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = state / "report" / "tests" / "t1"
+    assert (out / "junit.xml").read_text() == "<testsuites/>\n"
+    (notebook,) = [p for p in out.glob("*.html") if p.name != "index.html"]
+    assert 'id="failing-cell"' in notebook.read_text()
+    index = (out / "index.html").read_text()
+    assert "gs://acme-artifacts/runs/t1/" in index and 'href="junit.xml"' in index
+
+
+def test_evidence_older_than_the_newest_runs_is_still_linked(tmp_path: Path) -> None:
+    from pipeline.report import data
+
+    url, state = _ledger(tmp_path)
+    newer = [
+        {
+            "run_id": f"n{i:03}",
+            "image": IMAGE,
+            "sha": "c" * 40,
+            "digest": "sha256:" + "c" * 64,
+            "passed": True,
+            "summary": "{}",
+            "artifacts": "",
+            "started_at": T0 + timedelta(days=1, minutes=i),
+            "finished_at": T0 + timedelta(days=1, minutes=i, seconds=5),
+        }
+        for i in range(data.RUN_LIMIT)
+    ]
+    with Ledger.open(url).transaction() as conn:
+        conn.execute(db.test_runs.insert(), newer)
+    result = envctl("report", env=_env(url, state), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = state / "report"
+    index = (out / "index.html").read_text()
+    assert "no test run" not in index and index.count('href="tests/t1/index.html"') == 2
+    production = (out / "env" / f"{IMAGE}.production.html").read_text()
+    assert production.count('href="../tests/t1/index.html"') == 2  # the evidence and the history
+    assert (out / "tests" / "t1" / "index.html").is_file()
+
+
+def test_signoffs_column_shows_who_signed_the_version(tmp_path: Path) -> None:
     url, state = _ledger(tmp_path)
     with Ledger.open(url).transaction() as conn:
         conn.execute(
-            sa.text("CREATE TABLE signoffs (id INTEGER PRIMARY KEY, image TEXT, digest TEXT, actor TEXT)")
-        )
-        conn.execute(
-            sa.text("INSERT INTO signoffs (image, digest, actor) VALUES (:i, :d, :a)"),
-            {"i": IMAGE, "d": DIGEST, "a": "<b>tess</b>"},
+            db.signoffs.insert().values(at=T0, image=IMAGE, sha=SHA, digest=DIGEST, actor="<b>tess</b>")
         )
     result = envctl("report", "--out", str(tmp_path / "site"), env=_env(url, state), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
