@@ -57,9 +57,11 @@ class CloudStorageStore:
         except Exception as e:
             self._remove(bucket, written)
             error = e if isinstance(e, EnvctlError) else translate(e, f"gs://{self.bucket}", api="storage")
-            if error is None:
-                raise
-            detail = str(error).removeprefix("envctl: error: ")
+            if error is not None:
+                detail = str(error).removeprefix("envctl: error: ")
+            else:  # not Google's: a file of the run folder that vanished or can't be read, ...
+                log.debug("copying the artifacts of %s failed", run_id, exc_info=True)
+                detail = _local(e)
             raise Unavailable(
                 f"copying the artifacts of run {run_id} to {where} failed: {detail}; nothing was "
                 f"kept there and no evidence recorded (the local copy is {run_dir})"
@@ -73,3 +75,10 @@ class CloudStorageStore:
                 bucket.blob(name).delete(timeout=10, retry=None)
             except Exception as e:
                 log.warning("could not remove gs://%s/%s after a failed copy: %s", self.bucket, name, e)
+
+
+def _local(e: Exception) -> str:
+    """One line for an error that isn't Google's (an OSError names its file)."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return f"{type(e).__name__}: {e}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ pytest.importorskip("google.cloud.storage")
 from pipeline.errors import ConfigError, Unavailable
 from pipeline.settings import Settings, load
 from pipeline.testing.keep import LocalStore, store_for
+from tests.gcpfakes.rest import FakeRequest
 from tests.gcpfakes.storage import FakeStorage
 
 
@@ -69,6 +71,24 @@ def test_a_missing_bucket_is_exit_3_naming_it_and_writes_nothing(tmp_path: Path)
         with pytest.raises(Unavailable, match=r"gs://nope/r1/ failed: .*does not exist") as failed:
             store_for(settings(fake, "gs://nope")).keep(run_dir, "r1")
         assert "no evidence recorded" in str(failed.value) and str(run_dir) in str(failed.value)
+        assert not fake.objects
+
+
+def test_a_file_that_vanishes_mid_copy_is_exit_3_and_removes_what_was_copied(tmp_path: Path) -> None:
+    run_dir = run_folder(tmp_path)
+    with FakeStorage(buckets=("arts",)) as fake:
+
+        def vanish_then_insert(request: FakeRequest) -> Any:
+            (run_dir / "summary.json").unlink(missing_ok=True)  # copied last: gone before its turn
+            return fake._insert(request)
+
+        fake.route("POST", r"/upload/storage/v1/b/(?P<bucket>[^/]+)/o")(vanish_then_insert)
+        with pytest.raises(Unavailable) as failed:
+            store_for(settings(fake, "gs://arts/team")).keep(run_dir, "r1")
+        message = str(failed.value)
+        assert "\n" not in message and "No such file or directory" in message
+        assert str(run_dir / "summary.json") in message and "nothing was kept there" in message
+        assert len(fake.sent("POST")) == 4 and len(fake.sent("DELETE")) == 4
         assert not fake.objects
 
 
