@@ -28,7 +28,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from pipeline.errors import Refused, Unavailable
+from pipeline.errors import ConfigError, Refused, Unavailable
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -250,6 +250,11 @@ class Ledger:
     def open(cls, url: str, *, password: str = "") -> Ledger:
         """Open (and migrate) the ledger at `url`; a password goes to the driver, never into the URL."""
         log.debug("opening the ledger at %s", _redact(url))
+        if password and not url.startswith("postgresql"):
+            raise ConfigError(
+                f"ENVCTL_LEDGER_PASSWORD applies only to a PostgreSQL ledger URL, and the ledger is "
+                f"{_redact(url)}; unset it, or set ENVCTL_LEDGER_URL to postgresql+psycopg://USER@HOST/DB"
+            )
         try:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

