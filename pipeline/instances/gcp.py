@@ -17,8 +17,11 @@ Restart onto the environment's current version keeps the instance and its data d
 `gce_setup.container_image` (and the metadata, labels, machine type and accelerators
 that changed with the version), start. `upgrade_instance` is not that: it moves the VM
 to Workbench's newest VM image, not to another container. When Workbench refuses the
-update, the instance is started again on what it ran and the error says what to do.
-Creating, stopping, updating, starting and deleting are long-running operations; each
+update, the instance is left as it was before the restart (started again on what it ran
+when it was ACTIVE, STOPPED when it was stopped) and the error says so and what to do.
+A create whose operation fails can leave the instance behind (it would block a retry
+with "exists"): envctl deletes it, or says to run `envctl instances delete NAME` when it
+can't. Creating, stopping, updating, starting and deleting are long-running operations; each
 is polled with a line per state change, within `timeout`.
 """
 
@@ -189,7 +192,11 @@ class GcpInstances:
         )
         what = f"creation of Workbench instance {self.full_name(name)}"
         operation = self._call(what, lambda: self._client().create_instance(request=request, **self._kw()))
-        self._wait(operation, name, what)
+        self._until_done(operation, name, what)
+        try:
+            self._raise_failure(operation, what)
+        except EnvctlError as e:
+            raise self._without_failed(name, e) from e
         return self._instance(self._get(name))
 
     def list(self) -> list[Instance]:
@@ -235,9 +242,16 @@ class GcpInstances:
             )
             self._wait(operation, name, what)
         except EnvctlError as e:
+            now = "it stays STOPPED on its previous image, as it was"
             if state == "ACTIVE":
-                self._start_again(name, current.name)
-            raise _update_refused(e, name, target) from e
+                failed = self._start_again(name, current.name)
+                now = (
+                    "it runs its previous image again"
+                    if failed is None
+                    else f"it stays STOPPED on its previous image: starting it again failed too ({failed}); "
+                    f"`envctl instances list` shows it"
+                )
+            raise _update_refused(e, name, target, now) from e
         self._operation(
             "start", name, lambda: self._client().start_instance(request={"name": current.name}, **self._kw())
         )
@@ -301,11 +315,18 @@ class GcpInstances:
 
     def _wait(self, operation: Any, name: str, what: str) -> None:
         """Poll the long-running operation to its end; a line each time the instance's state changes."""
+        self._until_done(operation, name, what)
+        self._raise_failure(operation, what)
+
+    def _until_done(self, operation: Any, name: str, what: str) -> None:
         try:
             self._poll(operation, name, what)
         except KeyboardInterrupt:
             output.warn(f"interrupted: the {what} goes on in Workbench; `envctl instances list` shows it")
             raise
+
+    def _raise_failure(self, operation: Any, what: str) -> None:
+        """The envctl error of an operation that ended in an error; nothing when it succeeded."""
         error = operation.exception(timeout=0)
         if error is not None:
             from pipeline.gcp import translate
@@ -332,14 +353,32 @@ class GcpInstances:
                 )
             time.sleep(self.poll_seconds)
 
-    def _start_again(self, name: str, full: str) -> None:
-        """After a failed update: the instance runs what it ran before (best effort, said aloud)."""
+    def _start_again(self, name: str, full: str) -> str | None:
+        """After a failed update: start what the instance ran before; why that failed, or None."""
         try:
             self._operation(
                 "start", name, lambda: self._client().start_instance(request={"name": full}, **self._kw())
             )
         except EnvctlError as e:
-            output.warn(f"instance {name} stays STOPPED: starting it again failed too ({e})")
+            return str(e)
+        return None
+
+    def _without_failed(self, name: str, error: EnvctlError) -> EnvctlError:
+        """After a failed create: delete the instance it left behind, so that a retry can create it."""
+        try:
+            left = self._find(name)
+            if left is None:
+                return error
+            output.info(f"removing instance {name}, which the failed creation left behind")
+            self._operation(
+                "delete", name, lambda: self._client().delete_instance(name=left.name, **self._kw())
+            )
+        except EnvctlError as e:
+            return type(error)(
+                f"{error}; removing the instance it left behind failed too ({e}): run "
+                f"`envctl instances delete {name}` before trying again"
+            )
+        return error
 
     def _instance(self, instance: Any) -> Instance:
         metadata = dict(instance.gce_setup.metadata)
@@ -356,13 +395,12 @@ class GcpInstances:
         )
 
 
-def _update_refused(e: EnvctlError, name: str, target: Target) -> EnvctlError:
-    """Workbench said no to the new container: why, and what the user can do instead."""
+def _update_refused(e: EnvctlError, name: str, target: Target, now: str) -> EnvctlError:
+    """Workbench said no to the new container: why, where the instance is `now`, what to do instead."""
     if e.exit_code == 3:
         return e
     return Refused(
-        f"Workbench would not move instance {name} to {target.env}: {e}; it runs its previous "
-        f"image again. To move anyway: copy your work out of the instance, then "
+        f"Workbench would not move instance {name} to {target.env}: {e}; {now}. To move anyway: copy your work out of the instance, then "
         f"`envctl instances delete {name}` and `envctl instances create {name} --env {target.env}` "
         "(deleting the instance deletes its data disk)"
     )

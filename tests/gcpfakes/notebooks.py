@@ -11,7 +11,9 @@ and metadata only while STOPPED, labels any time), `:stop`, `:start`, delete. Ev
 is a long-running operation at `/v2/.../operations/*` that finishes after
 `reads_to_finish` reads of it; the instance's state moves as Workbench's does
 (PROVISIONING -> ACTIVE, STOPPING -> STOPPED, STARTING -> ACTIVE). `script_error(verb, ...)`
-makes the next operation of that verb end in an error (a GPU quota, a zone out of capacity).
+makes the next operation of that verb end in an error (a GPU quota, a zone out of capacity);
+as in Workbench, a create that ends in an error leaves its instance behind (STOPPED, with
+its data disk) until it is deleted.
 """
 
 from __future__ import annotations
@@ -144,10 +146,7 @@ class FakeNotebooks(FakeRestServer):
     def _finish(self, pending: _Pending) -> None:
         found = self.instances.get(pending.instance)
         if pending.error is not None:
-            if found is not None and pending.verb == "create":
-                del self.instances[pending.instance]
-                self.disks.pop(pending.instance, None)
-            elif found is not None:
+            if found is not None:
                 found.state = self._rest_state(pending.verb)
         elif pending.final_state is None:
             self.instances.pop(pending.instance, None)
@@ -162,7 +161,7 @@ class FakeNotebooks(FakeRestServer):
         self._keep(pending, done=True)
 
     def _rest_state(self, verb: str) -> Any:
-        """Where a failed operation leaves the instance: as it was before it."""
+        """Where a failed operation leaves the instance: as it was before it (a failed create: STOPPED)."""
         return self.nb.State["ACTIVE" if verb == "stop" else "STOPPED"]
 
     # -- instances -----------------------------------------------------------------------

@@ -134,9 +134,24 @@ def test_a_refused_update_starts_the_old_image_again_and_says_what_to_do(fake: F
         backend.restart("dave", TARGET2, cloud=lambda: Cloud())
     message = str(refused.value)
     assert "container cannot change" in message and "envctl instances delete dave" in message
-    assert "data disk" in message
+    assert "data disk" in message and "it runs its previous image again." in message
     after = fake.instance("dave")
     assert after.gce_setup.container_image.tag == SHA and after.state.name == "ACTIVE"
+
+
+def test_a_refused_update_of_a_stopped_instance_leaves_it_stopped_and_says_so(fake: FakeNotebooks) -> None:
+    backend = workbench(fake)
+    backend.create("dora", TARGET, cloud=lambda: Cloud())
+    backend.google.notebooks().stop_instance(request={"name": f"{PARENT}/instances/dora"}).result(timeout=10)
+    fake.fail("PATCH", r".*/instances/dora", GoogleError("FAILED_PRECONDITION", "container cannot change"))
+    with pytest.raises(Refused) as refused:
+        backend.restart("dora", TARGET2, cloud=lambda: Cloud())
+    message = str(refused.value)
+    assert "it stays STOPPED on its previous image, as it was." in message
+    assert "runs its previous image again" not in message
+    after = fake.instance("dora")
+    assert after.gce_setup.container_image.tag == SHA and after.state.name == "STOPPED"
+    assert not fake.sent("POST", r".*:start")
 
 
 def test_restart_refuses_an_instance_on_its_way_somewhere(fake: FakeNotebooks) -> None:
@@ -160,7 +175,23 @@ def test_a_gpu_quota_error_of_the_operation_is_one_line_exit_3(fake: FakeNoteboo
     fake.script_error("create", GoogleError("RESOURCE_EXHAUSTED", "Quota 'NVIDIA_T4_GPUS' exceeded"))
     with pytest.raises(Unavailable, match=r"quota exhausted.*NVIDIA_T4_GPUS"):
         workbench(fake).create("gina", TARGET, cloud=lambda: GPU)
-    assert fake.instance("gina") is None
+    # The failed creation left its instance behind (as Workbench does); envctl deleted it,
+    # so the retry is not blocked with "exists".
+    (delete,) = fake.sent("DELETE")
+    assert delete.path == f"/v2/{PARENT}/instances/gina"
+    assert fake.instance("gina") is None and fake.data_disk_of("gina") is None
+    assert workbench(fake).create("gina", TARGET, cloud=lambda: GPU).status == "ACTIVE"
+
+
+def test_a_failed_create_that_cannot_be_cleaned_up_says_what_to_run(fake: FakeNotebooks) -> None:
+    fake.script_error("create", GoogleError("RESOURCE_EXHAUSTED", "Quota 'NVIDIA_T4_GPUS' exceeded"))
+    fake.script_error("delete", GoogleError("UNAVAILABLE", "zone is busy"))
+    with pytest.raises(Unavailable) as failed:
+        workbench(fake).create("gwen", TARGET, cloud=lambda: GPU)
+    message = str(failed.value)
+    assert "NVIDIA_T4_GPUS" in message and "zone is busy" in message and "\n" not in message
+    assert message.endswith("run `envctl instances delete gwen` before trying again")
+    assert fake.instance("gwen") is not None
 
 
 def test_bad_input_sends_nothing_and_delete_removes_instance_and_disk(fake: FakeNotebooks) -> None:
