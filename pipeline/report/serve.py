@@ -33,7 +33,9 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
     def _addressed_to_us(self) -> bool:
-        if allowed_host(self.headers.get("Host"), int(self.server.server_address[1])):
+        address = self.server.server_address
+        port = int(address[1]) if isinstance(address, tuple) else 0
+        if allowed_host(self.headers.get("Host"), port):
             return True
         self.send_error(421, "Misdirected Request", "this server answers only to 127.0.0.1 and localhost")
         return False
