@@ -400,7 +400,8 @@ def _update_refused(e: EnvctlError, name: str, target: Target, now: str) -> Envc
     if e.exit_code == 3:
         return e
     return Refused(
-        f"Workbench would not move instance {name} to {target.env}: {e}; {now}. To move anyway: copy your work out of the instance, then "
+        f"Workbench would not move instance {name} to {target.env}: {e}; {now}. To move anyway: "
+        "copy your work out of the instance, then "
         f"`envctl instances delete {name}` and `envctl instances create {name} --env {target.env}` "
         "(deleting the instance deletes its data disk)"
     )
