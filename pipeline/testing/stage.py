@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pipeline import progress
 from pipeline.build import engine as docker_engine
 from pipeline.errors import UsageError
 from pipeline.ledger.db import Ledger, TestRun, Version, record_test_run
@@ -43,7 +44,8 @@ def new_run_id(sha: str) -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{sha[:12]}-{secrets.token_hex(3)}"
 
 
-def _guarded(name: str, kind: Any, task: Callable[[], Result]) -> Result:
+def _guarded(name: str, kind: Any, task: Callable[[], Result], status: progress.Counter) -> Result:
+    status.started(name)
     try:
         return task()
     except Cancelled:
@@ -54,6 +56,8 @@ def _guarded(name: str, kind: Any, task: Callable[[], Result]) -> Result:
             outcome="infrastructure", error=f"{type(e).__name__}: {e}", hint="rerun with --debug"
         )
         return Result(name=name, kind=kind, verdict=verdict, seconds=0.0)
+    finally:
+        status.finished(name)
 
 
 def _checks(run: Run, tree: Tree, paths: list[str]) -> list[Result]:
@@ -195,9 +199,11 @@ def run_tests(
 
     workers = max(1, min(jobs or settings.jobs, len(tasks) or 1))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envctl-test")
+    status = progress.Counter(f"testing {spec.image}", len(tasks) + len(results), done=len(results))
     try:
+        status.open()
         futures: dict[Future[Result], int] = {
-            pool.submit(_guarded, *task): index for index, task in tasks.items()
+            pool.submit(_guarded, *task, status): index for index, task in tasks.items()
         }
         for result in results.values():
             if on_result:
@@ -212,6 +218,7 @@ def run_tests(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        status.close()
         left = sweep(client, run_id)
         if left:
             log.warning("removed %d leftover container(s) of run %s", left, run_id)
