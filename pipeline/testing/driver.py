@@ -11,6 +11,10 @@ checker; jsonschema imports every optional one it finds, and `rfc3987_syntax` co
 grammar at import (seconds). They are kept out of this process only; the kernel, a
 process of its own, sees the image as it is.
 
+Where the notebooks of a run share one container (`tests.isolation: run`), a failure
+after the cgroup's OOM-kill counter went up exits 137, as a container killed for memory
+does.
+
 Without papermill under `python3`, the driver runs again under the interpreter of the
 `papermill` script, if there is one; else it says `No module named papermill` and exits
 127, as a missing command would.
@@ -26,6 +30,20 @@ for name in UNNEEDED:
     sys.modules.setdefault(name, None)
 
 job = json.loads(sys.argv[1])
+
+def oom_kills():
+    # The container's cgroup (v2, then v1): how often the kernel killed a process for memory.
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            with open(path) as handle:
+                for line in handle:
+                    if line.startswith("oom_kill "):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return 0
+
+oom_before = oom_kills()
 try:
     import papermill
     from nbclient.exceptions import DeadKernelError
@@ -98,6 +116,8 @@ if job.get("html") and os.path.isfile(job["output"]):
     except Exception as e:
         with open(job["html"] + ".error", "w", encoding="utf-8") as handle:
             handle.write(f"{type(e).__name__}: {e}\n")
+if failure and oom_kills() > oom_before:
+    code = 137  # a process of this notebook was killed for memory, as a container's OOM kill reads
 if failure:
     sys.stderr.write(failure)
 sys.stderr.flush()

@@ -7,6 +7,7 @@ result, write the artifacts and record the run in the ledger as evidence.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import shutil
@@ -33,7 +34,7 @@ from pipeline.testing.checks import run_checks
 from pipeline.testing.keep import store_for
 from pipeline.testing.model import Result, TestReport, Verdict
 from pipeline.testing.params import MalformedNotebook, load_notebook, plan
-from pipeline.testing.runner import Cancelled, Limits, Tracker, ensure_image, sweep
+from pipeline.testing.runner import Cancelled, Limits, SharedContainer, Tracker, ensure_image, sweep
 from pipeline.testing.tasks import Run, Sink, render_html, run_notebook, run_smoke
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,11 @@ def _materialize(tree: Tree, root: str, target: Path) -> None:
 
 @dataclass(frozen=True)
 class LocalTestRunner:
-    """The local TestRunner: one fresh container per notebook on the Docker Engine."""
+    """The local TestRunner: one fresh container per notebook on the Docker Engine.
+
+    A spec with `tests.isolation: run` gets one container for the whole run instead
+    (each notebook a `docker exec` in it, one after another).
+    """
 
     settings: Settings
 
@@ -169,6 +174,19 @@ def run_tests(
         ),
         grace=grace,
     )
+    if spec.tests.isolation == "run":
+        run = dataclasses.replace(
+            run,
+            shared=SharedContainer(
+                client=client,
+                tracker=run.tracker,
+                image_ref=version.image_ref,
+                labels=run.labels("shared"),
+                limits=run.limits,
+                mounts=Run.shared_mounts(work),
+                environment=spec.tests.env,
+            ),
+        )
     try:
         checks = _checks(run, tree, paths)
     except BaseException:
@@ -197,7 +215,8 @@ def run_tests(
             partial(run_smoke, run, number, command),
         )
 
-    workers = max(1, min(jobs or settings.jobs, len(tasks) or 1))
+    # One container per run runs its notebooks one after another (they share its limits).
+    workers = 1 if run.shared else max(1, min(jobs or settings.jobs, len(tasks) or 1))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envctl-test")
     status = progress.Counter(f"testing {spec.image}", len(tasks) + len(results), done=len(results))
     try:
@@ -219,6 +238,8 @@ def run_tests(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         status.close()
+        if run.shared is not None:
+            run.shared.close()
         left = sweep(client, run_id)
         if left:
             log.warning("removed %d leftover container(s) of run %s", left, run_id)

@@ -22,10 +22,11 @@ from pipeline.testing.classify import classify_command, classify_notebook
 from pipeline.testing.driver import SCRIPT
 from pipeline.testing.model import Result
 from pipeline.testing.params import NotebookPlan
-from pipeline.testing.runner import Limits, Tracker, run_container
+from pipeline.testing.runner import Limits, SharedContainer, Tracker, run_container
 
 Sink = Callable[[str], None]
 IN, OUT, CWD, BIN = "/envctl/in", "/envctl/out", "/envctl/cwd", "/envctl/bin"
+OUTS, CWDS = "/envctl/outs", "/envctl/cwds"  # with one container per run: <folder>/<index>
 DRIVER = "driver.py"
 
 
@@ -42,6 +43,17 @@ class Run:
     root: str
     limits: Limits
     grace: float
+    shared: SharedContainer | None = None  # tests.isolation: run
+
+    @staticmethod
+    def shared_mounts(work: Path) -> dict[Path, tuple[str, str]]:
+        """What the one container of a run mounts: every notebook's folders, under its index."""
+        return {
+            work / "in": (IN, "ro"),
+            work / "out": (OUTS, "rw"),
+            work / "cwd": (CWDS, "rw"),
+            driver_folder(work): (BIN, "ro"),
+        }
 
     def labels(self, what: str) -> dict[str, str]:
         return {
@@ -77,35 +89,39 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
     for path in [scratch, *scratch.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o666)
     html_name = PurePosixPath(name).with_suffix(".html").name
+    out_at, cwd_at = (f"{OUTS}/{index}", f"{CWDS}/{index}") if run.shared else (OUT, CWD)
     job_args = {
         "input": f"{IN}/{rel}",
-        "output": f"{OUT}/{name}",
-        "html": f"{OUT}/{html_name}",
+        "output": f"{out_at}/{name}",
+        "html": f"{out_at}/{html_name}",
         "parameters": job.parameters,
         "kernel": job.kernel,
         "timeout": tests.timeout,
-        "cwd": CWD,
+        "cwd": cwd_at,
     }
     command = ["python3", f"{BIN}/{DRIVER}", json.dumps(job_args, sort_keys=True)]
     log_rel = PurePosixPath(rel).with_suffix(".log").as_posix()
     deadline = tests.timeout + run.grace
-    ran = run_container(
-        run.client,
-        run.tracker,
-        image_ref=run.version.image_ref,
-        command=command,
-        labels=run.labels(job.path),
-        limits=run.limits,
-        deadline=deadline,
-        mounts={
-            run.work / "in": (IN, "ro"),
-            out: (OUT, "rw"),
-            scratch: (CWD, "rw"),
-            _driver(run): (BIN, "ro"),
-        },
-        log_file=run.run_dir / log_rel,
-        environment=tests.env,
-    )
+    if run.shared is not None:
+        ran = run.shared.run(command, deadline=deadline, log_file=run.run_dir / log_rel)
+    else:
+        ran = run_container(
+            run.client,
+            run.tracker,
+            image_ref=run.version.image_ref,
+            command=command,
+            labels=run.labels(job.path),
+            limits=run.limits,
+            deadline=deadline,
+            mounts={
+                run.work / "in": (IN, "ro"),
+                out: (OUT, "rw"),
+                scratch: (CWD, "rw"),
+                driver_folder(run.work): (BIN, "ro"),
+            },
+            log_file=run.run_dir / log_rel,
+            environment=tests.env,
+        )
     executed = artifacts.read_json(out / name)
     notebook: str | None = None
     html: str | None = None
@@ -172,9 +188,9 @@ def run_smoke(run: Run, index: int, command: str) -> Result:
     )
 
 
-def _driver(run: Run) -> Path:
+def driver_folder(work: Path) -> Path:
     """The folder holding the driver script, written once per run (read-only in containers)."""
-    folder = run.work / "bin"
+    folder = work / "bin"
     if not (folder / DRIVER).is_file():
         artifacts.write_atomic(folder / DRIVER, SCRIPT.encode())
     return folder
