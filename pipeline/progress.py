@@ -111,10 +111,11 @@ class Steps:
             self.step = _BK_NUMBER.sub("", line) if line.startswith("#") else line
             self.started = time.monotonic()
             show(f"{self.prefix}{self.step}")
-        elif self.step and not line.startswith(("#", " ---> ", "Removing intermediate")):
+        elif self.step:
             tail = _BK_NUMBER.sub("", line).strip()
-            took = clock(time.monotonic() - self.started)
-            show(f"{self.prefix}{self.step[:60]} {took} | {tail}")
+            if tail and not tail.startswith(("--->", "Removing intermediate")):
+                took = clock(time.monotonic() - self.started)
+                show(f"{self.prefix}{self.step[:60]} {took} | {tail}")
 
     def close(self) -> None:
         clear()

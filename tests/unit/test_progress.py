@@ -75,6 +75,28 @@ def test_push_on_a_terminal_rewrites_one_line_with_layers_bytes_and_rate(
     assert re.search(r"pushed 1 layer\(s\) \(1 already there\), 3\.0 MB in [\d.]+ s", text)
 
 
+def test_build_steps_on_a_terminal_show_the_step_and_its_last_line(
+    terminal: tuple[int, io.TextIOWrapper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader = on_terminal(monkeypatch, terminal)
+    steps = progress.Steps()
+    for line in [
+        "#5 [2/3] RUN pip install x",
+        "#5 0.512 Collecting x",
+        "#5 DONE 1.2s",
+        "Step 3/4 : RUN true",
+    ]:
+        steps(line)
+    steps.close()
+    updates = re.findall(r"\r([^\r\n]*)\x1b\[K", drawn(leader))
+    assert updates[:4] == [
+        "  [2/3] RUN pip install x",
+        "  [2/3] RUN pip install x 0:00 | Collecting x",
+        "  [2/3] RUN pip install x 0:00 | DONE 1.2s",
+        "  Step 3/4 : RUN true",
+    ]
+
+
 def test_messages_go_above_the_status_line(
     terminal: tuple[int, io.TextIOWrapper], monkeypatch: pytest.MonkeyPatch
 ) -> None:
