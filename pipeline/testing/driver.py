@@ -8,7 +8,9 @@ has started, while the cells run, so the rendering costs little more than its te
 
 The driver process validates notebooks with nbformat, which needs no JSON-schema format
 checker; jsonschema imports every optional one it finds, and `rfc3987_syntax` compiles a
-grammar at import (seconds). They are kept out of this process only; the kernel, a
+grammar at import (seconds). papermill tries its remote-storage handlers at import (boto3,
+gcsfs, pyarrow, ...: seconds in a Deep Learning Containers image); the driver reads and
+writes local paths only. All of them are kept out of this process only; the kernel, a
 process of its own, sees the image as it is.
 
 Where the notebooks of a run share one container (`tests.isolation: run`), a failure
@@ -25,7 +27,10 @@ from __future__ import annotations
 SCRIPT = r"""
 import json, logging, os, sys, threading, traceback
 
-UNNEEDED = ("rfc3987_syntax", "rfc3987", "isoduration", "uri_template", "webcolors", "fqdn")
+# jsonschema's optional format checkers, and papermill's remote-storage handlers (the
+# driver reads and writes local paths only)
+UNNEEDED = ("rfc3987_syntax", "rfc3987", "isoduration", "uri_template", "webcolors", "fqdn",
+            "boto3", "azure.datalake", "azure.storage.blob", "gcsfs", "pyarrow", "github")
 for name in UNNEEDED:
     sys.modules.setdefault(name, None)
 
