@@ -85,11 +85,7 @@ def _materialize(tree: Tree, root: str, target: Path) -> None:
 
 @dataclass(frozen=True)
 class LocalTestRunner:
-    """The local TestRunner: one fresh container per notebook on the Docker Engine.
-
-    A spec with `tests.isolation: run` gets one container for the whole run instead
-    (each notebook a `docker exec` in it, one after another).
-    """
+    """The local TestRunner: one fresh container per notebook on the Docker Engine."""
 
     settings: Settings
 
@@ -174,7 +170,7 @@ def run_tests(
         ),
         grace=grace,
     )
-    if spec.tests.isolation == "run":
+    if spec.tests.isolation == "run":  # one container for the run, each notebook an exec in it
         run = dataclasses.replace(
             run,
             shared=SharedContainer(
