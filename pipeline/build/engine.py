@@ -27,7 +27,7 @@ import requests
 import urllib3.exceptions
 from docker.client import DockerClient, from_env
 
-from pipeline import proc
+from pipeline import proc, progress
 from pipeline.backends import ContextFile
 from pipeline.errors import BuildFailed, Unavailable, UsageError
 from pipeline.publish.oci import Credentials
@@ -267,6 +267,9 @@ class _BuildLog:
 def push(client: Any, ref: str, *, auth: Credentials | None = None, on_line: LineSink | None = None) -> str:
     """Push `repo:tag` and return the manifest digest the registry reported.
 
+    On a terminal a status line shows the layers and bytes sent and the rate; a summary
+    line follows either way (`progress.Transfer`).
+
     `auth` goes to the engine with this push only (never to a build); without it the
     docker SDK uses the Docker client's login for the registry, if any.
     """
@@ -275,8 +278,10 @@ def push(client: Any, ref: str, *, auth: Credentials | None = None, on_line: Lin
         {"username": auth.username, "password": auth.password} if auth is not None and auth.password else None
     )
     digest = ""
+    transfer = progress.Transfer(ref)
     try:
         for chunk in client.api.push(repository, tag=tag, stream=True, decode=True, auth_config=auth_config):
+            transfer.update(chunk)
             if "error" in chunk or "errorDetail" in chunk:
                 detail = chunk.get("error") or chunk["errorDetail"].get("message", "")
                 raise Unavailable(f"push of {ref} failed: {detail}")
@@ -288,6 +293,8 @@ def push(client: Any, ref: str, *, auth: Credentials | None = None, on_line: Lin
                 on_line(f"{chunk.get('id', '')} {status}".strip())
     except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
         raise Unavailable(f"push of {ref} failed: {e}") from e
+    finally:
+        transfer.close()
     if not digest:
         raise Unavailable(f"push of {ref} reported no digest")
     return digest

@@ -108,8 +108,9 @@ class LazyGroup(click.Group):
     help="The repository with environments/ (default: the current one).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option("--no-progress", is_flag=True, help="Plain lines instead of a live status line on a terminal.")
 @click.pass_context
-def cli(ctx: click.Context, repo: Path | None, debug: bool) -> None:
+def cli(ctx: click.Context, repo: Path | None, debug: bool, no_progress: bool) -> None:
     """Build, test, promote and roll back notebook images from one git repository.
 
     \b
@@ -121,6 +122,10 @@ def cli(ctx: click.Context, repo: Path | None, debug: bool) -> None:
     Exit codes: 0 done; 1 the operation said no; 2 bad input; 3 a part is unavailable.
     """
     ctx.obj = {"repo": repo, "debug": debug or None}
+    if no_progress:
+        from pipeline import progress
+
+        progress.disable()
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
 
 

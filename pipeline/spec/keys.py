@@ -34,7 +34,10 @@ def tests_key(spec: Spec, tree: Tree) -> str:
     """A hash of the test inputs of `spec` in `tree`: its tests section and the files a run mounts."""
     digest = hashlib.sha256()
     digest.update(TEST_KEY_FORMAT.encode() + b"\0")
-    digest.update(json.dumps(spec.tests.model_dump(mode="json"), sort_keys=True).encode() + b"\0")
+    tests = spec.tests.model_dump(mode="json")
+    if tests.get("isolation") == "notebook":
+        del tests["isolation"]  # the default: keys recorded before the setting existed stay as they were
+    digest.update(json.dumps(tests, sort_keys=True).encode() + b"\0")
     root = common_root(notebooks(spec, tree))
     for path in sorted(tree.files(root)):
         digest.update(path.encode() + b"\0" + hashlib.sha256(tree.read(path) or b"").digest())

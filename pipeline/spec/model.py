@@ -179,6 +179,8 @@ class Tests(_Model):
     network: Literal["none", "host"] = "none"
     smoke: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    # notebook: a fresh container per notebook; run: one container for the run's notebooks
+    isolation: Literal["notebook", "run"] = "notebook"
 
     @field_validator("env")
     @classmethod

@@ -1,14 +1,14 @@
 """The artifacts of a run: executed notebooks, HTML renderings, junit.xml, summary.json.
 
 Everything lands in the run folder by an atomic rename, so a reader never sees half a
-file. HTML is rendered by nbconvert inside the tested image (the base has it).
+file. HTML is rendered by nbconvert inside the tested image, in each notebook's container
+(`driver.SCRIPT`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -118,32 +118,6 @@ def summary_json(report: TestReport) -> bytes:
 def write_reports(report: TestReport) -> None:
     write_atomic(report.artifacts / "junit.xml", junit_xml(report))
     write_atomic(report.artifacts / "summary.json", summary_json(report))
-
-
-def stage_for_html(run_dir: Path, notebooks: list[str], work: Path) -> list[str]:
-    """Copy executed notebooks to a writable folder for nbconvert; their paths inside it."""
-    staged: list[str] = []
-    for relative in notebooks:
-        target = work / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / relative, target)
-        staged.append(relative)
-    work.chmod(0o777)
-    for folder in work.rglob("*"):
-        if folder.is_dir():
-            folder.chmod(0o777)
-    return staged
-
-
-def collect_html(run_dir: Path, staged: list[str], work: Path) -> dict[str, str]:
-    """Move each rendering nbconvert wrote into the run folder; notebook -> html path."""
-    found: dict[str, str] = {}
-    for relative in staged:
-        html = Path(relative).with_suffix(".html").as_posix()
-        if (work / html).is_file():
-            move_into(work / html, run_dir / html)
-            found[relative] = html
-    return found
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -116,7 +116,9 @@ def classify_notebook(
     found = error_cell(executed) if executed else None
     at_index, at_count = running_cell(executed) if executed else (None, None)
     if ran.start_error:
-        if "papermill" in ran.start_error and any(n in ran.start_error.lower() for n in NOT_FOUND):
+        # The driver runs under the image's python3; without it there is no papermill to run.
+        named = "papermill" in ran.start_error or "python3" in ran.start_error
+        if named and any(n in ran.start_error.lower() for n in NOT_FOUND):
             return _papermill_missing(dockerfile)
         return Verdict(
             outcome="infrastructure",

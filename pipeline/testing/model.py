@@ -67,6 +67,7 @@ class Result:
     html: str | None = None
     log: str | None = None
     warnings: tuple[str, ...] = ()
+    html_error: str = ""  # why an executed notebook has no HTML rendering (not in the report)
 
     @property
     def passed(self) -> bool:

@@ -207,3 +207,109 @@ def run_container(
         if container is not None:
             remove(container)
             tracker.discard(container)
+
+
+KEEP_ALIVE = ["python3", "-c", "import time\nwhile True: time.sleep(3600)"]
+
+
+@dataclass
+class SharedContainer:
+    """One container for a whole run (`tests.isolation: run`): each notebook is a `docker exec` in it.
+
+    Started on first use with the run's limits and mounts; removed by `close` (and by
+    `sweep`, through its run label). A notebook that passes its deadline is killed with
+    the container; the next one gets a fresh container.
+    """
+
+    client: Any
+    tracker: Tracker
+    image_ref: str
+    labels: Mapping[str, str]
+    limits: Limits
+    mounts: Mapping[Path, tuple[str, str]]
+    environment: Mapping[str, str]
+    _container: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _start(self) -> Any:
+        if self._container is None:
+            container = self.client.containers.create(
+                self.image_ref,
+                command=KEEP_ALIVE,
+                labels={RUN_LABEL: self.tracker.run_id, **self.labels},
+                network_mode=self.limits.network,
+                mem_limit=self.limits.memory_bytes,
+                memswap_limit=self.limits.memory_bytes,
+                nano_cpus=self.limits.nano_cpus,
+                volumes={str(h): {"bind": c, "mode": m} for h, (c, m) in self.mounts.items()},
+                init=True,
+                detach=True,
+                environment=dict(self.environment),
+                entrypoint=[],
+            )
+            self.tracker.add(container)
+            self._container = container
+            container.start()
+        return self._container
+
+    def close(self) -> None:
+        with self._lock:
+            if self._container is not None:
+                remove(self._container)
+                self.tracker.discard(self._container)
+                self._container = None
+
+    def run(self, command: Sequence[str], *, deadline: float, log_file: Path | None = None) -> ContainerExit:
+        """Run `command` in the run's container; the same `ContainerExit` a fresh container gives."""
+        started = time.monotonic()
+        with self._lock:  # one notebook at a time: they share the container's memory and CPUs
+            try:
+                container = self._start()
+                exec_id = self.client.api.exec_create(container.id, list(command))["Id"]
+                box: dict[str, Any] = {}
+
+                def attached() -> None:
+                    try:
+                        box["output"] = self.client.api.exec_start(exec_id, stream=False, demux=False)
+                    except Exception as e:  # reported below, on the caller's thread
+                        box["error"] = e
+
+                started = time.monotonic()
+                worker = threading.Thread(target=attached, daemon=True, name="envctl-exec")
+                worker.start()
+                worker.join(deadline)
+                seconds = time.monotonic() - started
+                if self.tracker.cancelled.is_set():
+                    raise Cancelled(self.tracker.run_id)
+                if worker.is_alive():
+                    log.info(
+                        "notebook in %s passed its deadline of %.0f s; killing it",
+                        container.short_id,
+                        deadline,
+                    )
+                    remove(container)
+                    self.tracker.discard(container)
+                    self._container = None
+                    worker.join(30)
+                    output = bytes(box.get("output") or b"")
+                    if log_file is not None:
+                        write_atomic(log_file, output[-LOG_BYTES:])
+                    return ContainerExit(
+                        deadline_hit=True, seconds=seconds, logs=output[-20_000:].decode(errors="replace")
+                    )
+                if "error" in box:
+                    raise box["error"]
+                output = bytes(box.get("output") or b"")
+                code = self.client.api.exec_inspect(exec_id).get("ExitCode")
+                if log_file is not None:
+                    write_atomic(log_file, output[-LOG_BYTES:])
+                return ContainerExit(
+                    exit_code=None if code is None else int(code),
+                    oom_killed=code == 137,
+                    logs=output[-20_000:].decode(errors="replace"),
+                    seconds=seconds,
+                )
+            except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
+                if self.tracker.cancelled.is_set():
+                    raise Cancelled(self.tracker.run_id) from e
+                return ContainerExit(start_error=_explain(e), seconds=time.monotonic() - started)

@@ -7,6 +7,7 @@ result, write the artifacts and record the run in the ledger as evidence.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import shutil
@@ -18,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from pipeline import progress
 from pipeline.build import engine as docker_engine
 from pipeline.errors import UsageError
 from pipeline.ledger.db import Ledger, TestRun, Version, record_test_run
@@ -32,7 +34,7 @@ from pipeline.testing.checks import run_checks
 from pipeline.testing.keep import store_for
 from pipeline.testing.model import Result, TestReport, Verdict
 from pipeline.testing.params import MalformedNotebook, load_notebook, plan
-from pipeline.testing.runner import Cancelled, Limits, Tracker, ensure_image, sweep
+from pipeline.testing.runner import Cancelled, Limits, SharedContainer, Tracker, ensure_image, sweep
 from pipeline.testing.tasks import Run, Sink, render_html, run_notebook, run_smoke
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,8 @@ def new_run_id(sha: str) -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{sha[:12]}-{secrets.token_hex(3)}"
 
 
-def _guarded(name: str, kind: Any, task: Callable[[], Result]) -> Result:
+def _guarded(name: str, kind: Any, task: Callable[[], Result], status: progress.Counter) -> Result:
+    status.started(name)
     try:
         return task()
     except Cancelled:
@@ -54,6 +57,8 @@ def _guarded(name: str, kind: Any, task: Callable[[], Result]) -> Result:
             outcome="infrastructure", error=f"{type(e).__name__}: {e}", hint="rerun with --debug"
         )
         return Result(name=name, kind=kind, verdict=verdict, seconds=0.0)
+    finally:
+        status.finished(name)
 
 
 def _checks(run: Run, tree: Tree, paths: list[str]) -> list[Result]:
@@ -165,6 +170,19 @@ def run_tests(
         ),
         grace=grace,
     )
+    if spec.tests.isolation == "run":  # one container for the run, each notebook an exec in it
+        run = dataclasses.replace(
+            run,
+            shared=SharedContainer(
+                client=client,
+                tracker=run.tracker,
+                image_ref=version.image_ref,
+                labels=run.labels("shared"),
+                limits=run.limits,
+                mounts=Run.shared_mounts(work),
+                environment=spec.tests.env,
+            ),
+        )
     try:
         checks = _checks(run, tree, paths)
     except BaseException:
@@ -193,11 +211,14 @@ def run_tests(
             partial(run_smoke, run, number, command),
         )
 
-    workers = max(1, min(jobs or settings.jobs, len(tasks) or 1))
+    # One container per run runs its notebooks one after another (they share its limits).
+    workers = 1 if run.shared else max(1, min(jobs or settings.jobs, len(tasks) or 1))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="envctl-test")
+    status = progress.Counter(f"testing {spec.image}", len(tasks) + len(results), done=len(results))
     try:
+        status.open()
         futures: dict[Future[Result], int] = {
-            pool.submit(_guarded, *task): index for index, task in tasks.items()
+            pool.submit(_guarded, *task, status): index for index, task in tasks.items()
         }
         for result in results.values():
             if on_result:
@@ -212,6 +233,9 @@ def run_tests(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        status.close()
+        if run.shared is not None:
+            run.shared.close()
         left = sweep(client, run_id)
         if left:
             log.warning("removed %d leftover container(s) of run %s", left, run_id)

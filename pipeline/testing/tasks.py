@@ -1,7 +1,8 @@
-"""The containers of a test run: one notebook, one smoke check, the HTML renderings.
+"""The containers of a test run: one notebook (executed and rendered to HTML), one smoke check.
 
 Each function runs one container through `runner.run_container` and turns how it
-ended into a `Result` with its artifacts moved into the run folder.
+ended into a `Result` with its artifacts moved into the run folder. A notebook's
+container runs `driver.SCRIPT`: papermill, then nbconvert in the same process.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from pipeline.ledger.db import Version
 from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
 from pipeline.testing.classify import classify_command, classify_notebook
+from pipeline.testing.driver import SCRIPT
 from pipeline.testing.model import Result
 from pipeline.testing.params import NotebookPlan
-from pipeline.testing.runner import Limits, Tracker, run_container
+from pipeline.testing.runner import Limits, SharedContainer, Tracker, run_container
 
 Sink = Callable[[str], None]
-HTML_DEADLINE = 300.0
-IN, OUT, HTML, CWD = "/envctl/in", "/envctl/out", "/envctl/html", "/envctl/cwd"
+IN, OUT, CWD, BIN = "/envctl/in", "/envctl/out", "/envctl/cwd", "/envctl/bin"
+OUTS, CWDS = "/envctl/outs", "/envctl/cwds"  # with one container per run: <folder>/<index>
+DRIVER = "driver.py"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -40,6 +43,17 @@ class Run:
     root: str
     limits: Limits
     grace: float
+    shared: SharedContainer | None = None  # tests.isolation: run
+
+    @staticmethod
+    def shared_mounts(work: Path) -> dict[Path, tuple[str, str]]:
+        """What the one container of a run mounts: every notebook's folders, under its index."""
+        return {
+            work / "in": (IN, "ro"),
+            work / "out": (OUTS, "rw"),
+            work / "cwd": (CWDS, "rw"),
+            driver_folder(work): (BIN, "ro"),
+        }
 
     def labels(self, what: str) -> dict[str, str]:
         return {
@@ -74,40 +88,58 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
     shutil.copytree(run.work / "in" / folder, scratch, dirs_exist_ok=True)
     for path in [scratch, *scratch.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o666)
-    command = [
-        "papermill",
-        f"{IN}/{rel}",
-        f"{OUT}/{name}",
-        "-y",
-        json.dumps(job.parameters, sort_keys=True),
-        "-k",
-        job.kernel,
-        "--execution-timeout",
-        str(tests.timeout),
-        "--cwd",
-        CWD,
-        "--log-output",
-        "--no-progress-bar",
-    ]
+    html_name = PurePosixPath(name).with_suffix(".html").name
+    out_at, cwd_at = (f"{OUTS}/{index}", f"{CWDS}/{index}") if run.shared else (OUT, CWD)
+    job_args = {
+        "input": f"{IN}/{rel}",
+        "output": f"{out_at}/{name}",
+        "html": f"{out_at}/{html_name}",
+        "parameters": job.parameters,
+        "kernel": job.kernel,
+        "timeout": tests.timeout,
+        "cwd": cwd_at,
+    }
+    command = ["python3", f"{BIN}/{DRIVER}", json.dumps(job_args, sort_keys=True)]
     log_rel = PurePosixPath(rel).with_suffix(".log").as_posix()
     deadline = tests.timeout + run.grace
-    ran = run_container(
-        run.client,
-        run.tracker,
-        image_ref=run.version.image_ref,
-        command=command,
-        labels=run.labels(job.path),
-        limits=run.limits,
-        deadline=deadline,
-        mounts={run.work / "in": (IN, "ro"), out: (OUT, "rw"), scratch: (CWD, "rw")},
-        log_file=run.run_dir / log_rel,
-        environment=tests.env,
-    )
+    if run.shared is not None:
+        ran = run.shared.run(command, deadline=deadline, log_file=run.run_dir / log_rel)
+    else:
+        ran = run_container(
+            run.client,
+            run.tracker,
+            image_ref=run.version.image_ref,
+            command=command,
+            labels=run.labels(job.path),
+            limits=run.limits,
+            deadline=deadline,
+            mounts={
+                run.work / "in": (IN, "ro"),
+                out: (OUT, "rw"),
+                scratch: (CWD, "rw"),
+                driver_folder(run.work): (BIN, "ro"),
+            },
+            log_file=run.run_dir / log_rel,
+            environment=tests.env,
+        )
     executed = artifacts.read_json(out / name)
     notebook: str | None = None
+    html: str | None = None
+    html_error = ""
     if (out / name).is_file():
         artifacts.move_into(out / name, run.run_dir / rel)
         notebook = rel
+        html_rel = PurePosixPath(rel).with_suffix(".html").as_posix()
+        if (out / html_name).is_file():
+            artifacts.move_into(out / html_name, run.run_dir / html_rel)
+            html = html_rel
+        else:
+            reason = (
+                (out / f"{html_name}.error").read_text(errors="replace")
+                if (out / f"{html_name}.error").is_file()
+                else ""
+            )
+            html_error = reason.strip() or ran.start_error or f"the container exited with {ran.exit_code}"
     verdict = classify_notebook(
         ran,
         executed,
@@ -124,8 +156,10 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
         execution_seconds=_execution_seconds(executed),
         exit_code=ran.exit_code,
         notebook=notebook,
+        html=html,
         log=log_rel if (run.run_dir / log_rel).is_file() else None,
         warnings=job.warnings,
+        html_error=html_error,
     )
 
 
@@ -154,25 +188,18 @@ def run_smoke(run: Run, index: int, command: str) -> Result:
     )
 
 
+def driver_folder(work: Path) -> Path:
+    """The folder holding the driver script, written once per run (read-only in containers)."""
+    folder = work / "bin"
+    if not (folder / DRIVER).is_file():
+        artifacts.write_atomic(folder / DRIVER, SCRIPT.encode())
+    return folder
+
+
 def render_html(run: Run, results: list[Result], warn: Sink) -> list[Result]:
-    done = [r.notebook for r in results if r.notebook]
-    if not done:
-        return results
-    folder = run.work / "html"
-    staged = artifacts.stage_for_html(run.run_dir, done, folder)
-    ran = run_container(
-        run.client,
-        run.tracker,
-        image_ref=run.version.image_ref,
-        command=["jupyter", "nbconvert", "--to", "html", *[f"{HTML}/{s}" for s in staged]],
-        labels=run.labels("html"),
-        limits=run.limits,
-        deadline=HTML_DEADLINE,
-        mounts={folder: (HTML, "rw")},
-        log_file=run.run_dir / "html.log",
-    )
-    rendered = artifacts.collect_html(run.run_dir, staged, folder)
-    if len(rendered) < len(staged):
-        why = ran.start_error or f"nbconvert exited with {ran.exit_code}; see html.log"
-        warn(f"no HTML rendering for {len(staged) - len(rendered)} notebook(s): {why}")
-    return [dataclasses.replace(r, html=rendered.get(r.notebook or "")) for r in results]
+    """Say which executed notebooks have no HTML rendering, and why (each container renders its own)."""
+    missing = [r for r in results if r.notebook and not r.html]
+    if missing:
+        why = "; ".join(dict.fromkeys(r.html_error for r in missing if r.html_error)) or "see the logs"
+        warn(f"no HTML rendering for {len(missing)} notebook(s): {why}")
+    return results

@@ -418,3 +418,51 @@ def test_no_version_is_bad_input(images: dict[str, str], tmp_path: Path) -> None
         f"has no version for {git(world.repo, 'rev-parse', 'HEAD')[:12]}; run `envctl build {world.image} --rev staging` first"
         in result.stderr
     )
+
+
+def test_one_container_per_run_when_the_spec_asks(images: dict[str, str], tmp_path: Path) -> None:
+    names = ["passes.ipynb", "fails.ipynb", "memory_hog.ipynb", "hangs.ipynb", "writes_beside.ipynb"]
+    world = make_world(tmp_path, images["tests"], names, isolation="run", timeout=8, parameters={"seed": 7})
+    settings, spec, tree, version = world.library()
+    run_id = "shared-" + world.image
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.update(
+                c["Id"]
+                for c in containers_with(f"org.envctl.run={run_id}")
+                if "shared" in c["Labels"].get("org.envctl.notebook", "")
+            )
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        report = run_tests(settings, spec, tree, version, jobs=2, run_id=run_id)
+    finally:
+        done.set()
+        watcher.join()
+    outcomes = {r.name.rsplit("/", 1)[-1]: r.verdict.outcome for r in report.results}
+    assert outcomes == {
+        "passes.ipynb": "passed",
+        "fails.ipynb": "failed",
+        "memory_hog.ipynb": "oom",
+        "hangs.ipynb": "timeout",
+        "writes_beside.ipynb": "passed",
+    }
+    # one container served the notebooks (the memory hog's kernel died, the container lived on)
+    assert len(seen) == 1
+    for result in report.results:
+        assert result.notebook and (report.artifacts / result.notebook).is_file()
+        assert result.html and (report.artifacts / result.html).is_file()
+        assert result.log and (report.artifacts / result.log).is_file()
+    assert (
+        "seed 7"
+        in (
+            report.artifacts
+            / next(r.html for r in report.results if r.name.endswith("passes.ipynb") and r.html)
+        ).read_text()
+    )
+    assert containers_with(f"org.envctl.run={run_id}") == []
