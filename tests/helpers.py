@@ -16,6 +16,10 @@ DATA = Path(__file__).resolve().parent / "data"
 
 ENVCTL = [sys.executable, "-m", "pipeline.cli.main"]
 
+# The local base the tests build on: the one `envctl stack up` made, or another build of
+# docker/base named by ENVCTL_BASE_IMAGE (a new base tried before it replaces :local).
+BASE_IMAGE = os.environ.get("ENVCTL_BASE_IMAGE") or "localhost:5000/dlc/base-cpu:local"
+
 
 def login(host: str = "localhost:5000") -> Credentials:
     """The write credentials of a registry `envctl stack up` started (it logs the Docker client in)."""

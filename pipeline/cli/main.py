@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pipeline.cli.stack:group",
         "Start, inspect or stop the local Docker Engine, registry and base image.",
     ),
+    "init": (
+        "pipeline.cli.init:command",
+        "Scaffold a repository for a new image, or import an existing one (--from DIR).",
+    ),
     "validate": (
         "pipeline.cli.validate:command",
         "Check environments/*.yaml: one line per mistake, exit 2 if any.",

@@ -1,0 +1,341 @@
+"""`envctl init`: scaffold a repository for a new image, or import an existing layout.
+
+An existing layout is the one the upgrade-process document's sample repository has: a
+root `Dockerfile` FROM a Deep Learning Containers image, test notebooks in
+`test_notebooks/`, and Cloud Build files whose substitution `_IMAGE_NAME` names the
+image. Import moves the Dockerfile to docker/<image>/, makes its base a build argument
+(`ARG BASE_IMAGE` + `FROM ${BASE_IMAGE}`, the original FROM kept as the spec's cloud
+base) and writes the spec; the notebooks stay where they are.
+
+Everything is planned first and written only after the plan holds, so a refusal leaves
+nothing half-written. A file that exists is never overwritten without `force`; a plan
+whose every file is already as it would be written is "nothing to do".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from pipeline.errors import UsageError, shown
+from pipeline.spec.model import check_image_name, spec_path
+
+DEFAULT_GCP_BASE = "us-docker.pkg.dev/deeplearning-platform-release/gcr.io/base-cpu.py310"
+GITIGNORE_LINES = (".envctl/",)
+NOTEBOOK_DIR_RE = re.compile(r"^tests?[-_]?notebooks$")
+FROM_RE = re.compile(r"^(\s*FROM\s+)((?:--\S+\s+)*)(\S+)(.*)$", re.IGNORECASE)
+COPIES_CONTEXT_RE = re.compile(r"^\s*(COPY|ADD)\s+(?!.*--from=)", re.IGNORECASE)
+SKIPPED_WHEN_COPYING = {".git", ".envctl"}
+
+
+@dataclass
+class Action:
+    """One file init writes: new text at `path`, or `source` moved there (with new text)."""
+
+    kind: Literal["write", "move"]
+    path: str
+    text: str
+    source: str = ""
+    why: str = ""
+
+
+@dataclass
+class Plan:
+    image: str
+    actions: list[Action] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # existing files that differ, left as they are
+    notes: list[str] = field(default_factory=list)  # what to check next
+
+
+def _template(name: str) -> str:
+    return resources.files("pipeline.spec").joinpath("templates", name).read_text()
+
+
+def _image_name(name: str, where: str) -> str:
+    try:
+        return check_image_name(name)
+    except ValueError as e:
+        raise UsageError(f"invalid image name {shown(name)} ({where}): {e}") from e
+
+
+def substituted_image_names(folder: Path) -> dict[str, str]:
+    """`_IMAGE_NAME` of each Cloud Build file at the top of `folder`, by file name."""
+    found: dict[str, str] = {}
+    for path in sorted([*folder.glob("cloudbuild*.yaml"), *folder.glob("cloudbuild*.yml")]):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError):
+            continue
+        substitutions = data.get("substitutions") if isinstance(data, dict) else None
+        value = substitutions.get("_IMAGE_NAME") if isinstance(substitutions, dict) else None
+        if isinstance(value, str) and value.strip():
+            found[path.name] = value.strip()
+    return found
+
+
+def parametrize_base(dockerfile: str) -> tuple[str, str]:
+    """The Dockerfile with its first FROM taken from `ARG BASE_IMAGE`, and the original base."""
+    lines = dockerfile.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        match = FROM_RE.match(line.rstrip("\n"))
+        if not match:
+            continue
+        prefix, flags, ref, rest = match.groups()
+        if ref in ("${BASE_IMAGE}", "$BASE_IMAGE"):
+            declared = re.search(
+                r"^\s*ARG\s+BASE_IMAGE=(\S+)", "".join(lines[:i]), re.MULTILINE | re.IGNORECASE
+            )
+            return dockerfile, declared.group(1) if declared else ""
+        header = (
+            "# envctl passes BASE_IMAGE from the spec's build.base: the local stand-in here,\n"
+            "# the Deep Learning Containers image below on Google Cloud.\n"
+            f"ARG BASE_IMAGE={ref}\n"
+        )
+        newline = "\n" if line.endswith("\n") else ""
+        lines[i] = f"{prefix}{flags}${{BASE_IMAGE}}{rest}{newline}"
+        return "".join(lines[:i]) + header + "".join(lines[i:]), ref
+    raise UsageError(
+        "the Dockerfile has no FROM line; add the Deep Learning Containers image it derives from"
+    )
+
+
+def spec_text(image: str, *, dockerfile: str, context: str, local: str, gcp: str, notebooks: str) -> str:
+    gpu = re.search(r"gpu|cu\d", gcp.rsplit("/", 1)[-1]) is not None
+    accelerator = (
+        "  # The cloud base is a GPU image: set the accelerator its notebooks need on Google Cloud,\n"
+        "  # e.g. accelerator: {type: NVIDIA_TESLA_T4, count: 1}. Local tests run on CPU.\n"
+        if gpu
+        else "  # Set accelerator: {type: ..., count: 1} when the notebooks need a GPU on Google Cloud.\n"
+    )
+    return (
+        f"# Written by `envctl init`; see README.md for every key.\n"
+        f"image: {image}\n"
+        f"description: ''\n"
+        f"build:\n"
+        f"  dockerfile: {dockerfile}\n"
+        f"  context: {context}\n"
+        f"  base:\n"
+        f"    # The local stand-in, built by `envctl stack up` from docker/base/.\n"
+        f"    local: {local}\n"
+        f"    # The real Deep Learning Containers image, used on Google Cloud.\n"
+        f"    gcp: {gcp}\n"
+        f"  args: {{}}\n"
+        f"tests:\n"
+        f"  notebooks:\n"
+        f"    - {notebooks}\n"
+        f"  # Seconds each notebook may run in all.\n"
+        f"  timeout: 600\n"
+        f"  resources:\n"
+        f"    memory: 2g\n"
+        f"    cpus: 1\n"
+        f"  network: none\n"
+        f"cloud:\n"
+        f"  machine_type: n1-standard-4\n"
+        f"{accelerator}"
+    )
+
+
+def _notebook_dirs(folder: Path) -> list[Path]:
+    return sorted(
+        d
+        for d in folder.iterdir()
+        if d.is_dir() and NOTEBOOK_DIR_RE.match(d.name) and any(d.rglob("*.ipynb"))
+    )
+
+
+def _common(plan: Plan, repo: Path) -> None:
+    for branch in ("staging", "production"):
+        plan.actions.append(
+            Action("write", f"cloudbuild/{branch}.yaml", _template(f"cloudbuild-{branch}.yaml"))
+        )
+    ignore = repo / ".gitignore"
+    current = ignore.read_text() if ignore.is_file() else ""
+    missing = [line for line in GITIGNORE_LINES if line not in current.splitlines()]
+    text = (
+        current + ("" if not current or current.endswith("\n") else "\n") + "".join(f"{m}\n" for m in missing)
+    )
+    plan.actions.append(Action("write", ".gitignore", text, why="envctl's local state stays out of git"))
+
+
+def scaffold(repo: Path, image: str, local_base: str) -> Plan:
+    """A new image: spec, Dockerfile on the Deep Learning Containers CPU base, one notebook."""
+    plan = Plan(_image_name(image, "--image"))
+    notebooks = f"test-notebooks/{image}"
+    plan.actions += [
+        Action(
+            "write",
+            spec_path(image),
+            spec_text(
+                image,
+                dockerfile=f"docker/{image}/Dockerfile",
+                context=f"docker/{image}",
+                local=local_base,
+                gcp=DEFAULT_GCP_BASE,
+                notebooks=f"{notebooks}/*.ipynb",
+            ),
+        ),
+        Action("write", f"docker/{image}/Dockerfile", _template("Dockerfile").replace("__IMAGE__", image)),
+        Action("write", f"{notebooks}/smoke.ipynb", _template("smoke.ipynb")),
+    ]
+    _common(plan, repo)
+    plan.notes += [
+        f"add what the image needs to docker/{image}/Dockerfile",
+        f"add test notebooks to {notebooks}/",
+        "commit, then `envctl validate` and `envctl build "
+        f"{image} --rev HEAD` / `envctl test {image} --rev HEAD`",
+    ]
+    return plan
+
+
+def _copied_files(source: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in source.rglob("*")
+        if p.is_file() and not SKIPPED_WHEN_COPYING & set(p.relative_to(source).parts)
+    )
+
+
+def import_layout(repo: Path, source: Path, image: str | None, local_base: str) -> Plan:
+    """An existing layout in `source` (the repository itself, or a folder copied into it)."""
+    source = source.resolve()
+    if not source.is_dir():
+        raise UsageError(f"--from {source}: not a folder")
+    in_place = source == repo
+    named = substituted_image_names(source)
+    if image is None:
+        distinct = sorted(set(named.values()))
+        if len(distinct) > 1:
+            listed = ", ".join(f"{v} ({k})" for k, v in named.items())
+            raise UsageError(f"the Cloud Build files name several images ({listed}); choose one with --image")
+        if not distinct:
+            raise UsageError(
+                f"no _IMAGE_NAME substitution in {source}/cloudbuild*.yaml; give --image TEAM.TASK"
+            )
+        image = _image_name(distinct[0], f"_IMAGE_NAME in {next(iter(named))}")
+    else:
+        image = _image_name(image, "--image")
+    plan = Plan(image)
+    target = f"docker/{image}/Dockerfile"
+    root_dockerfile = source / "Dockerfile"
+    if root_dockerfile.is_file():
+        original = root_dockerfile.read_text()
+    elif (repo / target).is_file():
+        original = (repo / target).read_text()  # imported before
+    else:
+        raise UsageError(f"no Dockerfile in {source}; init --from imports a root Dockerfile")
+    dockerfile, gcp = parametrize_base(original)
+    if not gcp:
+        raise UsageError(
+            f"{target}: FROM ${{BASE_IMAGE}} without a default; write ARG BASE_IMAGE=<cloud base>"
+        )
+    copies_context = any(COPIES_CONTEXT_RE.match(line) for line in original.splitlines())
+    context = "." if copies_context else f"docker/{image}"
+
+    if in_place:
+        if root_dockerfile.is_file():
+            plan.actions.append(Action("move", target, dockerfile, source="Dockerfile"))
+    else:
+        for path in _copied_files(source):
+            relative = path.relative_to(source).as_posix()
+            if relative == "Dockerfile":
+                plan.actions.append(Action("write", target, dockerfile, why=f"from {path}"))
+            else:
+                plan.actions.append(
+                    Action("write", relative, path.read_text(errors="replace"), why=f"from {path}")
+                )
+
+    found = _notebook_dirs(source)
+    if found:
+        folder = found[0].relative_to(source).as_posix()
+        nested = any(p.parent != found[0] for p in found[0].rglob("*.ipynb"))
+        pattern = f"{folder}/**/*.ipynb" if nested else f"{folder}/*.ipynb"
+        plan.notes.append(f"the test notebooks stay in {folder}/ (tests.notebooks: {pattern})")
+    else:
+        pattern = f"test-notebooks/{image}/*.ipynb"
+        plan.actions.append(Action("write", f"test-notebooks/{image}/smoke.ipynb", _template("smoke.ipynb")))
+        plan.notes.append(f"no test notebooks found: add yours to test-notebooks/{image}/")
+    plan.actions.append(
+        Action(
+            "write",
+            spec_path(image),
+            spec_text(
+                image, dockerfile=target, context=context, local=local_base, gcp=gcp, notebooks=pattern
+            ),
+        )
+    )
+    _common(plan, repo)
+    if copies_context:
+        plan.notes.append(
+            f"the Dockerfile COPYs from the repository root, so build.context is '.': move those files "
+            f"to docker/{image}/ and set build.context to docker/{image} to rebuild only when they change"
+        )
+    if re.search(r"gpu|cu\d", gcp.rsplit("/", 1)[-1]):
+        plan.notes.append(
+            f"{gcp} is a GPU image: set cloud.accelerator in {spec_path(image)} for Google Cloud"
+        )
+    if named:
+        plan.notes.append(
+            f"{', '.join(named)} still build a root Dockerfile: run the pipelines from cloudbuild/ "
+            "(`envctl cloud setup`) and retire them"
+        )
+    plan.notes.append(
+        f"commit, then `envctl validate`, `envctl build {image} --rev HEAD`, `envctl test {image} --rev HEAD`"
+    )
+    return plan
+
+
+def _only_adds(path: Path, text: str) -> bool:
+    """Whether writing `text` keeps the file's content as it is and adds to its end (.gitignore)."""
+    return path.is_file() and text.startswith(path.read_text(errors="replace"))
+
+
+def apply(repo: Path, plan: Plan, *, force: bool) -> list[str]:
+    """Write the plan; return one line per change. Differing files are kept unless `force`."""
+    todo: list[Action] = []
+    for action in plan.actions:
+        path = repo / action.path
+        if path.is_file() and path.read_text(errors="replace") == action.text:
+            if action.kind == "move" and (repo / action.source).exists():
+                todo.append(action)  # the target is right; the source is left over
+            continue
+        if path.exists() and not force and not _only_adds(path, action.text):
+            plan.kept.append(action.path)
+            continue
+        todo.append(action)
+    done: list[str] = []
+    for action in todo:
+        path = repo / action.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        temporary = path.with_name(f".{path.name}.envctl-init")
+        temporary.write_text(action.text)
+        temporary.replace(path)
+        if action.kind == "move":
+            (repo / action.source).unlink()
+            done.append(
+                f"moved {action.source} to {action.path} (FROM ${{BASE_IMAGE}}, default: the original base)"
+            )
+        else:
+            verb = "rewrote" if existed else "wrote"
+            done.append(f"{verb} {action.path}" + (f" ({action.why})" if action.why else ""))
+    return done
+
+
+def init(
+    repo: Path, *, image: str | None, source: Path | None, force: bool, local_base: str
+) -> tuple[Plan, list[str]]:
+    """Plan and apply `envctl init`; the plan's notes say what to check next."""
+    if source is None:
+        if image is None:
+            raise UsageError(
+                "give --image TEAM.TASK for a new image, or --from DIR to import an existing layout"
+            )
+        plan = scaffold(repo, image, local_base)
+    else:
+        plan = import_layout(repo, source, image, local_base)
+    return plan, apply(repo, plan, force=force)

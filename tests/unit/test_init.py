@@ -1,0 +1,179 @@
+"""`envctl init`: scaffolding, importing an existing layout, idempotence, refusals.
+
+Each case runs the real `envctl` in a child process on a folder of its own; the
+scaffolded or imported repository must pass `envctl validate`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline.spec.init import parametrize_base
+from tests.helpers import DATA, ROOT, envctl
+
+SAMPLE = DATA / "managed-environments"
+
+
+def run(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return envctl(*args, cwd=repo, env={"ENVCTL_STATE_DIR": str(repo.parent / "state")}, timeout=120)
+
+
+def tree(repo: Path) -> dict[str, str]:
+    return {p.relative_to(repo).as_posix(): p.read_text() for p in sorted(repo.rglob("*")) if p.is_file()}
+
+
+def bad_input(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("envctl: error: "), lines
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    shutil.copytree(SAMPLE, repo)
+    (repo / ".git").mkdir()  # the repository root, as far as envctl's settings look
+    return repo
+
+
+def test_scaffold_writes_a_repository_that_validates_and_a_second_run_does_nothing(tmp_path: Path) -> None:
+    repo = tmp_path / "new"
+    (repo / ".git").mkdir(parents=True)
+    first = run(repo, "init", "--image", "nlp.new-task")
+    assert first.returncode == 0, first.stderr
+    files = tree(repo)
+    assert set(files) - {".git"} >= {
+        "environments/nlp.new-task.yaml",
+        "docker/nlp.new-task/Dockerfile",
+        "test-notebooks/nlp.new-task/smoke.ipynb",
+        "cloudbuild/staging.yaml",
+        "cloudbuild/production.yaml",
+        ".gitignore",
+    }
+    assert "FROM ${BASE_IMAGE}" in files["docker/nlp.new-task/Dockerfile"]
+    assert ".envctl/" in files[".gitignore"].splitlines()
+    assert "next:" in first.stderr
+    validated = run(repo, "validate")
+    assert validated.returncode == 0, validated.stderr
+    second = run(repo, "init", "--image", "nlp.new-task")
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.strip() == "nothing to do: nlp.new-task is set up"
+    assert tree(repo) == files
+
+
+def test_cloudbuild_templates_are_the_repositorys_own() -> None:
+    templates = ROOT / "pipeline" / "spec" / "templates"
+    for branch in ("staging", "production"):
+        assert (templates / f"cloudbuild-{branch}.yaml").read_text() == (
+            ROOT / "cloudbuild" / f"{branch}.yaml"
+        ).read_text()
+
+
+def test_import_moves_the_dockerfile_keeps_the_notebooks_and_names_the_image(sample: Path) -> None:
+    result = run(sample, "init", "--from", ".")
+    assert result.returncode == 0, result.stderr
+    assert not (sample / "Dockerfile").exists()
+    dockerfile = (sample / "docker/team1.task1/Dockerfile").read_text()
+    assert (
+        "ARG BASE_IMAGE=gcr.io/deeplearning-platform-release/tf-gpu.1-15\nFROM ${BASE_IMAGE}\n" in dockerfile
+    )
+    assert dockerfile.endswith("RUN pip install --user --upgrade setuptools\n")
+    spec = (sample / "environments/team1.task1.yaml").read_text()
+    assert "    - test_notebooks/*.ipynb\n" in spec
+    assert "gcp: gcr.io/deeplearning-platform-release/tf-gpu.1-15" in spec
+    assert "context: docker/team1.task1" in spec
+    assert "accelerator:" not in spec.replace("# e.g. accelerator:", "")  # unset, with a comment
+    assert "set the accelerator" in spec
+    assert (sample / "test_notebooks/1.ipynb").read_text() == (SAMPLE / "test_notebooks/1.ipynb").read_text()
+    assert (sample / ".gitignore").read_text() == "*.pyc\n.envctl/\n"
+    assert "the test notebooks stay in test_notebooks/" in result.stderr
+    assert "set cloud.accelerator" in result.stderr
+    assert run(sample, "validate").returncode == 0
+    before = tree(sample)
+    again = run(sample, "init", "--from", ".")
+    assert again.returncode == 0 and "nothing to do: team1.task1" in again.stderr, again.stderr
+    assert tree(sample) == before
+
+
+def test_import_from_another_folder_copies_and_leaves_the_source(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    result = run(repo, "init", "--from", str(SAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert (SAMPLE / "Dockerfile").is_file()
+    assert (repo / "docker/team1.task1/Dockerfile").is_file()
+    assert (repo / "test_notebooks/2.ipynb").read_text() == (SAMPLE / "test_notebooks/2.ipynb").read_text()
+    assert run(repo, "validate").returncode == 0
+
+
+def test_image_flag_wins_and_an_invalid_name_is_refused_with_the_rule(sample: Path) -> None:
+    bad_input(run(sample, "init", "--from", ".", "--image", "Team1.Task1"), "lowercase letters", "--image")
+    bad_input(run(sample, "init", "--image", "notask"), "TEAM.TASK")
+    (sample / "cloudbuild-staging.yaml").write_text("substitutions:\n  _IMAGE_NAME: team1.staging\n")
+    bad_input(run(sample, "init", "--from", "."), "stage name", "_IMAGE_NAME")
+    assert (sample / "Dockerfile").is_file() and not (sample / "environments").exists()  # nothing written
+    chosen = run(sample, "init", "--from", ".", "--image", "team1.chosen")
+    assert chosen.returncode == 0, chosen.stderr
+    assert (sample / "environments/team1.chosen.yaml").is_file()
+
+
+def test_several_image_names_or_none_need_the_image_flag(sample: Path) -> None:
+    (sample / "cloudbuild-prod.yaml").write_text("substitutions:\n  _IMAGE_NAME: team1.other\n")
+    bad_input(run(sample, "init", "--from", "."), "several images", "--image")
+    (sample / "cloudbuild-prod.yaml").unlink()
+    (sample / "cloudbuild-staging.yaml").unlink()
+    bad_input(run(sample, "init", "--from", "."), "no _IMAGE_NAME", "--image")
+    bad_input(run(sample, "init"), "--image", "--from")
+
+
+def test_existing_files_are_kept_unless_forced(sample: Path) -> None:
+    (sample / "environments").mkdir()
+    (sample / "environments/team1.task1.yaml").write_text("# the owner's own spec\n")
+    kept = run(sample, "init", "--from", ".")
+    assert kept.returncode == 0, kept.stderr
+    assert "kept environments/team1.task1.yaml" in kept.stderr
+    assert (sample / "environments/team1.task1.yaml").read_text() == "# the owner's own spec\n"
+    forced = run(sample, "init", "--from", ".", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "rewrote environments/team1.task1.yaml" in forced.stderr
+    assert run(sample, "validate").returncode == 0
+
+
+def test_a_dockerfile_that_copies_from_the_root_keeps_the_root_as_context(sample: Path) -> None:
+    (sample / "requirements.txt").write_text("six\n")
+    (sample / "Dockerfile").write_text(
+        "FROM gcr.io/deeplearning-platform-release/base-cpu AS base\nCOPY requirements.txt /tmp/\n"
+    )
+    result = run(sample, "init", "--from", ".")
+    assert result.returncode == 0, result.stderr
+    spec = (sample / "environments/team1.task1.yaml").read_text()
+    assert "context: .\n" in spec
+    assert "FROM ${BASE_IMAGE} AS base\n" in (sample / "docker/team1.task1/Dockerfile").read_text()
+    assert "build.context is '.'" in result.stderr
+
+
+def test_no_dockerfile_is_bad_input(sample: Path) -> None:
+    (sample / "Dockerfile").unlink()
+    bad_input(run(sample, "init", "--from", "."), "no Dockerfile")
+
+
+@pytest.mark.parametrize(
+    ("text", "base"),
+    [
+        ("FROM gcr.io/x/tf-gpu.1-15\nRUN true\n", "gcr.io/x/tf-gpu.1-15"),
+        ("# syntax\nfrom --platform=linux/amd64 img:1 as b\n", "img:1"),
+        ("ARG BASE_IMAGE=img:2\nFROM ${BASE_IMAGE}\n", "img:2"),
+    ],
+)
+def test_parametrize_base(text: str, base: str) -> None:
+    rewritten, found = parametrize_base(text)
+    assert found == base
+    again, second = parametrize_base(rewritten)
+    assert (again, second) == (rewritten, base)
+    assert "${BASE_IMAGE}" in rewritten
