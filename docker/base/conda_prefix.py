@@ -42,7 +42,10 @@ def copy_interpreter(prefix: Path) -> None:
 
 
 def patch_site(lib: Path) -> None:
-    """getsitepackages(): PREFIX/lib/pythonX.Y/site-packages, as upstream Python has it."""
+    """getsitepackages(): PREFIX/lib/pythonX.Y/site-packages, as upstream Python has it.
+
+    Only read with `-X frozen_modules=off`; otherwise sitecustomize.py does the same.
+    """
     path = lib / "site.py"
     text = path.read_text()
     start = text.index("            if is_virtual_environment:\n")
@@ -55,6 +58,29 @@ def patch_site(lib: Path) -> None:
         "                sitepackages.append(path)\n"
     )
     path.write_text(text[:start] + upstream + text[end:])
+
+
+SITECUSTOMIZE = '''"""PREFIX/lib/pythonX.Y/site-packages on sys.path, as upstream Python's site module adds it.
+
+Written by docker/base/conda_prefix.py. Python 3.11 runs a frozen copy of site.py (Debian's,
+which looks for dist-packages), so the prefix's own site-packages is added here, after the
+user site-packages as upstream orders them. Virtual environments made from this Python
+keep their own site-packages only.
+"""
+
+import os
+import site
+import sys
+
+if sys.prefix == sys.base_prefix:
+    _SITE_PACKAGES = os.path.join(sys.prefix, "lib", "python%d.%d" % sys.version_info[:2], "site-packages")
+    site.addsitedir(_SITE_PACKAGES)
+
+    def getsitepackages(prefixes=None):
+        return [_SITE_PACKAGES]
+
+    site.getsitepackages = getsitepackages
+'''
 
 
 def patch_sysconfig(lib: Path, prefix: Path) -> None:
@@ -100,6 +126,7 @@ def main() -> None:
     copy_interpreter(prefix)
     lib = prefix / "lib" / VERSION
     patch_site(lib)
+    (lib / "sitecustomize.py").write_text(SITECUSTOMIZE)
     patch_sysconfig(lib, prefix)
 
 

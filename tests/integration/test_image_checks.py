@@ -179,7 +179,7 @@ def test_fixed_image_passes_every_check(fixed: dict[str, Result]) -> None:
 def test_img001_missing_library_names_the_distribution_and_the_package(broken: dict[str, Result]) -> None:
     verdict = broken["IMG001"].verdict
     assert verdict.outcome == "failed"
-    assert f"/opt/venv/lib/python3.11/site-packages/{SO} of fastmath needs libgomp.so.1" in verdict.error
+    assert f"/opt/conda/lib/python3.11/site-packages/{SO} of fastmath needs libgomp.so.1" in verdict.error
     assert "(Debian libgomp1, conda libgomp)" in verdict.error
     assert "apt-get install -y --no-install-recommends libgomp1" in verdict.hint
     assert "jupyterlab" not in verdict.error  # the base's own extensions resolve

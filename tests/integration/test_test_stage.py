@@ -35,12 +35,12 @@ from pipeline.source import GitTree
 from pipeline.spec import model as spec_module
 from pipeline.spec.model import Spec
 from pipeline.testing import run_tests
-from tests.helpers import DATA, ENVCTL, cli_env, envctl, login
+from tests.helpers import BASE_IMAGE, DATA, ENVCTL, cli_env, envctl, login
 from tests.minirepo import git
 
 pytestmark = pytest.mark.integration
 
-BASE = "localhost:5000/dlc/base-cpu:local"
+BASE = BASE_IMAGE
 NOTEBOOKS = DATA / "notebooks"
 
 

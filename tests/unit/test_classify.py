@@ -92,7 +92,7 @@ def test_missing_module_names_the_package_and_the_dockerfile(module: str, packag
 
 
 def test_import_error_of_a_name_asks_for_another_version() -> None:
-    value = "cannot import name 'Thing' from 'sklearn.utils' (/opt/venv/lib/...)"
+    value = "cannot import name 'Thing' from 'sklearn.utils' (/opt/conda/lib/...)"
     nb = executed(cell("from sklearn.utils import Thing", count=3, outputs=[error("ImportError", value, 1)]))
     found = verdict(ContainerExit(exit_code=1), nb)
     assert found.outcome == "missing_module"
@@ -160,7 +160,7 @@ def test_outer_deadline_is_a_timeout() -> None:
         ContainerExit(
             exit_code=127, logs="[FATAL tini (7)] exec papermill failed: No such file or directory"
         ),
-        ContainerExit(exit_code=1, logs="/opt/venv/bin/python: No module named papermill"),
+        ContainerExit(exit_code=1, logs="/opt/conda/bin/python: No module named papermill"),
     ],
 )
 def test_papermill_missing(ran: ContainerExit) -> None:
