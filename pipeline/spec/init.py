@@ -35,13 +35,14 @@ SKIPPED_WHEN_COPYING = {".git", ".envctl"}
 
 @dataclass
 class Action:
-    """One file init writes: new text at `path`, or `source` moved there (with new text)."""
+    """One file init writes: new content at `path`, or `source` moved there (with new content)."""
 
     kind: Literal["write", "move"]
     path: str
-    text: str
+    data: bytes
     source: str = ""
     why: str = ""
+    mode: int | None = None  # a copied file's permission bits
 
 
 @dataclass
@@ -52,8 +53,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # what to check next
 
 
-def _template(name: str) -> str:
-    return resources.files("pipeline.spec").joinpath("templates", name).read_text()
+def _template(name: str) -> bytes:
+    return resources.files("pipeline.spec").joinpath("templates", name).read_bytes()
 
 
 def _image_name(name: str, where: str) -> str:
@@ -148,18 +149,20 @@ def _notebook_dirs(folder: Path) -> list[Path]:
     )
 
 
-def _common(plan: Plan, repo: Path) -> None:
+def _common(plan: Plan, repo: Path, ignored: tuple[str, ...] = ()) -> None:
+    """cloudbuild/ and the .gitignore lines envctl needs (and `ignored`, an imported folder's)."""
     for branch in ("staging", "production"):
         plan.actions.append(
             Action("write", f"cloudbuild/{branch}.yaml", _template(f"cloudbuild-{branch}.yaml"))
         )
     ignore = repo / ".gitignore"
     current = ignore.read_text() if ignore.is_file() else ""
-    missing = [line for line in GITIGNORE_LINES if line not in current.splitlines()]
+    lines = current.splitlines()
+    missing = [line for line in dict.fromkeys([*ignored, *GITIGNORE_LINES]) if line not in lines]
     text = (
         current + ("" if not current or current.endswith("\n") else "\n") + "".join(f"{m}\n" for m in missing)
     )
-    plan.actions.append(Action("write", ".gitignore", text, why="envctl's local state stays out of git"))
+    plan.actions.append(Action("write", ".gitignore", text.encode(), why=", ".join(missing)))
 
 
 def scaffold(repo: Path, image: str, local_base: str) -> Plan:
@@ -177,9 +180,13 @@ def scaffold(repo: Path, image: str, local_base: str) -> Plan:
                 local=local_base,
                 gcp=DEFAULT_GCP_BASE,
                 notebooks=f"{notebooks}/*.ipynb",
-            ),
+            ).encode(),
         ),
-        Action("write", f"docker/{image}/Dockerfile", _template("Dockerfile").replace("__IMAGE__", image)),
+        Action(
+            "write",
+            f"docker/{image}/Dockerfile",
+            _template("Dockerfile").replace(b"__IMAGE__", image.encode()),
+        ),
         Action("write", f"{notebooks}/smoke.ipynb", _template("smoke.ipynb")),
     ]
     _common(plan, repo)
@@ -236,17 +243,23 @@ def import_layout(repo: Path, source: Path, image: str | None, local_base: str) 
     copies_context = any(COPIES_CONTEXT_RE.match(line) for line in original.splitlines())
     context = "." if copies_context else f"docker/{image}"
 
+    ignored: tuple[str, ...] = ()
     if in_place:
         if root_dockerfile.is_file():
-            plan.actions.append(Action("move", target, dockerfile, source="Dockerfile"))
+            plan.actions.append(Action("move", target, dockerfile.encode(), source="Dockerfile"))
     else:
         for path in _copied_files(source):
             relative = path.relative_to(source).as_posix()
             if relative == "Dockerfile":
-                plan.actions.append(Action("write", target, dockerfile, why=f"from {path}"))
+                plan.actions.append(Action("write", target, dockerfile.encode(), why=f"from {path}"))
+            elif relative == ".gitignore":
+                ignored = tuple(
+                    line for line in path.read_text(errors="replace").splitlines() if line.strip()
+                )
             else:
+                mode = path.stat().st_mode & 0o777
                 plan.actions.append(
-                    Action("write", relative, path.read_text(errors="replace"), why=f"from {path}")
+                    Action("write", relative, path.read_bytes(), why=f"from {path}", mode=mode)
                 )
 
     found = _notebook_dirs(source)
@@ -265,10 +278,10 @@ def import_layout(repo: Path, source: Path, image: str | None, local_base: str) 
             spec_path(image),
             spec_text(
                 image, dockerfile=target, context=context, local=local_base, gcp=gcp, notebooks=pattern
-            ),
+            ).encode(),
         )
     )
-    _common(plan, repo)
+    _common(plan, repo, ignored)
     if copies_context:
         plan.notes.append(
             f"the Dockerfile COPYs from the repository root, so build.context is '.': move those files "
@@ -289,9 +302,9 @@ def import_layout(repo: Path, source: Path, image: str | None, local_base: str) 
     return plan
 
 
-def _only_adds(path: Path, text: str) -> bool:
-    """Whether writing `text` keeps the file's content as it is and adds to its end (.gitignore)."""
-    return path.is_file() and text.startswith(path.read_text(errors="replace"))
+def _only_adds(path: Path, data: bytes) -> bool:
+    """Whether writing `data` keeps the file's content as it is and adds to its end (.gitignore)."""
+    return path.is_file() and data.startswith(path.read_bytes())
 
 
 def apply(repo: Path, plan: Plan, *, force: bool) -> list[str]:
@@ -299,11 +312,11 @@ def apply(repo: Path, plan: Plan, *, force: bool) -> list[str]:
     todo: list[Action] = []
     for action in plan.actions:
         path = repo / action.path
-        if path.is_file() and path.read_text(errors="replace") == action.text:
+        if path.is_file() and path.read_bytes() == action.data:
             if action.kind == "move" and (repo / action.source).exists():
                 todo.append(action)  # the target is right; the source is left over
             continue
-        if path.exists() and not force and not _only_adds(path, action.text):
+        if path.exists() and not force and not _only_adds(path, action.data):
             plan.kept.append(action.path)
             continue
         todo.append(action)
@@ -311,15 +324,20 @@ def apply(repo: Path, plan: Plan, *, force: bool) -> list[str]:
     for action in todo:
         path = repo / action.path
         path.parent.mkdir(parents=True, exist_ok=True)
+        appended = _only_adds(path, action.data)
         existed = path.exists()
         temporary = path.with_name(f".{path.name}.envctl-init")
-        temporary.write_text(action.text)
+        temporary.write_bytes(action.data)
+        if action.mode is not None:
+            temporary.chmod(action.mode)
         temporary.replace(path)
         if action.kind == "move":
             (repo / action.source).unlink()
             done.append(
                 f"moved {action.source} to {action.path} (FROM ${{BASE_IMAGE}}, default: the original base)"
             )
+        elif appended:
+            done.append(f"added {action.why} to {action.path}")
         else:
             verb = "rewrote" if existed else "wrote"
             done.append(f"{verb} {action.path}" + (f" ({action.why})" if action.why else ""))

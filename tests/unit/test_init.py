@@ -93,6 +93,7 @@ def test_import_moves_the_dockerfile_keeps_the_notebooks_and_names_the_image(sam
     assert (sample / "test_notebooks/1.ipynb").read_text() == (SAMPLE / "test_notebooks/1.ipynb").read_text()
     assert (sample / ".gitignore").read_text() == "*.pyc\n.envctl/\n"
     assert "the test notebooks stay in test_notebooks/" in result.stderr
+    assert "added .envctl/ to .gitignore" in result.stderr
     assert "set cloud.accelerator" in result.stderr
     assert run(sample, "validate").returncode == 0
     before = tree(sample)
@@ -109,7 +110,11 @@ def test_import_from_another_folder_copies_and_leaves_the_source(tmp_path: Path)
     assert (SAMPLE / "Dockerfile").is_file()
     assert (repo / "docker/team1.task1/Dockerfile").is_file()
     assert (repo / "test_notebooks/2.ipynb").read_text() == (SAMPLE / "test_notebooks/2.ipynb").read_text()
+    assert (repo / ".gitignore").read_text() == "*.pyc\n.envctl/\n"
+    assert "wrote .gitignore (*.pyc, .envctl/)" in result.stderr
     assert run(repo, "validate").returncode == 0
+    again = run(repo, "init", "--from", str(SAMPLE))
+    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr
 
 
 def test_image_flag_wins_and_an_invalid_name_is_refused_with_the_rule(sample: Path) -> None:
