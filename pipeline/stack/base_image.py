@@ -1,8 +1,9 @@
 """The local stand-in for the Deep Learning Containers base image.
 
 debootstrap makes a Debian root file system (mirror from this machine's apt sources),
-the Docker Engine imports it, and docker/base/Dockerfile adds a virtual environment
-with JupyterLab, ipykernel, papermill and nbconvert. The result is labelled with a
+the Docker Engine imports it, and docker/base/Dockerfile moves Debian's Python into a
+prefix of its own at /opt/conda (as Deep Learning Containers keep it) with JupyterLab,
+ipykernel, papermill and nbconvert, and the Workbench user jupyter. The result is labelled with a
 hash of its inputs and pushed; `stack up` skips all of it when the registry already
 holds an image with that hash.
 """
