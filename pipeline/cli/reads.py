@@ -8,6 +8,7 @@ import click
 
 from pipeline import output
 from pipeline.backends import publisher_for
+from pipeline.cli import complete
 from pipeline.cli.common import emit_json, notify_drift, settings_of, table
 from pipeline.errors import EnvctlError, Unavailable, UsageError
 from pipeline.ledger import model
@@ -30,7 +31,7 @@ def _short(value: str | None, n: int = 12) -> str:
 
 
 @click.command("status")
-@click.argument("image", required=False)
+@click.argument("image", required=False, shell_complete=complete.images)
 @_json
 @click.pass_context
 def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
@@ -135,7 +136,7 @@ def _target(ledger: Ledger, text: str) -> tuple[str, EnvId | None]:
 
 
 @click.command("history")
-@click.argument("target", metavar="ENV_ID|IMAGE")
+@click.argument("target", metavar="ENV_ID|IMAGE", shell_complete=complete.images_or_env_ids)
 @_json
 @click.pass_context
 def history(ctx: click.Context, target: str, as_json: bool) -> None:
@@ -211,7 +212,7 @@ def _signoff_line(found: list[signed.Signoff], required: int | None) -> str:
 
 
 @click.command("describe")
-@click.argument("env_id")
+@click.argument("env_id", shell_complete=complete.env_ids)
 @_json
 @click.pass_context
 def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
@@ -283,8 +284,8 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
 
 
 @click.command("diff")
-@click.argument("old_env", metavar="ENV_ID")
-@click.argument("new_env", metavar="ENV_ID")
+@click.argument("old_env", metavar="ENV_ID", shell_complete=complete.env_ids)
+@click.argument("new_env", metavar="ENV_ID", shell_complete=complete.env_ids)
 @_json
 @click.pass_context
 def diff(ctx: click.Context, old_env: str, new_env: str, as_json: bool) -> None:

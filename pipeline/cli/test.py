@@ -6,6 +6,7 @@ import click
 
 from pipeline import output, source
 from pipeline.backends import test_runner_for
+from pipeline.cli import complete
 from pipeline.cli.common import emit_json, settings_of, table
 from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.ledger.db import Ledger
@@ -49,7 +50,7 @@ def _print(report: TestReport) -> None:
 
 
 @click.command("test")
-@click.argument("image")
+@click.argument("image", shell_complete=complete.images)
 @click.option(
     "--rev", required=True, help="The commit (branch, tag, SHA or SHA prefix) whose version to test."
 )
