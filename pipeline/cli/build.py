@@ -7,11 +7,8 @@ from pathlib import Path
 import click
 
 from pipeline import output
-from pipeline.build.stage import build_version
 from pipeline.cli import complete
 from pipeline.cli.common import deprecated_repo, emit_json, settings_of
-from pipeline.ledger.db import Ledger
-from pipeline.source import open_repo, resolve
 
 
 @click.command("build")
@@ -35,6 +32,10 @@ def command(
     Example:
       envctl build nlp.keras-batch --rev staging
     """
+    from pipeline.build.stage import build_version
+    from pipeline.ledger.db import Ledger
+    from pipeline.source import open_repo, resolve
+
     settings = settings_of(ctx, repo=repo)
     git_repo = open_repo(settings.repo)
     tree = resolve(git_repo, rev)

@@ -11,7 +11,6 @@ from typing import Any, TextIO
 import click
 
 from pipeline import output
-from pipeline.build.engine import connect
 from pipeline.cli import complete
 from pipeline.cli.common import Group, deprecated_repo, emit_json, settings_of, table
 from pipeline.errors import Refused, Unavailable, UsageError
@@ -61,6 +60,8 @@ def execute(
     reason: str | None = None,
 ) -> tuple[runs.PipelineRun, Outcome]:
     """Run one pipeline with its record and log; the hooks call this too."""
+    from pipeline.build.engine import connect
+
     chosen = check_branch(branch)
     repo = open_repo(settings.repo)
     if repo.bare and settings.state_dir.is_relative_to(settings.repo):

@@ -230,13 +230,27 @@ def test_status_of_an_empty_ledger_imports_no_heavy_module(tmp_path: Path) -> No
     assert not (tmp_path / ".envctl" / "ledger.db").exists()  # a read creates no ledger
 
 
-def test_completion_imports_no_heavy_module(repo: Path) -> None:
-    env_words = {"_ENVCTL_COMPLETE": "bash_complete", "COMP_WORDS": "envctl promote n", "COMP_CWORD": "2"}
-    os.environ.update(env_words)
+@pytest.mark.parametrize(
+    "words",
+    [
+        "envctl promote n",
+        "envctl history n",
+        "envctl build n",
+        "envctl test n",
+        "envctl status n",
+    ],
+)
+def test_completion_imports_no_heavy_module(repo: Path, words: str) -> None:
+    asked = {
+        "_ENVCTL_COMPLETE": "bash_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(words.split()) - 1),
+    }
+    os.environ.update(asked)
     try:
         loaded = loaded_modules([], repo)
     finally:
-        for key in env_words:
+        for key in asked:
             os.environ.pop(key)
     assert "click" in loaded
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
