@@ -161,7 +161,6 @@ def main() -> None:
             "ENVCTL_LEDGER_URL": f"sqlite:///{work / 'ledger.db'}",
             "ENVCTL_REGISTRY": host,
             "ENVCTL_STATE_DIR": str(work / "state"),
-            "ENVCTL_ACTOR": "bench",
         }
         against_curl(work, host, repo, sha, env)
         if "--docker" in sys.argv[1:]:
