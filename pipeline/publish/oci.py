@@ -167,6 +167,7 @@ class Registry:
         self.google_adc = google_adc
         self._adc_token = ""
         local = host.split(":")[0] in {"localhost", "127.0.0.1", "::1"}
+        self.local = local
         netloc = host.replace("localhost", "127.0.0.1", 1) if local else host
         self.base = f"{'http' if local else 'https'}://{netloc}/v2"
         self._session: requests.Session | None = None
@@ -185,6 +186,9 @@ class Registry:
             adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+            # A loopback registry is reached directly: no proxy, no ~/.netrc (requests would
+            # read both from the environment for every request, a third of a tag read's time).
+            session.trust_env = not self.local
             if self.static_token:
                 session.headers["Authorization"] = f"Bearer {self.static_token}"
             self._session = session

@@ -66,7 +66,7 @@ def tag_state(publisher: Publisher, pointer: Pointer) -> TagState:
 
 #: Tag reads in flight at once: one registry round trip each, so `status` of a hundred
 #: images costs a few round trips of time, not three hundred (bench/scale.py).
-READERS = 16
+READERS = 8
 
 
 def tag_states(publisher: Publisher, pointers: list[Pointer]) -> list[TagState]:
