@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import click
-from click.shell_completion import CompletionItem
 
 from pipeline.ledger.model import STAGES
-from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
+    from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-Completer = Callable[[click.Context, click.Parameter, str], list[CompletionItem]]
+Completer = Callable[[click.Context, click.Parameter, str], "list[CompletionItem]"]
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -75,6 +79,8 @@ def _safely(what: str, produce: Callable[[Settings], Iterable[str]], ctx: click.
 
 
 def _matching(candidates: Iterable[str], incomplete: str) -> list[CompletionItem]:
+    from click.shell_completion import CompletionItem
+
     return [CompletionItem(c) for c in candidates if c.startswith(incomplete)]
 
 
@@ -104,6 +110,8 @@ def paths_or(completer: Completer) -> Completer:
     """A completer that offers files too (for arguments that take an image or a path)."""
 
     def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
         return [*completer(ctx, param, incomplete), CompletionItem(incomplete, type="file")]
 
     return complete
