@@ -189,6 +189,7 @@ def required_signoffs(settings: Settings, version: Version) -> int | None:
     None when that commit can't be read (a commit this clone lacks: a version known only
     to the ledger, or no repository here).
     """
+    from pipeline.source import open_repo, resolve
     from pipeline.spec import model as spec_module
 
     try:
