@@ -102,10 +102,13 @@ def _pointers(settings: Settings, image: str | None) -> list[Pointer]:
     from pipeline.ledger import quick
 
     found: list[Pointer] | None = None
-    if image is None:
+    if image is not None:
+        model.check_image_name(image)
+    if settings.ledger_password:
+        pass  # only the ledger's own opening says what a password means (SQLite has none)
+    elif image is None:
         found = quick.pointers(settings.ledger_url)
     else:
-        model.check_image_name(image)
         known = quick.known_images(settings.ledger_url)
         if known is not None and image not in known:
             raise model.unknown_image(image, known)
