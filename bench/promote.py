@@ -1,17 +1,20 @@
-"""Benchmark: `envctl promote` against `docker pull && docker tag && docker push` of one image.
+"""Benchmark: `envctl promote` against the registry calls it stands for.
 
-Builds an image of ~550 MB (the local base, ~350 MB, plus a RUN writing 200 MB of
-random data), pushes it to a docker-registry of the benchmark's own on 127.0.0.1 (so
-the registry's storage is only ours to measure), then in one run times:
+Goal (issue 15): `envctl promote` within 10x of a manifest GET and PUT by curl, the
+least a retag can cost from a shell. On a registry of the benchmark's own on 127.0.0.1
+(docker-registry; its storage is only ours to measure), in one run, best of N each:
 
-- promotion: `envctl promote IMAGE.production --rev SHA` (ledger transaction, then a
-  manifest-level retag), and
-- the docker way: remove the local copy, `docker pull`, `docker tag`, `docker push`.
+- curl: `curl GET` of the version's manifest, then `curl PUT` of those bytes under a tag
+- `envctl promote IMAGE.production --rev SHA` (ledger transaction, then a manifest-level
+  retag), a fresh production tag each time (the ledger moves back in between)
+- `python -c pass`, for scale
 
-Prints both times, the ratio, and the blob bytes the registry stored during each (the
-promotion must add 0: no layer moves).
+With `--docker` it also builds an image of ~550 MB (the local base plus a RUN writing
+200 MB of random data) and times `docker pull && docker tag && docker push` of it
+against its promotion, with the blob bytes the registry stored during each (the
+promotion must add 0: no layer moves). That needs the Docker Engine (`envctl stack up`).
 
-Run: .venv/bin/python bench/promote.py  (needs `envctl stack up`)
+Run: PYTHONPATH=$PWD .venv/bin/python bench/promote.py [--docker]
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,15 +29,17 @@ import time
 import uuid
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.backends import ContextFile  # noqa: E402
-from pipeline.build.engine import build, connect, context_tar, push  # noqa: E402
+import requests  # noqa: E402
+
+from bench._registry import MANIFEST_TYPE, push_tiny_image, start_registry  # noqa: E402
 from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run  # noqa: E402
 from pipeline.publish.oci import Registry  # noqa: E402
+
+RUNS = 7
+CURL_GOAL = 10.0
 
 BASE = "localhost:5000/dlc/base-cpu:local"
 DOCKERFILE = (
@@ -57,124 +61,137 @@ def blob_bytes(storage: Path) -> int:
     return sum(p.stat().st_size for p in blobs.rglob("data") if p.is_file()) if blobs.exists() else 0
 
 
-def start_registry(work: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    host = f"127.0.0.1:{port}"
-    storage = work / "registry"
-    config = work / "registry.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "version": 0.1,
-                "log": {"level": "error"},
-                "storage": {"filesystem": {"rootdirectory": str(storage)}},
-                "http": {"addr": host},
-            }
+def commit(repo: Path) -> str:
+    run("git", "init", "-q", "-b", "main", cwd=repo)
+    (repo / "README").write_text("bench\n")
+    run("git", "add", "-A", cwd=repo)
+    run("git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "b", cwd=repo)
+    return run("git", "rev-parse", "HEAD", cwd=repo)
+
+
+def record(ledger: Ledger, image: str, sha: str, tree: str, digest: str, ref: str, size: int) -> None:
+    """The version of `sha` and a passing test run of it: what production needs."""
+    ledger.record_version(
+        Version(
+            image=image,
+            sha=sha,
+            tree=tree,
+            inputs_key="bench",
+            build_key="bench",
+            digest=digest,
+            image_ref=ref,
+            size=size,
+            reused_from=None,
+            labels={},
+            sbom={},
+            created_at=now(),
         )
     )
-    log = (work / "registry.log").open("ab")
-    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
-    deadline = time.monotonic() + 30
-    while not Registry(host, timeout=2).ping():
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise SystemExit(f"docker-registry did not start; see {work / 'registry.log'}")
-        time.sleep(0.1)
-    return process, host, storage
+    record_test_run(
+        ledger,
+        TestRun(
+            run_id=uuid.uuid4().hex,
+            image=image,
+            sha=sha,
+            digest=digest,
+            passed=True,
+            summary={},
+            artifacts="",
+            started_at=now(),
+            finished_at=now(),
+        ),
+    )
+
+
+def promote_argv(image: str, sha: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline.cli.main", "promote", f"{image}.production", "--rev", sha]
+
+
+def timed(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    run(*args, cwd=cwd, env=env)
+    return time.perf_counter() - started
+
+
+def reset(url: str, image: str) -> None:
+    """Forget the environments of `image` so that the next promotion moves production again."""
+    import sqlalchemy as sa
+
+    from pipeline.ledger.db import environments
+
+    with Ledger.open(url).transaction() as conn:
+        conn.execute(sa.delete(environments).where(environments.c.image == image))
+
+
+def against_curl(work: Path, host: str, repo: Path, sha: str, env: dict[str, str]) -> None:
+    image = f"bench.promote-{secrets.token_hex(3)}"
+    digest = push_tiny_image(requests.Session(), host, image, [sha], image)
+    url = env["ENVCTL_LEDGER_URL"]
+    record(Ledger.open(url), image, sha, run("git", "rev-parse", "HEAD^{tree}", cwd=repo), digest, "", 1)
+    manifest = work / "manifest.json"
+    base = f"http://{host}/v2/{image}/manifests"
+    get = ["curl", "-sSf", "-H", f"Accept: {MANIFEST_TYPE}", "-o", str(manifest), f"{base}/{sha}"]
+    put = ["curl", "-sSf", "-X", "PUT", "-H", f"Content-Type: {MANIFEST_TYPE}", "--data-binary"]
+    curl_s, promote_s, floor_s = [], [], []
+    for n in range(RUNS):
+        curl_s.append(timed(*get) + timed(*put, f"@{manifest}", f"{base}/curl-{n}"))
+        reset(url, image)
+        promote_s.append(timed(*promote_argv(image, sha), cwd=repo, env=env))
+        if Registry(host).digest_of(image, "production") != digest:
+            raise SystemExit("the production tag does not name the promoted digest")
+        floor_s.append(timed(sys.executable, "-c", "pass"))
+    curl, promote, floor = min(curl_s), min(promote_s), min(floor_s)
+    ratio = promote / curl
+    print(f"curl GET + PUT of the manifest   {curl * 1000:.0f} ms (best of {RUNS})")
+    print(f"envctl promote                   {promote * 1000:.0f} ms ({promote / floor:.1f}x python -c pass)")
+    print(f"python -c pass                   {floor * 1000:.0f} ms")
+    verdict = "meets" if ratio <= CURL_GOAL else "MISSES"
+    print(f"promote / curl: {ratio:.1f}x; goal {CURL_GOAL:.0f}x: {verdict}")
 
 
 def main() -> None:
-    client = connect()
     work = Path(tempfile.mkdtemp(prefix="envctl-bench-"))
-    image = f"bench.promote-{secrets.token_hex(3)}"
     process, host, storage = start_registry(work)
-    local_tag = f"envctl-bench/{image}:payload"
     try:
         repo = work / "repo"
         repo.mkdir()
-        run("git", "init", "-q", "-b", "main", cwd=repo)
-        (repo / "README").write_text("bench\n")
-        run("git", "add", "-A", cwd=repo)
-        run(
-            "git",
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@localhost",
-            "commit",
-            "-qm",
-            "bench",
-            cwd=repo,
-        )
-        sha = run("git", "rev-parse", "HEAD", cwd=repo)
+        sha = commit(repo)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}
+        env |= {
+            "ENVCTL_LEDGER_URL": f"sqlite:///{work / 'ledger.db'}",
+            "ENVCTL_REGISTRY": host,
+            "ENVCTL_STATE_DIR": str(work / "state"),
+        }
+        against_curl(work, host, repo, sha, env)
+        if "--docker" in sys.argv[1:]:
+            against_docker(work, host, storage, repo, sha, env)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def against_docker(work: Path, host: str, storage: Path, repo: Path, sha: str, env: dict[str, str]) -> None:
+    from pipeline.backends import ContextFile
+    from pipeline.build.engine import build, connect, context_tar, push
+
+    client = connect()
+    image = f"bench.promote-{secrets.token_hex(3)}"
+    local_tag = f"envctl-bench/{image}:payload"
+    ref = f"{host}/{image}:{sha}"
+    try:
         print(f"building {image} (base + 200 MB of random data) ...", file=sys.stderr)
         context = context_tar({"Dockerfile": ContextFile(DOCKERFILE.format(uuid.uuid4().hex).encode())})
         build(client, context=context, dockerfile="Dockerfile", tag=local_tag, buildargs={}, labels={})
         size = client.images.get(local_tag).attrs["Size"]
-        ref = f"{host}/{image}:{sha}"
         client.images.get(local_tag).tag(ref)
         print(f"pushing {size / 1e6:.0f} MB to the bench registry {host} ...", file=sys.stderr)
         digest = push(client, ref)
-
-        ledger_url = f"sqlite:///{work / 'ledger.db'}"
-        ledger = Ledger.open(ledger_url)
-        ledger.record_version(
-            Version(
-                image=image,
-                sha=sha,
-                tree=run("git", "rev-parse", "HEAD^{tree}", cwd=repo),
-                inputs_key="bench",
-                build_key="bench",
-                digest=digest,
-                image_ref=ref,
-                size=size,
-                reused_from=None,
-                labels={},
-                sbom={},
-                created_at=now(),
-            )
-        )
-        record_test_run(
-            ledger,
-            TestRun(
-                run_id=uuid.uuid4().hex,
-                image=image,
-                sha=sha,
-                digest=digest,
-                passed=True,
-                summary={},
-                artifacts="",
-                started_at=now(),
-                finished_at=now(),
-            ),
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}
-        env |= {
-            "ENVCTL_LEDGER_URL": ledger_url,
-            "ENVCTL_REGISTRY": host,
-            "ENVCTL_STATE_DIR": str(work / "state"),
-        }
-
-        started = time.monotonic()
-        run(sys.executable, "-m", "pipeline.cli.main", "--version", cwd=repo, env=env)
-        startup_s = time.monotonic() - started
+        tree = run("git", "rev-parse", "HEAD^{tree}", cwd=repo)
+        record(Ledger.open(env["ENVCTL_LEDGER_URL"]), image, sha, tree, digest, ref, size)
 
         before = blob_bytes(storage)
-        started = time.monotonic()
-        run(
-            sys.executable,
-            "-m",
-            "pipeline.cli.main",
-            "promote",
-            f"{image}.production",
-            "--rev",
-            sha,
-            cwd=repo,
-            env=env,
-        )
-        promote_s = time.monotonic() - started
+        promote_s = timed(*promote_argv(image, sha), cwd=repo, env=env)
         promote_bytes = blob_bytes(storage) - before
         if Registry(host).digest_of(image, "production") != digest:
             raise SystemExit("the production tag does not name the promoted digest")
@@ -191,7 +208,6 @@ def main() -> None:
 
         print(f"image size                      {size / 1e6:.0f} MB ({digest})")
         print(f"envctl promote                  {promote_s:.2f} s")
-        print(f"  of which Python start-up      {startup_s:.2f} s (envctl --version)")
         print(f"docker pull && tag && push      {docker_s:.2f} s (layers already local are not pulled)")
         print(f"ratio (docker / envctl)         {docker_s / promote_s:.1f}x")
         print(f"layer bytes uploaded (promote)  {promote_bytes}")
@@ -199,16 +215,8 @@ def main() -> None:
         if promote_bytes != 0:
             raise SystemExit("promotion uploaded layer bytes; it must move none")
     finally:
-        for tag in (
-            f"{host}/{image}:{sha}" if "sha" in locals() else "",
-            f"{host}/{image}:production-docker",
-            local_tag,
-        ):
-            if tag:
-                subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
-        process.terminate()
-        process.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
+        for tag in (ref, f"{host}/{image}:production-docker", local_tag):
+            subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
 
 
 if __name__ == "__main__":

@@ -159,6 +159,8 @@ def webhook_url(url: str, origin: str) -> str:
 
 def database_url(url: str, origin: str) -> str:
     """The ledger URL if SQLAlchemy reads it, else `ConfigError` (not echoing it: it may hold a password)."""
+    if url.startswith("sqlite:///"):
+        return url  # a file: no host or port to check (and no SQLAlchemy to import at start-up)
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from pipeline import output
-from pipeline.cli.common import emit_json, settings_of, table
+from pipeline.cli.common import deprecated_repo, emit_json, settings_of, table
 
 
 def _short(value: str | None, n: int = 19) -> str:
@@ -16,9 +16,7 @@ def _short(value: str | None, n: int = 19) -> str:
 
 @click.command("bases")
 @click.option("--rev", help="Read the specs at this commit (default: the staging branch, else HEAD).")
-@click.option(
-    "--repo", type=click.Path(file_okay=False, path_type=Path), help="The git repository (bare is fine)."
-)
+@deprecated_repo
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def command(ctx: click.Context, rev: str | None, repo: Path | None, as_json: bool) -> None:

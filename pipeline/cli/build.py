@@ -7,20 +7,14 @@ from pathlib import Path
 import click
 
 from pipeline import output
-from pipeline.build.stage import build_version
-from pipeline.cli.common import emit_json, settings_of
-from pipeline.ledger.db import Ledger
-from pipeline.source import open_repo, resolve
+from pipeline.cli import complete
+from pipeline.cli.common import deprecated_repo, emit_json, settings_of
 
 
 @click.command("build")
-@click.argument("image")
+@click.argument("image", shell_complete=complete.images)
 @click.option("--rev", required=True, help="Branch, tag, full SHA or SHA prefix (7+ characters).")
-@click.option(
-    "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The git repository (default: the current one).",
-)
+@deprecated_repo
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Hide the build log.")
 @click.option("--no-cache", is_flag=True, help="Build every step anew (when a build does run).")
@@ -38,6 +32,10 @@ def command(
     Example:
       envctl build nlp.keras-batch --rev staging
     """
+    from pipeline.build.stage import build_version
+    from pipeline.ledger.db import Ledger
+    from pipeline.source import open_repo, resolve
+
     settings = settings_of(ctx, repo=repo)
     git_repo = open_repo(settings.repo)
     tree = resolve(git_repo, rev)

@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from pipeline import output
-from pipeline.cli.common import emit_json, settings_of
+from pipeline.cli.common import Group, deprecated_repo, emit_json, settings_of
 from pipeline.errors import UsageError
 
 
-@click.group("cloud", short_help="Set up the Google Cloud side of the pipelines.")
+@click.group("cloud", cls=Group, short_help="Set up the Google Cloud side of the pipelines.")
 def group() -> None:
     """Google Cloud: Cloud Build triggers and the Artifact Registry repository."""
 
@@ -32,11 +32,7 @@ def group() -> None:
 @click.option("--artifacts-bucket", help="gs://BUCKET for the test runs' artifacts.")
 @click.option("--dry-run", is_flag=True, help="Print every write as JSON and send none.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option(
-    "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The repository whose settings to read (default: the current one).",
-)
+@deprecated_repo
 @click.pass_context
 def setup_command(
     ctx: click.Context,

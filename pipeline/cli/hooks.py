@@ -8,13 +8,13 @@ from pathlib import Path
 import click
 
 from pipeline import output
-from pipeline.cli.common import settings_of
+from pipeline.cli.common import Group, settings_of
 from pipeline.cli.pipeline import execute, print_run
 from pipeline.errors import EnvctlError
 from pipeline.pipelines import hooks as triggers
 
 
-@click.group("hooks")
+@click.group("hooks", cls=Group)
 def group() -> None:
     """Git hooks that run the pipelines on push."""
 

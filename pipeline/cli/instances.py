@@ -8,7 +8,8 @@ import click
 
 from pipeline import output
 from pipeline.backends import InstanceHost, instance_host_for
-from pipeline.cli.common import emit_json, settings_of, table
+from pipeline.cli import complete
+from pipeline.cli.common import Group, emit_json, settings_of, table
 from pipeline.instances import model
 from pipeline.instances.model import Instance, Target
 from pipeline.ledger.db import Ledger
@@ -42,7 +43,7 @@ def _show(instance: Instance, as_json: bool) -> None:
         click.echo(instance.url or "")
 
 
-@click.group("instances")
+@click.group("instances", cls=Group)
 @click.option("--project", envvar="GOOGLE_CLOUD_PROJECT", help="gcp backend: the Google Cloud project.")
 @click.option("--zone", envvar="CLOUDSDK_COMPUTE_ZONE", help="gcp backend: the zone, e.g. us-central1-a.")
 @click.pass_context
@@ -60,7 +61,14 @@ def group(ctx: click.Context, project: str | None, zone: str | None) -> None:
 
 @group.command("create")
 @click.argument("name")
-@click.option("--env", "env_id", required=True, metavar="ENV_ID", help="e.g. nlp.keras-batch.production")
+@click.option(
+    "--env",
+    "env_id",
+    required=True,
+    metavar="ENV_ID",
+    shell_complete=complete.env_ids,
+    help="e.g. nlp.keras-batch.production",
+)
 @click.option(
     "--port", type=click.IntRange(1024, 65535), help="local: the port on 127.0.0.1 (default: a free one)."
 )
@@ -125,7 +133,7 @@ def restart(ctx: click.Context, name: str, as_json: bool) -> None:
     _show(dataclasses.replace(instance, current_digest=target.digest), as_json)
 
 
-@group.command("delete")
+@group.command("delete", short_help="Remove NAME; locally its work volume is kept unless --purge.")
 @click.argument("name")
 @click.option("--purge", is_flag=True, help="local: remove the work volume too (default: keep it).")
 @click.pass_context

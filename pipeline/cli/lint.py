@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from pipeline import output
+from pipeline.cli import complete
 from pipeline.cli.common import emit_json, settings_of
 from pipeline.errors import Refused, SpecError, UsageError
 from pipeline.settings import Settings
@@ -45,7 +46,9 @@ def _tree(settings: Settings, rev: str | None) -> Tree:
 
 
 @click.command("lint", short_help="Find what breaks notebooks in managed runs, rule by rule.")
-@click.argument("targets", nargs=-1)
+@click.argument(
+    "targets", nargs=-1, metavar="[IMAGE|NOTEBOOK]...", shell_complete=complete.paths_or(complete.images)
+)
 @click.option("--rev", help="Lint the files of this commit instead of the work tree.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.option(

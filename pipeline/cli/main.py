@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "lint": (
         "pipeline.cli.lint:command",
-        "Find what breaks notebooks in managed runs (installs, credentials, paths...), by rule.",
+        "Find what breaks notebooks in managed runs (installs, credentials, paths), by rule.",
     ),
     "build": ("pipeline.cli.build:command", "Build (or reuse) and push the version of IMAGE at a revision."),
     "test": (
@@ -111,10 +111,15 @@ class LazyGroup(click.Group):
     type=click.Path(file_okay=False, path_type=Path),
     help="The repository with environments/ (default: the current one).",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "gcp"]),
+    help="Where builds, tags and instances go (default: the backend setting, else local).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option("--no-progress", is_flag=True, help="Plain lines instead of a live status line on a terminal.")
 @click.pass_context
-def cli(ctx: click.Context, repo: Path | None, debug: bool, no_progress: bool) -> None:
+def cli(ctx: click.Context, repo: Path | None, backend: str | None, debug: bool, no_progress: bool) -> None:
     """Build, test, promote and roll back notebook images from one git repository.
 
     \b
@@ -125,7 +130,7 @@ def cli(ctx: click.Context, repo: Path | None, debug: bool, no_progress: bool) -
     \b
     Exit codes: 0 done; 1 the operation said no; 2 bad input; 3 a part is unavailable.
     """
-    ctx.obj = {"repo": repo, "debug": debug or None}
+    ctx.obj = {"repo": repo, "backend": backend, "debug": debug or None}
     if no_progress:
         from pipeline import progress
 

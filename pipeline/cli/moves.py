@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from pipeline import output
-from pipeline.backends import publisher_for
+from pipeline.cli import complete
 from pipeline.cli.common import emit_json, notify_drift, settings_of
-from pipeline.ledger.db import Ledger
-from pipeline.ledger.pointers import check_image_name, parse_env_id, require_known
-from pipeline.promote import moves as promotion
-from pipeline.promote.moves import Outcome
-from pipeline.publish import tags as publish
+from pipeline.ledger.model import check_image_name, parse_env_id
+
+if TYPE_CHECKING:
+    from pipeline.promote.moves import Outcome
+
+# SQLAlchemy, GitPython and requests load inside the commands (completion imports this module).
 
 _force = click.option("--force", is_flag=True, help="Override the rules; recorded on the event.")
 _reason = click.option("--reason", help="Why; recorded on the event.")
@@ -34,7 +37,7 @@ def _report(outcome: Outcome, as_json: bool) -> None:
 
 
 @click.command("promote")
-@click.argument("env_id")
+@click.argument("env_id", shell_complete=complete.env_ids)
 @click.option("--rev", required=True, help="Branch, tag, SHA or SHA prefix (7+) of a built version.")
 @_force
 @_reason
@@ -51,6 +54,9 @@ def promote(
     the old production as IMAGE.fallback, in the same transaction.
     Exits 1 when a rule refuses (--force overrides), 3 when the registry is down.
     """
+    from pipeline.ledger.db import Ledger
+    from pipeline.promote import moves as promotion
+
     env = parse_env_id(env_id)
     settings = settings_of(ctx)
     ledger = Ledger.for_settings(settings)
@@ -58,8 +64,10 @@ def promote(
 
 
 @click.command("rollback")
-@click.argument("image")
-@click.option("--to", "to", metavar="SHA_PREFIX", help="A tested version (7+ characters of its SHA).")
+@click.argument("image", shell_complete=complete.images)
+@click.option(
+    "--rev", "--to", "to", metavar="SHA_PREFIX", help="A tested version (7+ characters of its SHA)."
+)
 @_force
 @_reason
 @_json
@@ -67,22 +75,28 @@ def promote(
 def rollback(
     ctx: click.Context, image: str, to: str | None, force: bool, reason: str | None, as_json: bool
 ) -> None:
-    """Point IMAGE.production back at IMAGE.fallback, or at the version --to names.
+    """Point IMAGE.production back at IMAGE.fallback, or at the version --rev names.
 
     The target needs passing test evidence (--force overrides). A rollback is a
     new event; history is never rewritten.
     """
+    from pipeline.ledger.db import Ledger
+    from pipeline.promote import moves as promotion
+
     settings = settings_of(ctx)
     ledger = Ledger.for_settings(settings)
     _report(promotion.rollback(settings, ledger, image, to=to, force=force, reason=reason), as_json)
 
 
 @click.command("pin")
-@click.argument("env_id")
+@click.argument("env_id", shell_complete=complete.env_ids)
 @click.option("--reason", required=True, help="Why it is held, e.g. 'incident 42'.")
 @click.pass_context
 def pin(ctx: click.Context, env_id: str, reason: str) -> None:
     """Hold ENV_ID where it is: every move is refused until `envctl unpin` (or --force)."""
+    from pipeline.ledger.db import Ledger
+    from pipeline.promote import moves as promotion
+
     env = parse_env_id(env_id)
     settings = settings_of(ctx)
     changed = promotion.set_pin(settings, Ledger.for_settings(settings), env, pinned=True, reason=reason)
@@ -90,11 +104,14 @@ def pin(ctx: click.Context, env_id: str, reason: str) -> None:
 
 
 @click.command("unpin")
-@click.argument("env_id")
+@click.argument("env_id", shell_complete=complete.env_ids)
 @_reason
 @click.pass_context
 def unpin(ctx: click.Context, env_id: str, reason: str | None) -> None:
     """Let pipelines move ENV_ID again."""
+    from pipeline.ledger.db import Ledger
+    from pipeline.promote import moves as promotion
+
     env = parse_env_id(env_id)
     settings = settings_of(ctx)
     changed = promotion.set_pin(settings, Ledger.for_settings(settings), env, pinned=False, reason=reason)
@@ -102,11 +119,16 @@ def unpin(ctx: click.Context, env_id: str, reason: str | None) -> None:
 
 
 @click.command("sync")
-@click.argument("image", required=False)
+@click.argument("image", required=False, shell_complete=complete.images)
 @click.option("--json", "as_json", is_flag=True, help="Print the republished tags as JSON.")
 @click.pass_context
 def sync(ctx: click.Context, image: str | None, as_json: bool) -> None:
     """Republish the registry tags of IMAGE (default: every image) from the ledger."""
+    from pipeline.backends import publisher_for
+    from pipeline.ledger.db import Ledger
+    from pipeline.ledger.pointers import require_known
+    from pipeline.publish import tags as publish
+
     settings = settings_of(ctx)
     ledger = Ledger.for_settings(settings)
     if image is not None:

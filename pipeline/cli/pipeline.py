@@ -11,8 +11,8 @@ from typing import Any, TextIO
 import click
 
 from pipeline import output
-from pipeline.build.engine import connect
-from pipeline.cli.common import emit_json, settings_of, table
+from pipeline.cli import complete
+from pipeline.cli.common import Group, deprecated_repo, emit_json, settings_of, table
 from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.ledger.db import Ledger
 from pipeline.pipelines import records as runs
@@ -60,6 +60,8 @@ def execute(
     reason: str | None = None,
 ) -> tuple[runs.PipelineRun, Outcome]:
     """Run one pipeline with its record and log; the hooks call this too."""
+    from pipeline.build.engine import connect
+
     chosen = check_branch(branch)
     repo = open_repo(settings.repo)
     if repo.bare and settings.state_dir.is_relative_to(settings.repo):
@@ -116,7 +118,7 @@ def print_run(run: runs.PipelineRun) -> None:
             click.echo(f"{image}: test run {verdict.get('test_run')}: artifacts in {verdict['artifacts']}")
 
 
-@click.group("pipeline")
+@click.group("pipeline", cls=Group)
 def group() -> None:
     """Run the staging or production pipeline by hand; list and show runs."""
 
@@ -124,9 +126,7 @@ def group() -> None:
 @group.command("run")
 @click.option("--branch", required=True, help="staging or production.")
 @click.option("--rev", help="The commit to run for (branch, tag, SHA or prefix).")
-@click.option(
-    "--repo", type=click.Path(file_okay=False, path_type=Path), help="The git repository (bare is fine)."
-)
+@deprecated_repo
 @click.option("--all", "force_all", is_flag=True, help="Staging: every image, changed or not.")
 @click.option(
     "--refresh-base",
@@ -276,7 +276,7 @@ def list_command(ctx: click.Context, limit: int, as_json: bool) -> None:
 
 
 @group.command("show")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=complete.run_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.option("--log", "with_log", is_flag=True, help="Print the run's log too.")
 @click.pass_context

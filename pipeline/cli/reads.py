@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pipeline import output
 from pipeline.backends import publisher_for
-from pipeline.build import sbom_diff
+from pipeline.cli import complete
 from pipeline.cli.common import emit_json, notify_drift, settings_of, table
 from pipeline.errors import EnvctlError, Unavailable, UsageError
-from pipeline.ledger import pointers as envs
-from pipeline.ledger import signoffs as signed
-from pipeline.ledger.db import Ledger, Version, test_runs_for
-from pipeline.ledger.pointers import EnvId, parse_env_id
-from pipeline.promote.moves import required_signoffs
-from pipeline.promote.policy import evidence_for
-from pipeline.publish import tags as publish
+from pipeline.ledger import model
+from pipeline.ledger.model import EnvId, Pointer, parse_env_id
+
+if TYPE_CHECKING:
+    from pipeline.ledger import signoffs as signed
+    from pipeline.ledger.db import Ledger, Version
+    from pipeline.settings import Settings
+
+# Heavy modules (SQLAlchemy, GitPython, pydantic) are imported inside the commands that
+# need them: `status` on a SQLite ledger reads it with the standard library (ledger.quick).
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
 def _short(value: str | None, n: int = 12) -> str:
+
     return value[:n] if value else "-"
 
 
 @click.command("status")
-@click.argument("image", required=False)
+@click.argument("image", required=False, shell_complete=complete.images)
 @_json
 @click.pass_context
 def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
@@ -36,18 +40,17 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
     Drift is `missing` (tag absent), `moved` (tag names another digest) or `unknown`
     (registry down); `envctl sync` repairs it. Exits 3 when the registry is down.
     """
+    from pipeline.publish import tags as publish
+
     settings = settings_of(ctx)
-    ledger = Ledger.for_settings(settings)
-    if image is not None:
-        envs.require_known(ledger, envs.check_image_name(image))
+    pointers = _pointers(settings, image)
     publisher = publisher_for(settings, timeout=10)
     reachable = publisher.ping()
-    pointers = envs.pointers(ledger, image)
     if reachable:
-        found = [publish.tag_state(publisher, p) for p in pointers]
+        found = publish.tag_states(publisher, pointers)
     else:
         found = [publish.TagState(p, None, "unknown" if p.digest else None) for p in pointers]
-    people = _signers(ledger, pointers)
+    people = _signers(settings, pointers)
     if as_json:
         emit_json([{**s.to_json(publisher), "signoffs": people[s.pointer.digest or ""]} for s in found])
     else:
@@ -77,9 +80,15 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
         raise Unavailable(f"registry {publisher.host} does not answer; drift is unknown")
 
 
-def _signers(ledger: Ledger, pointers: list[envs.Pointer]) -> dict[str, list[str]]:
+def _signers(settings: Settings, pointers: list[Pointer]) -> dict[str, list[str]]:
     """The distinct testers who signed each digest the pointers name (by digest; "" for none)."""
     found: dict[str, list[str]] = {"": []}
+    if not any(p.digest for p in pointers):
+        return found  # nothing to ask the ledger (an empty one: no SQLAlchemy at all)
+    from pipeline.ledger import signoffs as signed
+    from pipeline.ledger.db import Ledger
+
+    ledger = Ledger.for_settings(settings)
     for image in sorted({p.image for p in pointers}):
         every = signed.for_image(ledger, image)
         for p in pointers:
@@ -88,8 +97,38 @@ def _signers(ledger: Ledger, pointers: list[envs.Pointer]) -> dict[str, list[str
     return found
 
 
+def _pointers(settings: Settings, image: str | None) -> list[Pointer]:
+    """Every environment (of `image`): quick SQLite reads when they can answer, else SQLAlchemy."""
+    from pipeline.ledger import quick
+
+    found: list[Pointer] | None = None
+    if image is not None:
+        model.check_image_name(image)
+    if settings.ledger_password:
+        pass  # only the ledger's own opening says what a password means (SQLite has none)
+    elif image is None:
+        found = quick.pointers(settings.ledger_url)
+    else:
+        known = quick.known_images(settings.ledger_url)
+        if known is not None and image not in known:
+            raise model.unknown_image(image, known)
+        if known is not None:
+            found = quick.pointers(settings.ledger_url, image)
+    if found is not None:
+        return found
+    from pipeline.ledger import pointers as envs
+    from pipeline.ledger.db import Ledger
+
+    ledger = Ledger.for_settings(settings)
+    if image is not None:
+        envs.require_known(ledger, image)
+    return envs.pointers(ledger, image)
+
+
 def _target(ledger: Ledger, text: str) -> tuple[str, EnvId | None]:
     """ENV_ID or IMAGE: an ID when it ends in a stage, else an image name."""
+    from pipeline.ledger import pointers as envs
+
     try:
         env = parse_env_id(text)
     except UsageError:
@@ -100,11 +139,15 @@ def _target(ledger: Ledger, text: str) -> tuple[str, EnvId | None]:
 
 
 @click.command("history")
-@click.argument("target", metavar="ENV_ID|IMAGE")
+@click.argument("target", metavar="ENV_ID|IMAGE", shell_complete=complete.images_or_env_ids)
 @_json
 @click.pass_context
 def history(ctx: click.Context, target: str, as_json: bool) -> None:
     """Every move of one environment or of every environment of an image, oldest first."""
+    from pipeline.ledger import pointers as envs
+    from pipeline.ledger import signoffs as signed
+    from pipeline.ledger.db import Ledger
+
     settings = settings_of(ctx)
     ledger = Ledger.for_settings(settings)
     image, env = _target(ledger, target)
@@ -132,6 +175,7 @@ def history(ctx: click.Context, target: str, as_json: bool) -> None:
 
 def _signoff_entry(image: str, signoff: signed.Signoff) -> dict[str, Any]:
     """A sign-off as a history entry (action `signoff`, the same keys as a move; no pointer moved)."""
+
     return {
         "id": None,
         "at": signoff.at.isoformat(),
@@ -151,6 +195,8 @@ def _signoff_entry(image: str, signoff: signed.Signoff) -> dict[str, Any]:
 
 
 def _version_of(ledger: Ledger, env: EnvId) -> Version:
+    from pipeline.ledger import pointers as envs
+
     pointer = envs.current(ledger, env.image, env.stage)
     if pointer is None or pointer.sha is None:
         raise UsageError(f"{env} points at no version yet; promote one with `envctl promote {env} --rev REV`")
@@ -161,17 +207,27 @@ def _version_of(ledger: Ledger, env: EnvId) -> Version:
 
 
 def _signoff_line(found: list[signed.Signoff], required: int | None) -> str:
+    from pipeline.ledger import signoffs as signed
+
     people = signed.people(found)
     need = f" of {required} production needs" if required else ""
     return f"{len(people)}{need}" + (f" ({', '.join(people)})" if people else "")
 
 
 @click.command("describe")
-@click.argument("env_id")
+@click.argument("env_id", shell_complete=complete.env_ids)
 @_json
 @click.pass_context
 def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
     """ENV_ID's image@digest, SHA, test evidence, SBOM summary, pin and tag drift."""
+    from pipeline.build import sbom_diff
+    from pipeline.ledger import pointers as envs
+    from pipeline.ledger import signoffs as signed
+    from pipeline.ledger.db import Ledger, test_runs_for
+    from pipeline.promote.moves import required_signoffs
+    from pipeline.promote.policy import evidence_for
+    from pipeline.publish import tags as publish
+
     env = parse_env_id(env_id)
     settings = settings_of(ctx)
     ledger = Ledger.for_settings(settings)
@@ -231,12 +287,16 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
 
 
 @click.command("diff")
-@click.argument("old_env")
-@click.argument("new_env")
+@click.argument("old_env", metavar="ENV_ID", shell_complete=complete.env_ids)
+@click.argument("new_env", metavar="ENV_ID", shell_complete=complete.env_ids)
 @_json
 @click.pass_context
 def diff(ctx: click.Context, old_env: str, new_env: str, as_json: bool) -> None:
     """Packages added, removed and changed from OLD_ENV to NEW_ENV, with base image and Python."""
+    from pipeline.build import sbom_diff
+    from pipeline.ledger import pointers as envs
+    from pipeline.ledger.db import Ledger
+
     old, new = parse_env_id(old_env), parse_env_id(new_env)
     settings = settings_of(ctx)
     ledger = Ledger.for_settings(settings)

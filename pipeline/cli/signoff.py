@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 
 from pipeline import output
+from pipeline.cli import complete
 from pipeline.cli.common import emit_json, settings_of
 from pipeline.ledger.db import Ledger
 from pipeline.promote.signoff import sign
 
 
 @click.command("signoff", short_help="Record that you checked the version IMAGE.staging runs.")
-@click.argument("env_id", metavar="IMAGE.staging")
+@click.argument("env_id", metavar="ENV_ID", shell_complete=complete.env_ids)
 @click.option("--reason", help="What you checked; recorded with the sign-off.")
 @click.option("--json", "as_json", is_flag=True, help="Print the sign-off as JSON.")
 @click.pass_context

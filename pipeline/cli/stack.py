@@ -8,12 +8,12 @@ from typing import Any
 import click
 
 from pipeline import output
-from pipeline.cli.common import emit_json, settings_of, table
+from pipeline.cli.common import Group, emit_json, settings_of, table
 from pipeline.errors import Unavailable
 from pipeline.stack import base_image, engine, registry_server
 
 
-@click.group("stack")
+@click.group("stack", cls=Group)
 def group() -> None:
     """The local parts: Docker Engine, OCI registry on 127.0.0.1, base image."""
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from pipeline import output, source
+from pipeline import output
 from pipeline.backends import test_runner_for
+from pipeline.cli import complete
 from pipeline.cli.common import emit_json, settings_of, table
 from pipeline.errors import Refused, Unavailable, UsageError
-from pipeline.ledger.db import Ledger
-from pipeline.spec import model as spec_module
-from pipeline.testing import Result, TestReport
+
+if TYPE_CHECKING:
+    from pipeline.testing import Result, TestReport
 
 
 def _progress(result: Result) -> None:
@@ -49,7 +52,7 @@ def _print(report: TestReport) -> None:
 
 
 @click.command("test")
-@click.argument("image")
+@click.argument("image", shell_complete=complete.images)
 @click.option(
     "--rev", required=True, help="The commit (branch, tag, SHA or SHA prefix) whose version to test."
 )
@@ -64,6 +67,10 @@ def command(ctx: click.Context, image: str, rev: str, as_json: bool, jobs: int |
     notebooks, HTML renderings, junit.xml and summary.json go to the artifacts folder;
     the run is recorded in the ledger as evidence. Exits 1 when anything failed.
     """
+    from pipeline import source
+    from pipeline.ledger.db import Ledger
+    from pipeline.spec import model as spec_module
+
     settings = settings_of(ctx, jobs=jobs)
     tree = source.resolve(source.open_repo(settings.repo), rev)
     spec = spec_module.load(tree, image)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.cli import complete
 from pipeline.cli.common import emit_json, settings_of
 from pipeline.errors import SpecError, shown
 from pipeline.source import WorkTree
@@ -31,7 +32,7 @@ def _repo_relative(item: str, repo: Path) -> str:
 
 
 @click.command("validate")
-@click.argument("specs", nargs=-1)
+@click.argument("specs", nargs=-1, shell_complete=complete.paths_or(complete.images))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def command(ctx: click.Context, specs: tuple[str, ...], as_json: bool) -> None:

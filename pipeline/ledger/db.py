@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,8 @@ from sqlalchemy.exc import (
 )
 
 from pipeline.errors import ConfigError, Refused, Unavailable
+from pipeline.ledger.model import _aware as _aware
+from pipeline.ledger.model import now as now
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -182,10 +184,6 @@ MIGRATION_LOCK = 0x656E76637472_6C  # a fixed advisory lock key for schema migra
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for a denied grant or row-level policy
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 # The label of a version built by a base refresh: the commit it rebuilds on the moved base.
 REFRESH_LABEL = "org.envctl.refresh-of"
 
@@ -230,10 +228,6 @@ class Version:
             test_key=row.test_key,
             pruned_at=_aware(row.pruned_at) if row.pruned_at else None,
         )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Ledger:

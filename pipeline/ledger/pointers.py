@@ -14,155 +14,26 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.errors import Refused, UsageError, shown
-from pipeline.ledger.db import Ledger, _aware, environments, events, now, versions
-from pipeline.spec import model as spec
+from pipeline.errors import Refused
+from pipeline.ledger.db import Ledger, environments, events, now, versions
+from pipeline.ledger.model import STAGES as STAGES
+from pipeline.ledger.model import EnvId as EnvId
+from pipeline.ledger.model import Event as Event
+from pipeline.ledger.model import Pointer as Pointer
+from pipeline.ledger.model import Stage as Stage
+from pipeline.ledger.model import by_image_and_stage, unknown_image
+from pipeline.ledger.model import check_image_name as check_image_name
+from pipeline.ledger.model import parse_env_id as parse_env_id
 
-Stage = Literal["staging", "production", "fallback"]
-STAGES: tuple[Stage, ...] = get_args(Stage)
 Action = Literal["promote", "rollback", "pin", "unpin", "sync"]
 ATTEMPTS = 5  # decisions per command when other writers keep moving the pointers
 log = logging.getLogger(__name__)
-
-
-def _valid_image(image: str) -> bool:
-    try:
-        spec.check_image_name(image)
-    except ValueError:
-        return False
-    return True
-
-
-@dataclass(frozen=True)
-class EnvId:
-    image: str
-    stage: Stage
-
-    def __str__(self) -> str:
-        return f"{self.image}.{self.stage}"
-
-
-def parse_env_id(text: str) -> EnvId:
-    """`nlp.keras-batch.production` into (image, stage); a bad ID is a `UsageError`."""
-    image, _, stage = text.rpartition(".")
-    if not image or not _valid_image(image):
-        raise UsageError(
-            f"{shown(text)} is not an environment ID; write IMAGE.STAGE, e.g. nlp.keras-batch.production"
-        )
-    for known in STAGES:
-        if stage == known:
-            return EnvId(image, known)
-    raise UsageError(f"unknown stage {shown(stage)} in {shown(text)}; the stages are {', '.join(STAGES)}")
-
-
-def check_image_name(image: str) -> str:
-    if not _valid_image(image):
-        raise UsageError(f"{shown(image)} is not an image name (TEAM.TASK, e.g. nlp.keras-batch)")
-    return image
-
-
-@dataclass(frozen=True, kw_only=True)
-class Pointer:
-    """Where one environment points now; `generation` counts its writes (0: never set)."""
-
-    image: str
-    stage: Stage
-    sha: str | None
-    digest: str | None
-    generation: int
-    pinned: bool
-    pin_reason: str | None
-    pinned_by: str | None
-    updated_at: datetime | None
-
-    @classmethod
-    def empty(cls, image: str, stage: Stage) -> Pointer:
-        return cls(
-            image=image,
-            stage=stage,
-            sha=None,
-            digest=None,
-            generation=0,
-            pinned=False,
-            pin_reason=None,
-            pinned_by=None,
-            updated_at=None,
-        )
-
-    @classmethod
-    def from_row(cls, row: Any) -> Pointer:
-        stage = parse_env_id(f"{row.image}.{row.stage}").stage
-        return cls(
-            image=row.image,
-            stage=stage,
-            sha=row.sha,
-            digest=row.digest,
-            generation=int(row.generation),
-            pinned=bool(row.pinned),
-            pin_reason=row.pin_reason,
-            pinned_by=row.pinned_by,
-            updated_at=_aware(row.updated_at) if row.updated_at else None,
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Event:
-    id: int
-    at: datetime
-    image: str
-    stage: Stage
-    action: str
-    from_sha: str | None
-    to_sha: str | None
-    from_digest: str | None
-    to_digest: str | None
-    actor: str
-    ci_run_id: str | None
-    reason: str | None
-    forced: bool
-
-    @classmethod
-    def from_row(cls, row: Any) -> Event:
-        return cls(
-            id=int(row.id),
-            at=_aware(row.at),
-            image=row.image,
-            stage=parse_env_id(f"{row.image}.{row.stage}").stage,
-            action=row.action,
-            from_sha=row.from_sha,
-            to_sha=row.to_sha,
-            from_digest=row.from_digest,
-            to_digest=row.to_digest,
-            actor=row.actor,
-            ci_run_id=row.ci_run_id,
-            reason=row.reason,
-            forced=bool(row.forced),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": self.at.isoformat(),
-            "environment": f"{self.image}.{self.stage}",
-            "image": self.image,
-            "stage": self.stage,
-            "action": self.action,
-            "from_sha": self.from_sha,
-            "to_sha": self.to_sha,
-            "from_digest": self.from_digest,
-            "to_digest": self.to_digest,
-            "actor": self.actor,
-            "ci_run_id": self.ci_run_id,
-            "reason": self.reason,
-            "forced": self.forced,
-        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -203,7 +74,7 @@ def pointers(ledger: Ledger, image: str | None = None) -> list[Pointer]:
         query = query.where(environments.c.image == image)
     with ledger.engine.connect() as conn:
         found = [Pointer.from_row(r) for r in conn.execute(query).all()]
-    return sorted(found, key=lambda p: (p.image, STAGES.index(p.stage)))
+    return by_image_and_stage(found)
 
 
 def known_images(ledger: Ledger) -> list[str]:
@@ -217,8 +88,7 @@ def require_known(ledger: Ledger, image: str) -> None:
     """A `UsageError` naming the known images when the ledger never heard of `image`."""
     known = known_images(ledger)
     if image not in known:
-        listed = ", ".join(known) if known else "none yet; build one with `envctl build IMAGE --rev REV`"
-        raise UsageError(f"unknown image {image!r}; images in the ledger: {listed}")
+        raise unknown_image(image, known)
 
 
 def history(ledger: Ledger, image: str, stage: Stage | None = None) -> list[Event]:

@@ -36,7 +36,7 @@ CONNECTION = re.compile(
     r"^projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)/connections/(?P<name>[^/]+)$"
 )
 BRANCHES = {"staging": "^staging$", "production": "^production$"}
-REFRESH_COMMAND = ["pipeline", "run", "--branch", "staging", "--refresh-base", "--repo", "."]
+REFRESH_COMMAND = ["--repo", ".", "pipeline", "run", "--branch", "staging", "--refresh-base"]
 SUBSTITUTIONS = ("_REGISTRY", "_LEDGER_URL", "_ENVCTL_IMAGE", "_ARTIFACTS_BUCKET")
 SOURCES = ("repository_event_config", "github", "source_to_build", "build", "git_file_source")
 # The top-level trigger fields envctl writes; everything else on a trigger is the user's.

@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline.backends import Publisher, publisher_for
@@ -26,11 +27,11 @@ from pipeline.proc import run
 from pipeline.promote.policy import Evidence, Signoffs, evidence, evidence_for, refusals
 from pipeline.publish.tags import publish, repair
 from pipeline.settings import Settings
-from pipeline.source import open_repo, resolve
 
 log = logging.getLogger(__name__)
 
 _HEX = re.compile(r"^[0-9a-f]+$")
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 MIN_PREFIX = 7
 __all__ = ["Evidence", "Outcome", "Step", "promote", "refusals", "rollback", "set_pin"]
 
@@ -89,15 +90,23 @@ def actor(settings: Settings) -> str:
     if settings.actor:
         return settings.actor
     try:
-        name = open_repo(settings.repo).config_reader().get_value("user", "name", "")
+        name = _git_user_name(settings.repo)
         if name:
-            return str(name)
+            return name
     except Exception as e:  # any git or config problem: fall through to the OS user
         log.debug("no git user.name: %s", e)
     try:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+def _git_user_name(repo: Path) -> str:
+    """`user.name` as git reads it for the repository at (or above) `repo`; "" outside one."""
+    if run(["git", "-C", repo, "rev-parse", "--git-dir"], timeout=30, check=False).returncode != 0:
+        return ""
+    found = run(["git", "-C", repo, "config", "--get", "user.name"], timeout=30, check=False)
+    return found.stdout.decode(errors="replace").strip() if found.returncode == 0 else ""
 
 
 def _who(settings: Settings, reason: str | None, forced_over: list[str]) -> Who:
@@ -132,7 +141,13 @@ def find_version(ledger: Ledger, image: str, prefix: str) -> Version:
 
 def resolve_version(settings: Settings, ledger: Ledger, image: str, rev: str) -> Version:
     """The version built from REV (branch, tag, SHA or prefix) of the repository."""
+    from pipeline.source import open_repo, resolve
+
     _check_prefix(rev)
+    if _FULL_SHA.match(rev):
+        version = ledger.get_version(image, rev)
+        if version is not None:
+            return version  # what git would name too (or the ledger, for a commit this clone lacks)
     try:
         sha = resolve(open_repo(settings.repo), rev).sha
     except UsageError:
@@ -174,6 +189,7 @@ def required_signoffs(settings: Settings, version: Version) -> int | None:
     None when that commit can't be read (a commit this clone lacks: a version known only
     to the ledger, or no repository here).
     """
+    from pipeline.source import open_repo, resolve
     from pipeline.spec import model as spec_module
 
     try:

@@ -17,16 +17,18 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import requests
-
 from pipeline.errors import Unavailable, UsageError
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
 RETRIES = 3
+POOL = 16  # connections kept per host (concurrent tag reads)
 RETRY_STATUS = frozenset({500, 502, 503, 504})
 
 MANIFEST_TYPES = ", ".join(
@@ -165,15 +167,32 @@ class Registry:
         self.google_adc = google_adc
         self._adc_token = ""
         local = host.split(":")[0] in {"localhost", "127.0.0.1", "::1"}
+        self.local = local
         netloc = host.replace("localhost", "127.0.0.1", 1) if local else host
         self.base = f"{'http' if local else 'https'}://{netloc}/v2"
-        self.session = requests.Session()
+        self._session: requests.Session | None = None
         self.credentials = credentials or Credentials()
-        token = token or self.credentials.token
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
-        self.static_token = token or ""
+        self.static_token = token or self.credentials.token or ""
         self.timeout = timeout
+
+    @property
+    def session(self) -> requests.Session:
+        """The HTTP session, made on first use (importing requests costs start-up time)."""
+        if self._session is None:
+            import requests
+
+            session = requests.Session()
+            # Tag states are read by up to `publish.tags.READERS` threads sharing this session.
+            adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            # A loopback registry is reached directly: no proxy, no ~/.netrc (requests would
+            # read both from the environment for every request, a third of a tag read's time).
+            session.trust_env = not self.local
+            if self.static_token:
+                session.headers["Authorization"] = f"Bearer {self.static_token}"
+            self._session = session
+        return self._session
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One request; idempotent ones (GET, HEAD, PUT of a manifest) are retried on a 5xx.
@@ -182,6 +201,8 @@ class Registry:
         format") when a manifest is read while another client writes a tag's link file;
         the next read succeeds, so a short retry is the correct client behaviour.
         """
+        import requests
+
         attempts = RETRIES + 1 if method in {"GET", "HEAD", "PUT"} else 1
         for attempt in range(attempts):
             try:
@@ -243,6 +264,8 @@ class Registry:
         if scheme != "bearer" or "realm" not in params:
             return False
         check_realm(params["realm"], self.host, self.auth_hosts)
+        import requests
+
         query = {k: params[k] for k in ("service", "scope") if k in params}
         try:
             answer = requests.get(
@@ -269,11 +292,31 @@ class Registry:
         return True
 
     def ping(self) -> bool:
+        """Whether the registry answers its API root (200, or 401: it wants credentials)."""
+        if self._session is None and self.base.startswith("http://"):
+            return self._quick_ping()
+        import requests
+
         try:
             response = self.session.get(self.base + "/", timeout=3)
         except requests.RequestException:
             return False
         return response.status_code in {200, 401}
+
+    def _quick_ping(self) -> bool:
+        """`ping` of a loopback registry with the standard library, before any session exists."""
+        import http.client
+
+        parts = urlsplit(self.base)
+        connection = http.client.HTTPConnection(parts.netloc, timeout=3)
+        headers = {"Authorization": f"Bearer {self.static_token}"} if self.static_token else {}
+        try:
+            connection.request("GET", parts.path + "/", headers=headers)
+            return connection.getresponse().status in {200, 401}
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
 
     def require(self) -> None:
         """`Unavailable` unless the registry answers now (checked before a ledger write)."""

@@ -21,28 +21,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pipeline.errors import SpecError, shown
 from pipeline.source import Tree, glob, leaves_tree
 from pipeline.spec.lint.catalog import RULES
+from pipeline.spec.names import IMAGE_RE as IMAGE_RE
+from pipeline.spec.names import SPEC_DIR as SPEC_DIR
+from pipeline.spec.names import STAGES as STAGES
+from pipeline.spec.names import check_image_name as check_image_name
 
-SPEC_DIR = "environments"
-IMAGE_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?[bkmg]?$", re.IGNORECASE)
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-STAGES = ("staging", "production", "fallback")
-
-
-def check_image_name(name: str) -> str:
-    """Return the name when it is a valid `TEAM.TASK` image name, else raise ValueError."""
-    if len(name) > 128:
-        raise ValueError(f"{len(name)} characters; at most 128")
-    if not IMAGE_RE.match(name):
-        raise ValueError(
-            "use lowercase letters, digits and single '.', '_' or '-' between them "
-            "(Docker repository name rules), e.g. nlp.keras-batch"
-        )
-    if "." not in name:
-        raise ValueError("name it TEAM.TASK, e.g. nlp.keras-batch")
-    if name.rsplit(".", 1)[1] in STAGES:
-        raise ValueError(f"the last part can't be a stage name ({', '.join(STAGES)})")
-    return name
 
 
 class _Model(BaseModel):

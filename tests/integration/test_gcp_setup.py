@@ -99,7 +99,7 @@ def test_setup_creates_three_triggers_then_a_second_run_changes_nothing(fakes: F
     assert refresh is not None
     assert refresh.source_to_build.ref == "refs/heads/staging"
     assert list(refresh.build.steps[0].args) == [
-        "pipeline", "run", "--branch", "staging", "--refresh-base", "--repo", ".",
+        "--repo", ".", "pipeline", "run", "--branch", "staging", "--refresh-base",
     ]  # fmt: skip
     assert refresh.build.steps[0].name == "${_ENVCTL_IMAGE}"
     creates = fakes.cloudbuild.sent("POST", r".*/triggers")

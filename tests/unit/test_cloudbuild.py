@@ -146,11 +146,13 @@ def test_steps_run_real_envctl_commands_with_known_settings(path: Path) -> None:
     argv = [a.replace("$BRANCH_NAME", path.stem).replace("$COMMIT_SHA", "0" * 40) for a in step["args"]]
     # click parses the command exactly as envctl would, without running it.
     context = cli.make_context("envctl", list(argv), resilient_parsing=False)
-    sub = cli.get_command(context, argv[0])
+    assert context.params["repo"] == Path("."), "the global --repo names the checkout"
+    rest = [*context._protected_args, *context.args]  # what follows the global options
+    sub = cli.get_command(context, rest[0])
     assert isinstance(sub, click.Group)
-    leaf = sub.get_command(context, argv[1])
+    leaf = sub.get_command(context, rest[1])
     assert leaf is not None
-    params = leaf.make_context(argv[1], list(argv[2:]), parent=context).params
+    params = leaf.make_context(rest[1], list(rest[2:]), parent=context).params
     assert params["branch"] == path.stem
     assert params["rev"] == "0" * 40
     keys = {f for f in Settings.__dataclass_fields__ if f != "repo"}

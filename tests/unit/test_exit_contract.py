@@ -156,5 +156,5 @@ def test_a_pushed_tree_with_a_dotdot_entry_is_bad_input(repo: MiniRepo, tmp_path
     bad_input(run(repo, "build", repo.image, "--rev", sha), *needles)
     bad_input(run(repo, "test", repo.image, "--rev", sha), *needles)
     bad_input(run(repo, "pipeline", "run", "--branch", "staging", "--rev", sha), *needles)
-    pushed = run(repo, "pipeline", "run", "--repo", str(bare), "--branch", "staging", "--rev", "staging")
+    pushed = run(repo, "--repo", str(bare), "pipeline", "run", "--branch", "staging", "--rev", "staging")
     bad_input(pushed, *needles)
