@@ -459,3 +459,7 @@ def _server_message(e: Any) -> str:
 def _short(e: object, limit: int = 200) -> str:
     text = " ".join(str(e).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+server_message = _server_message  # the service's own message of a Google error, one line
+short = _short  # any text as one line of at most 200 characters
