@@ -3,8 +3,9 @@
 A test run's verdict depends on the image's bytes (its digest) and on what the run
 reads from the commit: the spec's `tests` section (notebooks, parameters, timeout,
 resources, network, smoke checks), the accelerator it asks for, and the files the run
-mounts (every file under the test notebooks' common folder). Two commits with the same digest and the same tests key
-would run the same tests on the same bytes, so one's result is the other's evidence.
+mounts (every file under the test notebooks' common folder). Two commits with the same
+digest and the same tests key would run the same tests on the same bytes, so one's
+result is the other's evidence.
 """
 
 from __future__ import annotations
