@@ -45,7 +45,9 @@ class Settings:
     backend: Backend = "local"
     gcp_project: str = ""
     gcp_region: str = ""
-    gcp_endpoints: str = ""  # `API=URL,…` (cloudbuild, artifactregistry, storage, notebooks, aiplatform): fakes
+    gcp_endpoints: str = (
+        ""  # `API=URL,…` (cloudbuild, artifactregistry, storage, notebooks, aiplatform): fakes
+    )
     gcp_timeout: int = 60  # seconds one Google API call may take, retries included
     gcp_retry: bool = True  # retry transient Google API errors within gcp_timeout
     gcp_build_bucket: str = ""  # build contexts, SBOMs and logs of Cloud Build; "": <project>_cloudbuild

@@ -270,7 +270,12 @@ def run_tests(
         finished_at=datetime.now(UTC).isoformat(),
         checks=tuple(checks),
         kept_at="" if kept_at == str(run_dir) else kept_at,
-        ran_on={**LOCAL_CPU, "cpus": resources.cpus, "memory": resources.memory},
+        ran_on={
+            **LOCAL_CPU,
+            "cpus": resources.cpus,
+            "memory": resources.memory,
+            "asked": None if spec.cloud.accelerator is None else str(spec.cloud.accelerator),
+        },
     )
     artifacts.write_reports(report)
     kept = store.keep(run_dir, run_id)  # before the evidence: it must name artifacts that exist
