@@ -261,7 +261,9 @@ def _create(run: _Run, task: Task, job: Any, settings: Settings) -> _Live | Resu
     with gcp.translated(what, api="aiplatform"):
         try:
             made = run.jobs.create_custom_job(parent=run.parent, custom_job=job, **run.call)
-        except gapi.ResourceExhausted as e:  # the accelerator's quota: this notebook's verdict
+        except (
+            gapi.TooManyRequests
+        ) as e:  # RESOURCE_EXHAUSTED: the accelerator's quota, this notebook's verdict
             return Result(
                 name=task.name,
                 kind=task.kind,  # type: ignore[arg-type]
