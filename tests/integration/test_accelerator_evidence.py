@@ -18,6 +18,8 @@ import yaml
 
 from pipeline.ledger import db
 from pipeline.ledger.db import TestRun, now, record_test_run
+from tests import minirepo
+from tests.helpers import envctl
 from tests.integration.test_gcp_vertex import images  # noqa: F401  (a fixture: the test image)
 from tests.integration.test_test_stage import World as NotebookWorld
 from tests.integration.test_test_stage import make_world
@@ -138,3 +140,38 @@ def test_locally_a_gpu_spec_runs_only_with_allow_cpu(images: dict[str, str], tmp
     (run,) = db.test_runs_for(world.ledger(), world.image, digest)
     assert run.passed and run.ran_on == report["ran_on"]
     assert run.ran_on["accelerator"] is None
+
+
+def test_the_pipelines_of_a_gpu_variant_record_cpu_and_production_refuses_it(tmp_path: Path) -> None:
+    """The mini image with a GPU spec: staging on the CPU (--allow-cpu), production refused."""
+    mini = minirepo.make(tmp_path)
+    spec_path = f"environments/{mini.image}.yaml"
+    spec = yaml.safe_load(mini.read(spec_path))
+    spec["cloud"] = {"machine_type": "n1-standard-8", "accelerator": {"type": "NVIDIA_TESLA_T4", "count": 1}}
+    mini.write(spec_path, yaml.safe_dump(spec))
+    sha = mini.commit("the GPU variant")
+    env = mini.env(tmp_path / "state")
+    try:
+        refused = envctl("pipeline", "run", "--branch", "staging", "--rev", sha, cwd=mini.path, env=env)
+        assert refused.returncode == 1, refused.stderr
+        assert "--allow-cpu" in refused.stdout
+
+        staged = envctl(
+            "pipeline", "run", "--branch", "staging", "--rev", sha, "--allow-cpu", cwd=mini.path, env=env
+        )
+        assert staged.returncode == 0, staged.stderr
+        run_id = staged.stderr.split("pipeline ", 1)[1].split(":", 1)[0]
+        shown = envctl("pipeline", "show", run_id, cwd=mini.path, env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert f"on local CPU, although the spec asks for {ASKED}" in shown.stdout
+        data = json.loads(envctl("pipeline", "show", run_id, "--json", cwd=mini.path, env=env).stdout)
+        assert data["verdicts"][mini.image]["ran_on"]["asked"] == ASKED
+
+        git(mini.path, "update-ref", "refs/heads/production", sha)
+        production = envctl("pipeline", "run", "--branch", "production", "--rev", sha, cwd=mini.path, env=env)
+        assert production.returncode == 1, production.stderr
+        assert f"ran on the CPU but its spec asks for {ASKED}" in production.stdout
+        status = json.loads(envctl("status", mini.image, "--json", cwd=mini.path, env=env).stdout)
+        assert [e["stage"] for e in status if e["sha"]] == ["staging"]
+    finally:
+        minirepo.remove_local_images(f"localhost:5000/{mini.image}")
