@@ -59,7 +59,7 @@ class Settings:
     gcp_repo_name: str = ""  # ... its repository (2nd gen), or
     gcp_github: str = ""  # ... OWNER/NAME through the Cloud Build GitHub app (1st gen)
     gcp_envctl_image: str = ""  # ... the pinned envctl image, by digest, the pipelines run
-    gcp_artifacts_bucket: str = ""  # gs:// bucket of the test runs' artifacts (and the Vertex AI jobs' files)
+    gcp_artifacts_bucket: str = ""  # ... gs:// bucket of the test runs' artifacts
     gcp_ledger_secret: str = "envctl-ledger-staging-password"  # ... the base refresh's ledger password secret
     docker_host: str = ""
     notify_command: tuple[str, ...] = ()  # gets each event as JSON on stdin (argument list, no shell)

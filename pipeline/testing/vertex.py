@@ -1,6 +1,7 @@
 """The Vertex AI TestRunner: one custom job per notebook on the spec's machine and accelerator.
 
-The run's notebooks go to its Cloud Storage folder (`gcp_artifacts_bucket/RUN_ID/in/`);
+The run's notebooks go to its Cloud Storage folder (`artifacts_url/RUN_ID/in/`, where
+the run's artifacts are kept as well, `pipeline.testing.keep`);
 each notebook becomes one CustomJob (`vertex_jobs.custom_job`) running papermill in the
 version by digest; up to `jobs` run at once. Each job is polled to a terminal state
 within an outer deadline (its timeout plus `gcp_vertex_grace` for a machine to come
@@ -14,7 +15,6 @@ any error cancel every job the run started before they propagate.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ from pipeline.spec import model as spec_module
 from pipeline.spec.keys import common_root, tests_key
 from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
+from pipeline.testing.keep import store_for
 from pipeline.testing.model import Result, TestReport, Verdict
 from pipeline.testing.params import MalformedNotebook, load_notebook, plan
 from pipeline.testing.stage import new_run_id
@@ -116,7 +117,8 @@ class VertexTestRunner:
         where = gcp.location(self.settings, need_repository=False)
         region = spec.cloud.region or where.region
         run_id = run_id or new_run_id(version.sha)
-        folder = Folder.for_run(self.settings.gcp_artifacts_bucket, run_id)
+        folder = Folder.for_run(self.settings.artifacts_url, run_id)
+        store = store_for(self.settings)
         google = gcp.Google(self.settings)
         run = _Run(
             spec=spec,
@@ -189,8 +191,10 @@ class VertexTestRunner:
             started_at=started.isoformat(),
             finished_at=datetime.now(UTC).isoformat(),
             ran_on=ran_on(spec, region),
+            kept_at=store.where(run.run_dir, run_id),
         )
         artifacts.write_reports(report)
+        kept = store.keep(run.run_dir, run_id)  # before the evidence: it must name artifacts that exist
         if report.infrastructure_failed:
             log.warning("run %s hit an infrastructure error; no evidence recorded", run_id)
         elif ledger is not None:
@@ -203,7 +207,7 @@ class VertexTestRunner:
                     digest=version.digest,
                     passed=report.passed,
                     summary=report.to_json(),
-                    artifacts=os.fspath(run.run_dir),
+                    artifacts=kept,
                     started_at=started,
                     finished_at=datetime.fromisoformat(report.finished_at),
                     test_key=tests_key(spec, tree),
@@ -216,9 +220,7 @@ class VertexTestRunner:
 def _upload_inputs(run: _Run, tree: Tree, root: str) -> None:
     """Every file under the notebooks' common folder, to `RUN/in/` (the jobs copy their folder)."""
     where = f"Cloud Storage folder {run.folder.uri('in')}"
-    with gcp.translated(
-        where, api="storage", missing="create the bucket, or fix ENVCTL_GCP_ARTIFACTS_BUCKET"
-    ):
+    with gcp.translated(where, api="storage", missing="create the bucket, or fix ENVCTL_ARTIFACTS_URL"):
         for path in tree.files(root):
             data = tree.read(path)
             if data is None:

@@ -59,16 +59,16 @@ class Folder:
 
     @classmethod
     def for_run(cls, url: str, run_id: str) -> Folder:
+        """The folder `<artifacts_url>/<run id>/`, where the run's artifacts are kept too."""
+        from pipeline.testing.keep import parse_gs_url
+
         if not url:
             raise ConfigError(
                 "the gcp test runner keeps each run's notebooks in Cloud Storage: set "
-                "ENVCTL_GCP_ARTIFACTS_BUCKET=gs://BUCKET (or gs://BUCKET/PREFIX)"
+                "ENVCTL_ARTIFACTS_URL=gs://BUCKET[/PREFIX]"
             )
-        match = re.fullmatch(r"gs://([a-z0-9][a-z0-9._-]{1,220}[a-z0-9])(/.*)?", url.rstrip("/"))
-        if not match:
-            raise ConfigError(f"gcp_artifacts_bucket {url!r} is not gs://BUCKET or gs://BUCKET/PREFIX")
-        prefix = "/".join(p for p in (match[2] or "").split("/") if p)
-        return cls(bucket=match[1], prefix=f"{prefix}/{run_id}" if prefix else run_id)
+        bucket, prefix = parse_gs_url(url)
+        return cls(bucket=bucket, prefix=f"{prefix}/{run_id}" if prefix else run_id)
 
     def name(self, relative: str) -> str:
         return f"{self.prefix}/{relative}"

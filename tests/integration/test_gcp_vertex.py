@@ -142,7 +142,7 @@ def gcp_env(world: World, vertex: FakeVertex, storage: FakeStorage, **extra: str
         "ENVCTL_BACKEND": "gcp",
         "ENVCTL_REGISTRY": REGISTRY,
         "ENVCTL_GCP_ENDPOINTS": f"aiplatform={vertex.endpoint},storage={storage.endpoint}",
-        "ENVCTL_GCP_ARTIFACTS_BUCKET": f"gs://{BUCKET}/runs",
+        "ENVCTL_ARTIFACTS_URL": f"gs://{BUCKET}/runs",
         "ENVCTL_GCP_VERTEX_POLL": "0",
         "ENVCTL_GCP_TIMEOUT": "10",
         "ENVCTL_GCP_RETRY": "false",
@@ -250,6 +250,10 @@ def test_the_executed_notebook_comes_back_through_cloud_storage(gpu_run: Any) ->
     assert (artifacts / "fails.ipynb").is_file()
     assert json.loads((artifacts / "summary.json").read_text())["run_id"] == run_id
     assert (artifacts / "junit.xml").is_file()
+    # The whole run folder is kept beside the jobs' files, in the run's Cloud Storage folder.
+    assert storage.data(BUCKET, f"{prefix}/passes.ipynb") == written
+    assert storage.data(BUCKET, f"{prefix}/summary.json") == (artifacts / "summary.json").read_bytes()
+    assert report["artifacts_url"] == f"gs://{BUCKET}/{prefix}/"
 
 
 def test_the_requests_name_machine_accelerator_image_by_digest_papermill_timeout_account(
@@ -309,6 +313,7 @@ def test_the_run_is_evidence_that_records_where_it_ran(gpu_run: Any) -> None:
     world, _, report, _, _ = gpu_run
     (run,) = db.test_runs_for(world.ledger(), world.image, report["digest"])
     assert run.run_id == report["run_id"] and run.passed is False
+    assert run.artifacts == f"gs://{BUCKET}/runs/{run.run_id}/"
     assert run.ran_on is not None and run.ran_on["backend"] == "vertex"
     assert run.ran_on["accelerator"] == {"type": "NVIDIA_TESLA_T4", "count": 1}
 
@@ -461,12 +466,12 @@ def test_without_an_artifacts_bucket_it_says_what_to_set(
 ) -> None:
     vertex, storage = fakes
     world = gpu_world(tmp_path, on_artifact_registry(images["tests"]), ["passes.ipynb"], GPU)
-    result = gcp_test(world, vertex, storage, ENVCTL_GCP_ARTIFACTS_BUCKET="")
+    result = gcp_test(world, vertex, storage, ENVCTL_ARTIFACTS_URL="")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("envctl: ")]
     assert errors == [
         "envctl: error: the gcp test runner keeps each run's notebooks in Cloud Storage: set "
-        "ENVCTL_GCP_ARTIFACTS_BUCKET=gs://BUCKET (or gs://BUCKET/PREFIX)"
+        "ENVCTL_ARTIFACTS_URL=gs://BUCKET[/PREFIX]"
     ]
     assert "Traceback" not in result.stderr
     assert vertex.sent() == []

@@ -63,7 +63,7 @@ def test_accelerator_names_read_as_vertex_spells_them() -> None:
 def test_folder_of_a_run() -> None:
     assert FOLDER.uri("jobs/0") == "gs://bucket/runs/RUN1/jobs/0"
     assert FOLDER.mounted("in/fit.ipynb") == "/gcs/bucket/runs/RUN1/in/fit.ipynb"
-    with pytest.raises(ConfigError, match="is not gs://BUCKET"):
+    with pytest.raises(ConfigError, match="is not gs://BUCKET"):  # the artifacts store's own check
         Folder.for_run("s3://bucket", "RUN1")
 
 
