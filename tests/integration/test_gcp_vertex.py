@@ -96,7 +96,12 @@ def servers() -> Iterator[tuple[FakeVertex, FakeStorage]]:
 def fakes(servers: tuple[FakeVertex, FakeStorage]) -> Iterator[tuple[FakeVertex, FakeStorage]]:
     """The fakes, with no job, request or scenario of another test."""
     vertex, _ = servers
+    forget(vertex)
     yield servers
+    forget(vertex)
+
+
+def forget(vertex: FakeVertex) -> None:
     for job in list(vertex.jobs.values()):
         job.cancel.set()
     remove_fake_containers()
