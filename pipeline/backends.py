@@ -170,16 +170,20 @@ def builder_for(settings: Settings) -> Builder:
     return EngineBuilder.for_settings(settings)
 
 
-def test_runner_for(settings: Settings) -> TestRunner:
-    """The test runner: containers on the Docker Engine at `docker_host`, on both backends.
+def test_runner_for(settings: Settings, *, allow_cpu: bool = False) -> TestRunner:
+    """The test runner: Vertex AI custom jobs on gcp, else containers on the Docker Engine.
 
-    On gcp the pipeline step has a Docker Engine (Cloud Build mounts its socket) and pulls
-    the version from Artifact Registry with the Application Default Credentials. Vertex AI
-    custom jobs on GPUs (issue 12) will be the gcp runner when a spec asks for them.
+    On gcp each notebook runs as one custom job on the spec's `cloud` machine and
+    accelerator (`pipeline.testing.vertex`). Locally a spec that asks for an accelerator
+    runs only with `allow_cpu` (on the CPU, recorded as such).
     """
+    if settings.backend == "gcp":
+        from pipeline.testing.vertex import VertexTestRunner
+
+        return VertexTestRunner(settings)
     from pipeline.testing.stage import LocalTestRunner
 
-    return LocalTestRunner(settings)
+    return LocalTestRunner(settings, allow_cpu=allow_cpu)
 
 
 def base_reader_for(settings: Settings) -> Callable[[str, bool], tuple[str | None, list[str]]]:

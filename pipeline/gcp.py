@@ -6,7 +6,7 @@ libraries are imported inside the functions below.
 - Where: `location(settings)` reads project, region and repository from the registry
   setting `REGION-docker.pkg.dev/PROJECT/REPOSITORY` (`gcp_project` and `gcp_region`
   fill what it doesn't name); `endpoints(settings)` reads `gcp_endpoints`
-  (`cloudbuild=http://127.0.0.1:8001,artifactregistry=…,storage=…`) to send an API to
+  (`cloudbuild=http://127.0.0.1:8001,artifactregistry=…,storage=…,aiplatform=…`) to send an API to
   an emulator or a test fake, with the REST transport.
 - Who: Application Default Credentials through google-auth; anonymous credentials when
   the API's endpoint is on loopback. Missing or expired credentials are `Unavailable`
@@ -31,6 +31,7 @@ from pipeline.errors import ConfigError, EnvctlError, Refused, Unavailable, Usag
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
+    from google.cloud.aiplatform_v1 import JobServiceClient
     from google.cloud.artifactregistry_v1 import ArtifactRegistryClient
     from google.cloud.devtools.cloudbuild_v1 import CloudBuildClient
     from google.cloud.notebooks_v2 import NotebookServiceClient
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
     from pipeline.settings import Settings
 
-Api = Literal["cloudbuild", "artifactregistry", "storage", "notebooks"]
+Api = Literal["cloudbuild", "artifactregistry", "storage", "notebooks", "aiplatform"]
 APIS: tuple[Api, ...] = get_args(Api)
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 LOGIN_FIX = (
@@ -51,12 +52,14 @@ ROLE = {
     "artifactregistry": "roles/artifactregistry.writer",
     "storage": "roles/storage.objectAdmin",
     "notebooks": "roles/notebooks.admin",
+    "aiplatform": "roles/aiplatform.user",
 }
 SERVICE = {
     "cloudbuild": "cloudbuild.googleapis.com",
     "artifactregistry": "artifactregistry.googleapis.com",
     "storage": "storage.googleapis.com",
     "notebooks": "notebooks.googleapis.com",
+    "aiplatform": "aiplatform.googleapis.com",
 }
 
 
@@ -317,6 +320,21 @@ class Google:
         client: NotebookServiceClient = self._clients["notebooks"]
         return client
 
+    def job_service(self, region: str) -> JobServiceClient:
+        """Vertex AI's JobService at `REGION-aiplatform.googleapis.com` (its API is regional)."""
+        key = f"aiplatform:{region}"
+        if key not in self._clients:
+            from google.api_core.client_options import ClientOptions
+            from google.cloud.aiplatform_v1 import JobServiceClient
+
+            kwargs, url = self._options("aiplatform")
+            if url is None:
+                kwargs["client_options"] = ClientOptions(api_endpoint=f"{region}-aiplatform.googleapis.com")
+            kwargs["transport"] = "rest"
+            self._clients[key] = JobServiceClient(**kwargs)
+        client: JobServiceClient = self._clients[key]
+        return client
+
     def storage(self, project: str | None) -> StorageClient:
         if "storage" not in self._clients:
             from google.cloud.storage import Client
@@ -441,3 +459,7 @@ def _server_message(e: Any) -> str:
 def _short(e: object, limit: int = 200) -> str:
     text = " ".join(str(e).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+server_message = _server_message  # the service's own message of a Google error, one line
+short = _short  # any text as one line of at most 200 characters

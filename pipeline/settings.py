@@ -45,12 +45,16 @@ class Settings:
     backend: Backend = "local"
     gcp_project: str = ""
     gcp_region: str = ""
-    gcp_endpoints: str = ""  # `API=URL,…` (cloudbuild, artifactregistry, storage, notebooks): fakes
+    gcp_endpoints: str = (
+        ""  # `API=URL,…` (cloudbuild, artifactregistry, storage, notebooks, aiplatform): fakes
+    )
     gcp_timeout: int = 60  # seconds one Google API call may take, retries included
     gcp_retry: bool = True  # retry transient Google API errors within gcp_timeout
     gcp_build_bucket: str = ""  # build contexts, SBOMs and logs of Cloud Build; "": <project>_cloudbuild
     gcp_build_timeout: int = 7200  # seconds one Cloud Build build may take
     gcp_build_poll: int = 2  # seconds between two reads of a running build (and its log) or operation
+    gcp_vertex_poll: int = 10  # seconds between two reads of the running Vertex AI test jobs
+    gcp_vertex_grace: int = 1800  # seconds a test job may wait for a machine on top of its timeout
     gcp_connection: str = ""  # `envctl cloud setup`: the Cloud Build 2nd-gen connection
     gcp_repo_name: str = ""  # ... its repository (2nd gen), or
     gcp_github: str = ""  # ... OWNER/NAME through the Cloud Build GitHub app (1st gen)

@@ -17,6 +17,7 @@ from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.ledger.db import Ledger
 from pipeline.pipelines import records as runs
 from pipeline.pipelines.flows import Outcome, check_branch, run_pipeline
+from pipeline.promote.policy import describe_ran_on
 from pipeline.settings import Settings
 from pipeline.source import open_repo, resolve
 
@@ -58,6 +59,7 @@ def execute(
     force_all: bool = False,
     only: dict[str, str] | None = None,
     reason: str | None = None,
+    allow_cpu: bool = False,
 ) -> tuple[runs.PipelineRun, Outcome]:
     """Run one pipeline with its record and log; the hooks call this too."""
     from pipeline.build.engine import connect
@@ -95,7 +97,15 @@ def execute(
             if reason:
                 output.info(f"pipeline {run_id}: {reason}")
             outcome = run_pipeline(
-                settings, repo, tree, chosen, ledger, run_id, force_all=force_all, only=only
+                settings,
+                repo,
+                tree,
+                chosen,
+                ledger,
+                run_id,
+                force_all=force_all,
+                only=only,
+                allow_cpu=allow_cpu,
             )
             state = outcome.state
             output.info(f"pipeline {run_id}: {state}")
@@ -114,6 +124,9 @@ def print_run(run: runs.PipelineRun) -> None:
         [[image, v.get("state", ""), v.get("detail", "")] for image, v in sorted(run.verdicts.items())],
     )
     for image, verdict in sorted(run.verdicts.items()):
+        if isinstance(verdict, dict) and verdict.get("test_run"):
+            where = describe_ran_on(verdict.get("ran_on"))
+            click.echo(f"{image}: tested by {verdict['test_run']} on {where}")
         if isinstance(verdict, dict) and verdict.get("artifacts"):
             click.echo(f"{image}: test run {verdict.get('test_run')}: artifacts in {verdict['artifacts']}")
 
@@ -133,6 +146,11 @@ def group() -> None:
     is_flag=True,
     help="Staging: rebuild, test and promote only the images whose base image moved (`envctl bases`).",
 )
+@click.option(
+    "--allow-cpu",
+    is_flag=True,
+    help="Staging, local backend: test a spec that asks for an accelerator on the CPU (recorded).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 @click.option("--run-id", hidden=True)
 @click.option("--trigger", hidden=True)
@@ -144,6 +162,7 @@ def run_command(
     repo: Path | None,
     force_all: bool,
     refresh_base: bool,
+    allow_cpu: bool,
     as_json: bool,
     run_id: str | None,
     trigger: str | None,
@@ -179,6 +198,7 @@ def run_command(
                 run_id=run_id,
                 trigger=trigger or "manual",
                 force_all=force_all,
+                allow_cpu=allow_cpu,
             )
         ]
     if as_json:

@@ -225,7 +225,7 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
     from pipeline.ledger import signoffs as signed
     from pipeline.ledger.db import Ledger, test_runs_for
     from pipeline.promote.moves import required_signoffs
-    from pipeline.promote.policy import evidence_for
+    from pipeline.promote.policy import describe_ran_on, evidence_for
     from pipeline.publish import tags as publish
 
     env = parse_env_id(env_id)
@@ -238,6 +238,7 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
     state = publish.tag_state(publisher, pointer) if pointer else None
     runs = test_runs_for(ledger, env.image, version.digest)
     signoffs = signed.for_digest(ledger, env.image, version.digest)
+    proof = evidence_for(ledger, version)
     data: dict[str, Any] = {
         **(state.to_json(publisher) if state else {}),
         "version": {
@@ -255,11 +256,13 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
                 "passed": r.passed,
                 "finished_at": r.finished_at.isoformat(),
                 "artifacts": r.artifacts,
+                "ran_on": r.ran_on,
                 "summary": r.summary,
             }
             for r in runs
         ],
-        "tested": evidence_for(ledger, version).passed,
+        "tested": proof.passed,
+        "ran_on": proof.ran_on,
         "sbom": sbom_diff.summary(version),
         "signoffs": [x.to_json() for x in signoffs],
         "signoffs_required": required_signoffs(settings, version),
@@ -275,6 +278,7 @@ def describe(ctx: click.Context, env_id: str, as_json: bool) -> None:
         ("built", version.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("evidence", f"{'passed' if data['tested'] else 'NOT passed'} ({len(runs)} run(s))"),
         ("artifacts", runs[-1].artifacts or "-" if runs else "-"),
+        ("ran on", describe_ran_on(proof.ran_on) if proof.run_id else "-"),
         ("base", sbom["base"] or "-"),
         ("python", sbom["python"] or "-"),
         ("packages", ", ".join(f"{k} {n}" for k, n in sbom["packages"].items())),

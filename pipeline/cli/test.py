@@ -57,19 +57,34 @@ def _print(report: TestReport) -> None:
     "--rev", required=True, help="The commit (branch, tag, SHA or SHA prefix) whose version to test."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--jobs", type=click.IntRange(min=1), help="Containers at once (default: the CPU count).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Containers (or Vertex AI jobs) at once (default: the CPU count).",
+)
+@click.option(
+    "--allow-cpu",
+    is_flag=True,
+    help="Locally, run a spec that asks for an accelerator on the CPU (recorded; production refuses it).",
+)
 @click.pass_context
-def command(ctx: click.Context, image: str, rev: str, as_json: bool, jobs: int | None) -> None:
+def command(
+    ctx: click.Context, image: str, rev: str, as_json: bool, jobs: int | None, allow_cpu: bool
+) -> None:
     """Run every test notebook and smoke check of IMAGE inside the version built from REV.
 
     \b
-    One container per notebook, from the version's digest, with papermill. Executed
-    notebooks, HTML renderings, junit.xml and summary.json go to the artifacts folder;
-    the run is recorded in the ledger as evidence. Exits 1 when anything failed.
+    One container per notebook, from the version's digest, with papermill: on the local
+    Docker Engine, or with the gcp backend as Vertex AI custom jobs on the spec's `cloud`
+    machine and accelerator. Executed notebooks, junit.xml and summary.json go to the
+    artifacts folder; the run is recorded in the ledger as evidence, with where it ran.
+    Exits 1 when anything failed.
     """
     from pipeline import source
     from pipeline.ledger.db import Ledger
+    from pipeline.promote.policy import describe_ran_on
     from pipeline.spec import model as spec_module
+    from pipeline.testing.model import INFRASTRUCTURE
 
     settings = settings_of(ctx, jobs=jobs)
     tree = source.resolve(source.open_repo(settings.repo), rev)
@@ -81,7 +96,7 @@ def command(ctx: click.Context, image: str, rev: str, as_json: bool, jobs: int |
             f"{image} has no version for {tree.sha[:12]}; run `envctl build {image} --rev {rev}` first"
         )
     with output.step(f"test {image} at {tree.sha[:12]} ({version.digest[:19]})"):
-        report = test_runner_for(settings).run(
+        report = test_runner_for(settings, allow_cpu=allow_cpu).run(
             spec,
             tree,
             version,
@@ -94,11 +109,13 @@ def command(ctx: click.Context, image: str, rev: str, as_json: bool, jobs: int |
         emit_json(report.to_json())
     else:
         _print(report)
+    output.info(f"ran on: {describe_ran_on(report.ran_on)}")
     output.info(f"artifacts: {report.artifacts}" + (f" (kept in {report.kept_at})" if report.kept_at else ""))
     if report.infrastructure_failed:
+        first = next(r for r in (*report.checks, *report.results) if r.verdict.outcome in INFRASTRUCTURE)
         raise Unavailable(
-            f"the test run of {image} at {tree.sha[:12]} hit an infrastructure error; no evidence was "
-            "recorded. Check `envctl stack status` and run it again"
+            f"the test run of {image} at {tree.sha[:12]} hit an infrastructure error ({first.name}: "
+            f"{first.verdict.outcome}); no evidence was recorded; {first.verdict.hint}"
         )
     if not report.passed:
         failed = sum(1 for r in report.results if not r.passed)

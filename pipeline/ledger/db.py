@@ -82,6 +82,7 @@ test_runs = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("test_key", sa.String(64), nullable=True),
+    sa.Column("ran_on", sa.Text, nullable=True),  # JSON: local CPU, or the Vertex AI machine and accelerator
     sa.Index("ix_test_runs_digest", "image", "digest"),
 )
 
@@ -178,6 +179,8 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _add_column(pipeline_runs, "reason"),
     # Testers' sign-offs on a staging version's digest (`envctl signoff`).
     lambda conn: metadata.create_all(conn, tables=[signoffs], checkfirst=True),
+    # Where a test run ran (local CPU, or the Vertex AI machine and accelerator), as JSON.
+    _add_column(test_runs, "ran_on"),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x656E76637472_6C  # a fixed advisory lock key for schema migrations
@@ -450,6 +453,7 @@ class TestRun:
     started_at: datetime
     finished_at: datetime
     test_key: str | None = None  # hash of the test inputs; None on runs older than it
+    ran_on: dict[str, Any] | None = None  # where it ran; None on runs older than it (local CPU)
 
     @classmethod
     def from_row(cls, row: Any) -> TestRun:
@@ -464,6 +468,7 @@ class TestRun:
             started_at=_aware(row.started_at),
             finished_at=_aware(row.finished_at),
             test_key=row.test_key,
+            ran_on=json.loads(row.ran_on) if row.ran_on else None,
         )
 
 
@@ -481,6 +486,7 @@ def record_test_run(ledger: Ledger, run: TestRun) -> None:
                 started_at=run.started_at,
                 finished_at=run.finished_at,
                 test_key=run.test_key,
+                ran_on=None if run.ran_on is None else json.dumps(run.ran_on, sort_keys=True),
             )
         )
 

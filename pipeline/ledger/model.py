@@ -20,7 +20,7 @@ STAGES: tuple[Stage, ...] = get_args(Stage)
 #: The schema version the quick reads understand: equal to `len(db.MIGRATIONS)`
 #: (tests/unit/test_ledger_quick.py checks). A ledger at any other version is read
 #: through SQLAlchemy, which migrates it or says to upgrade envctl.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def now() -> datetime:

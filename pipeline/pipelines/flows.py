@@ -59,6 +59,7 @@ class ImageVerdict:
     artifacts: str | None = None  # where that run's artifacts are kept (a folder or gs://…/<run id>/)
     unavailable: bool = False
     lint: list[dict[str, Any]] = field(default_factory=list)  # `envctl lint` findings, before the build
+    ran_on: dict[str, Any] | None = None  # where the deciding test run ran
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +70,7 @@ class ImageVerdict:
             "built": self.built,
             "test_run": self.tested,
             "artifacts": self.artifacts,
+            "ran_on": self.ran_on,
             "lint": self.lint,
         }
 
@@ -251,6 +253,7 @@ def staging_image(
     *,
     force_all: bool,
     reason: str | None = None,
+    allow_cpu: bool = False,
 ) -> ImageVerdict:
     verdict = ImageVerdict(image=image, state="noop", sha=tree.sha)
     try:
@@ -281,7 +284,8 @@ def staging_image(
             f"{tree.sha[:12]} is a version of {version.digest[:19]} (retagged, no build, no test)"
         )
         verdict.built, verdict.digest = "reused", version.digest
-        verdict.tested = evidence_for(ledger, version).run_id
+        proof = evidence_for(ledger, version)
+        verdict.tested, verdict.ran_on = proof.run_id, proof.ran_on
         verdict.artifacts = _artifacts_of(ledger, version, verdict.tested)
         return _to_staging(settings, ledger, version, run_id, verdict, reason)
     progress = output.BuildProgress()
@@ -296,7 +300,7 @@ def staging_image(
     passing = proof.run_id if proof.passed else None
     if passing is None:
         with output.step(f"{image}: test {version.digest[:19]}"):
-            report = test_runner_for(settings).run(
+            report = test_runner_for(settings, allow_cpu=allow_cpu).run(
                 spec,
                 tree,
                 version,
@@ -304,7 +308,7 @@ def staging_image(
                 run_id=f"{run_id}.{image}",
                 on_warning=output.warn,
             )
-        verdict.tested = report.run_id
+        verdict.tested, verdict.ran_on = report.run_id, report.ran_on
         verdict.artifacts = report.kept_at or str(report.artifacts)
         _print_report(image, report)
         if report.infrastructure_failed:
@@ -317,7 +321,7 @@ def staging_image(
             return verdict
     else:
         output.info(f"{image}: {version.digest[:19]} already passed its tests ({passing}); not testing again")
-        verdict.tested = passing
+        verdict.tested, verdict.ran_on = passing, proof.ran_on
         verdict.artifacts = _artifacts_of(ledger, version, passing)
     return _to_staging(settings, ledger, version, run_id, verdict, reason)
 
@@ -378,6 +382,8 @@ def production_image(
         state="promoted" if moved.changed else "noop",
         sha=version.sha,
         digest=version.digest,
+        tested=evidence_for(ledger, version).run_id,
+        ran_on=evidence_for(ledger, version).ran_on,
         detail=(
             f"production := {version.sha[:12]} (tested as {version.digest[:19]})"
             if moved.changed
@@ -397,6 +403,7 @@ def run_pipeline(
     *,
     force_all: bool = False,
     only: dict[str, str] | None = None,
+    allow_cpu: bool = False,
 ) -> Outcome:
     """Run `branch`'s pipeline for every image of `tree`, or for the images of `only` (image -> reason)."""
     outcome = Outcome()
@@ -418,6 +425,7 @@ def run_pipeline(
                         run_id,
                         force_all=force_all,
                         reason=(only or {}).get(image),
+                        allow_cpu=allow_cpu,
                     )
                 else:
                     verdict = production_image(settings, tree, image, ledger, run_id)

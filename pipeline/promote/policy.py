@@ -9,12 +9,17 @@ same tests key. Runs recorded before tests keys existed count only for their own
 
 Production may also ask for testers' sign-offs (`promotion.production.signoffs` in the
 spec): that many distinct people must have run `envctl signoff` on the version's digest.
+
+Where a run ran is part of its worth: a run on the CPU (`envctl test --allow-cpu`) of a
+spec that asks for an accelerator proves nothing about the GPU code paths, so production
+refuses it unless forced (the accelerator is in the tests key, so such a run can only
+count for a spec that asks for the same one).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import assert_never
+from typing import Any, assert_never
 
 from pipeline.ledger.db import Ledger, TestRun, Version, test_runs_for
 from pipeline.ledger.pointers import Stage
@@ -27,6 +32,32 @@ class Evidence:
     runs: int
     passed: bool
     run_id: str | None = None  # the run that decides
+    ran_on: dict[str, Any] | None = None  # where it ran (None: before envctl recorded it)
+
+    @property
+    def cpu_for_accelerator(self) -> str | None:
+        """The accelerator the spec asked for when the deciding run ran without one; else None."""
+        where = self.ran_on or {}
+        asked = where.get("asked")
+        return str(asked) if asked and not where.get("accelerator") else None
+
+
+def describe_ran_on(ran_on: dict[str, Any] | None) -> str:
+    """`local CPU`, `vertex n1-standard-8 + 1 x NVIDIA_TESLA_T4 (us-central1)`, or `unknown`."""
+    if not ran_on:
+        return "unknown (recorded before envctl kept it)"
+    if ran_on.get("backend") != "vertex":
+        text = "local CPU"
+    else:
+        text = f"Vertex AI {ran_on.get('machine')}"
+        accelerator = ran_on.get("accelerator")
+        if accelerator:
+            text += f" + {accelerator.get('count')} x {accelerator.get('type')}"
+        if ran_on.get("region"):
+            text += f" ({ran_on['region']})"
+    if ran_on.get("asked") and not ran_on.get("accelerator"):
+        text += f", although the spec asks for {ran_on['asked']}"
+    return text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +79,7 @@ def evidence(ledger: Ledger, image: str, digest: str, *, sha: str, test_key: str
     runs = [r for r in test_runs_for(ledger, image, digest) if counts_for(r, sha=sha, test_key=test_key)]
     if not runs:
         return Evidence(runs=0, passed=False)
-    return Evidence(runs=len(runs), passed=runs[-1].passed, run_id=runs[-1].run_id)
+    return Evidence(runs=len(runs), passed=runs[-1].passed, run_id=runs[-1].run_id, ran_on=runs[-1].ran_on)
 
 
 def evidence_for(ledger: Ledger, version: Version) -> Evidence:
@@ -76,6 +107,11 @@ def refusals(
             reasons.append(f"{target} has no test evidence; run `envctl test` first")
         elif not evidence.passed:
             reasons.append(f"the latest test run of {target} failed")
+        elif stage == "production" and evidence.cpu_for_accelerator:
+            reasons.append(
+                f"the test run {evidence.run_id} of {target} ran on the CPU but its spec asks for "
+                f"{evidence.cpu_for_accelerator}; test it on Vertex AI (ENVCTL_BACKEND=gcp) first"
+            )
     if signoffs is not None and len(signoffs.people) < signoffs.required:
         signed = f"signed by {', '.join(signoffs.people)}" if signoffs.people else "nobody signed yet"
         reasons.append(

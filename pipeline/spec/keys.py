@@ -2,9 +2,10 @@
 
 A test run's verdict depends on the image's bytes (its digest) and on what the run
 reads from the commit: the spec's `tests` section (notebooks, parameters, timeout,
-resources, network, smoke checks) and the files the run mounts (every file under the
-test notebooks' common folder). Two commits with the same digest and the same tests key
-would run the same tests on the same bytes, so one's result is the other's evidence.
+resources, network, smoke checks), the accelerator it asks for, and the files the run
+mounts (every file under the test notebooks' common folder). Two commits with the same
+digest and the same tests key would run the same tests on the same bytes, so one's
+result is the other's evidence.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def tests_key(spec: Spec, tree: Tree) -> str:
     if tests.get("isolation") == "notebook":
         del tests["isolation"]  # the default: keys recorded before the setting existed stay as they were
     digest.update(json.dumps(tests, sort_keys=True).encode() + b"\0")
+    if spec.cloud.accelerator is not None:
+        # Only when asked for, so the keys of specs without one stay as they were.
+        digest.update(b"accelerator\0" + str(spec.cloud.accelerator).encode() + b"\0")
     root = common_root(notebooks(spec, tree))
     for path in sorted(tree.files(root)):
         digest.update(path.encode() + b"\0" + hashlib.sha256(tree.read(path) or b"").digest())

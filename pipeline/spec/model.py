@@ -238,14 +238,77 @@ class Batch(_Model):
         return list(dict.fromkeys([*BATCH_ALWAYS, *self.variables, *self.outputs]))
 
 
+ACCELERATOR_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+MACHINE_TYPE_RE = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)+$")
+SERVICE_ACCOUNT_RE = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]@[a-z0-9.-]+\.gserviceaccount\.com$")
+NETWORK_RE = re.compile(r"^projects/[^/\s]+/global/networks/[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+REGION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+
+
 class Accelerator(_Model):
+    """A GPU for the tests on Vertex AI, as Vertex names it (`nvidia-tesla-t4` reads as NVIDIA_TESLA_T4)."""
+
     type: str
     count: int = Field(default=1, ge=1, le=16)
 
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        key = re.sub(r"[-\s]+", "_", value.strip()).upper()
+        if not ACCELERATOR_RE.match(key):
+            raise ValueError("write Vertex AI's accelerator type, e.g. NVIDIA_TESLA_T4 or NVIDIA_L4")
+        return key
+
+    def __str__(self) -> str:
+        return f"{self.count} x {self.type}"
+
 
 class Cloud(_Model):
+    """Where the tests run on the gcp backend (one Vertex AI custom job per notebook).
+
+    `timeout` is the seconds one notebook's job may run (Vertex's `Scheduling.timeout`:
+    image pull, kernel start and every cell); None: tests.timeout + 600.
+    `region` overrides the region of the settings (where the accelerator is offered).
+    """
+
     machine_type: str = "n1-standard-4"
     accelerator: Accelerator | None = None
+    service_account: str | None = None
+    network: str | None = None
+    timeout: int | None = Field(default=None, gt=0, le=604800)
+    region: str | None = None
+
+    @field_validator("machine_type")
+    @classmethod
+    def _machine_type(cls, value: str) -> str:
+        if not MACHINE_TYPE_RE.match(value):
+            raise ValueError("write a Compute Engine machine type, e.g. n1-standard-4 or g2-standard-8")
+        return value
+
+    @field_validator("service_account")
+    @classmethod
+    def _service_account(cls, value: str | None) -> str | None:
+        if value is not None and not SERVICE_ACCOUNT_RE.match(value):
+            raise ValueError(
+                "write a service account's email, e.g. notebook-tests@PROJECT.iam.gserviceaccount.com"
+            )
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str | None) -> str | None:
+        if value is not None and not NETWORK_RE.match(value):
+            raise ValueError(
+                "write the VPC network's full name, projects/PROJECT_NUMBER/global/networks/NAME"
+            )
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not REGION_RE.match(value):
+            raise ValueError("write a Google Cloud region, e.g. us-central1")
+        return value
 
 
 class ProductionRules(_Model):

@@ -16,7 +16,13 @@ Outcome = Literal[
     "papermill_missing",
     "malformed",
     "infrastructure",
+    "quota",
+    "image_pull",
 ]
+#: Outcomes that say a part failed, not the version: such a run records no evidence.
+INFRASTRUCTURE: frozenset[str] = frozenset({"infrastructure", "quota", "image_pull"})
+#: Where a run ran, when it says nothing else: a local container on the CPU.
+LOCAL_CPU: dict[str, Any] = {"backend": "local", "machine": "cpu", "accelerator": None}
 Kind = Literal["notebook", "smoke", "check"]
 
 
@@ -108,6 +114,8 @@ class TestReport:
     finished_at: str = ""
     checks: tuple[Result, ...] = ()  # the image checks (IMG001-IMG004), before the notebooks
     kept_at: str = ""  # where the artifacts are kept besides `artifacts` (gs://…/<run id>/), if anywhere
+    # Where it ran: {"backend": "local", "machine": "cpu", ...} or the Vertex AI machine and accelerator.
+    ran_on: dict[str, Any] = field(default_factory=lambda: dict(LOCAL_CPU))
 
     @property
     def passed(self) -> bool:
@@ -116,7 +124,7 @@ class TestReport:
     @property
     def infrastructure_failed(self) -> bool:
         """A part (engine, registry) failed during the run: the run says nothing of the version."""
-        return any(r.verdict.outcome == "infrastructure" for r in (*self.results, *self.checks))
+        return any(r.verdict.outcome in INFRASTRUCTURE for r in (*self.results, *self.checks))
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -140,4 +148,5 @@ class TestReport:
             "warnings": list(self.warnings),
             "results": [r.to_json() for r in self.results],
             "checks": [r.to_json() for r in self.checks],
+            "ran_on": self.ran_on,
         }

@@ -32,7 +32,7 @@ from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
 from pipeline.testing.checks import run_checks
 from pipeline.testing.keep import store_for
-from pipeline.testing.model import Result, TestReport, Verdict
+from pipeline.testing.model import LOCAL_CPU, Result, TestReport, Verdict
 from pipeline.testing.params import MalformedNotebook, load_notebook, plan
 from pipeline.testing.runner import Cancelled, Limits, SharedContainer, Tracker, ensure_image, sweep
 from pipeline.testing.tasks import Run, Sink, render_html, run_notebook, run_smoke
@@ -85,9 +85,14 @@ def _materialize(tree: Tree, root: str, target: Path) -> None:
 
 @dataclass(frozen=True)
 class LocalTestRunner:
-    """The local TestRunner: one fresh container per notebook on the Docker Engine."""
+    """The local TestRunner: one fresh container per notebook on the Docker Engine.
+
+    A spec that asks for an accelerator is refused (exit 2) unless `allow_cpu`: then it
+    runs on the CPU, says so, and the evidence records the CPU (production refuses it).
+    """
 
     settings: Settings
+    allow_cpu: bool = False
 
     def run(
         self,
@@ -101,6 +106,17 @@ class LocalTestRunner:
         on_result: Callable[[Result], None] | None = None,
         on_warning: Sink | None = None,
     ) -> TestReport:
+        wanted = spec.cloud.accelerator
+        if wanted is not None and not self.allow_cpu:
+            raise UsageError(
+                f"{spec.image} asks for an accelerator ({wanted}) and the local backend has only the CPU; "
+                "run it on Vertex AI (ENVCTL_BACKEND=gcp), or on the CPU with --allow-cpu"
+            )
+        if wanted is not None:
+            (on_warning or log.warning)(
+                f"running {spec.image}'s tests on the CPU although its spec asks for {wanted} "
+                "(--allow-cpu); the evidence records the CPU and production refuses it without --force"
+            )
         return run_tests(
             self.settings,
             spec,
@@ -254,6 +270,12 @@ def run_tests(
         finished_at=datetime.now(UTC).isoformat(),
         checks=tuple(checks),
         kept_at="" if kept_at == str(run_dir) else kept_at,
+        ran_on={
+            **LOCAL_CPU,
+            "cpus": resources.cpus,
+            "memory": resources.memory,
+            "asked": None if spec.cloud.accelerator is None else str(spec.cloud.accelerator),
+        },
     )
     artifacts.write_reports(report)
     kept = store.keep(run_dir, run_id)  # before the evidence: it must name artifacts that exist
@@ -274,6 +296,7 @@ def run_tests(
                 started_at=started,
                 finished_at=datetime.fromisoformat(report.finished_at),
                 test_key=tests_key(spec, tree),
+                ran_on=report.ran_on,
             ),
         )
     return report

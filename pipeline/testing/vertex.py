@@ -1,0 +1,365 @@
+"""The Vertex AI TestRunner: one custom job per notebook on the spec's machine and accelerator.
+
+The run's notebooks go to its Cloud Storage folder (`artifacts_url/RUN_ID/in/`, where
+the run's artifacts are kept as well, `pipeline.testing.keep`);
+each notebook becomes one CustomJob (`vertex_jobs.custom_job`) running papermill in the
+version by digest; up to `jobs` run at once. Each job is polled to a terminal state
+within an outer deadline (its timeout plus `gcp_vertex_grace` for a machine to come
+free), cancelled when it outlives it; its executed notebook and log are downloaded into
+the run's local artifacts and classified as locally. Ctrl-C (KeyboardInterrupt) and
+any error cancel every job the run started before they propagate.
+
+`google.cloud.aiplatform_v1` (about a second to import) is imported only in here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline import gcp
+from pipeline.errors import UsageError
+from pipeline.ledger.db import Ledger, TestRun, Version, record_test_run
+from pipeline.settings import Settings
+from pipeline.source import Tree
+from pipeline.spec import model as spec_module
+from pipeline.spec.keys import common_root, tests_key
+from pipeline.spec.model import Spec
+from pipeline.testing import artifacts
+from pipeline.testing.keep import store_for
+from pipeline.testing.model import Result, TestReport, Verdict
+from pipeline.testing.params import MalformedNotebook, load_notebook, plan
+from pipeline.testing.stage import new_run_id
+from pipeline.testing.vertex_jobs import (
+    TERMINAL,
+    Folder,
+    JobEnd,
+    Task,
+    capacity_verdict,
+    classify_job,
+    custom_job,
+    job_timeout,
+    notebook_task,
+    smoke_task,
+)
+
+log = logging.getLogger(__name__)
+Sink = Callable[[str], None]
+MIN_POLL = 0.2
+
+
+@dataclass
+class _Live:
+    task: Task
+    name: str  # projects/P/locations/L/customJobs/ID
+    started: float
+    deadline: float
+    state: str = "JOB_STATE_QUEUED"
+
+
+@dataclass
+class _Run:
+    """One run's clients and places."""
+
+    spec: Spec
+    version: Version
+    run_id: str
+    folder: Folder
+    parent: str
+    jobs: Any  # JobServiceClient
+    bucket: Any  # google.cloud.storage Bucket
+    call: dict[str, Any]
+    run_dir: Any
+    live: dict[str, _Live] = field(default_factory=dict)
+
+
+def ran_on(spec: Spec, region: str) -> dict[str, Any]:
+    wanted = spec.cloud.accelerator
+    return {
+        "backend": "vertex",
+        "machine": spec.cloud.machine_type,
+        "accelerator": None if wanted is None else {"type": wanted.type, "count": wanted.count},
+        "asked": None if wanted is None else str(wanted),
+        "region": region,
+    }
+
+
+@dataclass(frozen=True)
+class VertexTestRunner:
+    """The gcp TestRunner: Vertex AI custom jobs, one per notebook and smoke check."""
+
+    settings: Settings
+
+    def run(
+        self,
+        spec: Spec,
+        tree: Tree,
+        version: Version,
+        *,
+        jobs: int | None = None,
+        ledger: Ledger | None = None,
+        run_id: str | None = None,
+        on_result: Callable[[Result], None] | None = None,
+        on_warning: Sink | None = None,
+    ) -> TestReport:
+        warn: Sink = on_warning or log.warning
+        if "@sha256:" not in version.image_ref:
+            raise UsageError(
+                f"{version.image} at {version.sha[:12]} is recorded as {version.image_ref}, not by digest; "
+                f"rebuild it with `envctl build {version.image} --rev {version.sha}`"
+            )
+        from google.cloud import aiplatform_v1 as aip
+
+        where = gcp.location(self.settings, need_repository=False)
+        region = spec.cloud.region or where.region
+        run_id = run_id or new_run_id(version.sha)
+        folder = Folder.for_run(self.settings.artifacts_url, run_id)
+        store = store_for(self.settings)
+        google = gcp.Google(self.settings)
+        run = _Run(
+            spec=spec,
+            version=version,
+            run_id=run_id,
+            folder=folder,
+            parent=f"projects/{where.project}/locations/{region}",
+            jobs=google.job_service(region),
+            bucket=google.storage(where.project).bucket(folder.bucket),
+            call=google.call(),
+            run_dir=self.settings.artifacts_dir / run_id,
+        )
+        started = datetime.now(UTC)
+        paths = spec_module.notebooks(spec, tree)
+        root = common_root(paths)
+        results: dict[int, Result] = {}
+        tasks: list[Task] = []
+        warnings: list[str] = []
+        for index, path in enumerate(paths):
+            try:
+                job = plan(spec, path, load_notebook(tree.read(path) or b"", path))
+            except MalformedNotebook as e:
+                error = str(e).removeprefix(path).lstrip(": ")
+                verdict = Verdict(
+                    outcome="malformed", error=error, hint=f"fix {path} (open it in Jupyter and save)"
+                )
+                results[index] = Result(name=path, kind="notebook", verdict=verdict, seconds=0.0)
+                continue
+            for message in job.warnings:
+                warn(message)
+            warnings.extend(job.warnings)
+            relative = path[len(root) + 1 :] if root else path
+            tasks.append(notebook_task(spec, folder, index, job, relative))
+        for number, command in enumerate(spec.tests.smoke):
+            tasks.append(smoke_task(len(paths) + number, number, command))
+        requests = {
+            t.index: custom_job(
+                aip,
+                spec,
+                t,
+                folder=folder,
+                image_uri=version.image_ref,
+                run_id=run_id,
+                env=dict(spec.tests.env),
+            )
+            for t in tasks
+        }
+        for result in results.values():
+            if on_result:
+                on_result(result)
+        _upload_inputs(run, tree, root)
+        workers = max(1, jobs or self.settings.jobs)
+        try:
+            for result in _schedule(self.settings, run, tasks, requests, workers):
+                results[result[0]] = result[1]
+                if on_result:
+                    on_result(result[1])
+        except BaseException:
+            _cancel_all(run)
+            raise
+        report = TestReport(
+            run_id=run_id,
+            image=spec.image,
+            sha=version.sha,
+            digest=version.digest,
+            image_ref=version.image_ref,
+            artifacts=run.run_dir,
+            results=tuple(results[i] for i in sorted(results)),
+            warnings=tuple(warnings),
+            started_at=started.isoformat(),
+            finished_at=datetime.now(UTC).isoformat(),
+            ran_on=ran_on(spec, region),
+            kept_at=store.where(run.run_dir, run_id),
+        )
+        artifacts.write_reports(report)
+        kept = store.keep(run.run_dir, run_id)  # before the evidence: it must name artifacts that exist
+        if report.infrastructure_failed:
+            log.warning("run %s hit an infrastructure error; no evidence recorded", run_id)
+        elif ledger is not None:
+            record_test_run(
+                ledger,
+                TestRun(
+                    run_id=run_id,
+                    image=spec.image,
+                    sha=version.sha,
+                    digest=version.digest,
+                    passed=report.passed,
+                    summary=report.to_json(),
+                    artifacts=kept,
+                    started_at=started,
+                    finished_at=datetime.fromisoformat(report.finished_at),
+                    test_key=tests_key(spec, tree),
+                    ran_on=report.ran_on,
+                ),
+            )
+        return report
+
+
+def _upload_inputs(run: _Run, tree: Tree, root: str) -> None:
+    """Every file under the notebooks' common folder, to `RUN/in/` (the jobs copy their folder)."""
+    where = f"Cloud Storage folder {run.folder.uri('in')}"
+    with gcp.translated(where, api="storage", missing="create the bucket, or fix ENVCTL_ARTIFACTS_URL"):
+        for path in tree.files(root):
+            data = tree.read(path)
+            if data is None:
+                continue
+            relative = path[len(root) + 1 :] if root else path
+            run.bucket.blob(run.folder.name(f"in/{relative}")).upload_from_string(data, **_storage_call(run))
+
+
+def _storage_call(run: _Run) -> dict[str, Any]:
+    return {"timeout": run.call["timeout"]}
+
+
+def _schedule(
+    settings: Settings, run: _Run, tasks: list[Task], requests: dict[int, Any], workers: int
+) -> Any:
+    """Create up to `workers` jobs at once, poll them, yield (index, Result) as each ends."""
+    waiting = list(tasks)
+    poll = max(float(settings.gcp_vertex_poll), MIN_POLL)
+    while waiting or run.live:
+        while waiting and len(run.live) < workers:
+            task = waiting.pop(0)
+            created = _create(run, task, requests[task.index], settings)
+            if isinstance(created, Result):
+                yield task.index, created
+        for name, live in list(run.live.items()):
+            end = _poll(run, live)
+            if end is None:
+                continue
+            del run.live[name]
+            yield live.task.index, _finish(run, live.task, end)
+        if run.live:
+            time.sleep(poll)
+
+
+def _create(run: _Run, task: Task, job: Any, settings: Settings) -> _Live | Result:
+    from google.api_core import exceptions as gapi
+
+    what = f"Vertex AI custom job for {task.name} in {run.parent}"
+    started = time.monotonic()
+    with gcp.translated(what, api="aiplatform"):
+        try:
+            made = run.jobs.create_custom_job(parent=run.parent, custom_job=job, **run.call)
+        except (
+            gapi.TooManyRequests
+        ) as e:  # RESOURCE_EXHAUSTED: the accelerator's quota, this notebook's verdict
+            return Result(
+                name=task.name,
+                kind=task.kind,  # type: ignore[arg-type]
+                verdict=capacity_verdict(run.spec, gcp.server_message(e)),
+                seconds=time.monotonic() - started,
+            )
+    live = _Live(
+        task=task,
+        name=str(made.name),
+        started=started,
+        deadline=started + job_timeout(run.spec) + settings.gcp_vertex_grace,
+    )
+    run.live[live.name] = live
+    log.info("created %s for %s", live.name, task.name)
+    return live
+
+
+def _poll(run: _Run, live: _Live) -> JobEnd | None:
+    """The job's end when it is in a terminal state, or cancelled at its deadline now; else None."""
+    with gcp.translated(f"Vertex AI custom job {live.name}", api="aiplatform"):
+        job = run.jobs.get_custom_job(name=live.name, **run.call)
+    live.state = job.state.name
+    seconds = time.monotonic() - live.started
+    if live.state in TERMINAL:
+        return JobEnd(state=live.state, error_code=job.error.code, error=job.error.message, seconds=seconds)
+    if time.monotonic() < live.deadline:
+        return None
+    log.info("%s outlived its deadline (%s); cancelling it", live.name, live.state)
+    _cancel(run, live.name)
+    return JobEnd(state="JOB_STATE_CANCELLED", deadline_hit=True, seconds=seconds)
+
+
+def _cancel(run: _Run, name: str) -> None:
+    try:
+        run.jobs.cancel_custom_job(name=name, timeout=min(run.call["timeout"], 30.0), retry=None)
+    except Exception as e:  # it may have ended meanwhile; a later read says how
+        log.warning("could not cancel %s: %s", name, gcp.short(e))
+
+
+def _cancel_all(run: _Run) -> None:
+    for name in list(run.live):
+        _cancel(run, name)
+        log.warning("cancelled %s", name)
+    run.live.clear()
+
+
+def _download(run: _Run, relative: str, target: str) -> bool:
+    """Copy `RUN/relative` from Cloud Storage to the run folder's `target`; False when it isn't there."""
+    from google.api_core import exceptions as gapi
+
+    try:
+        data = run.bucket.blob(run.folder.name(relative)).download_as_bytes(**_storage_call(run))
+    except gapi.NotFound:
+        return False
+    artifacts.write_atomic(run.run_dir / target, data)
+    return True
+
+
+def _finish(run: _Run, task: Task, end: JobEnd) -> Result:
+    """Download the job's notebook and log into the run folder; the classified result."""
+    folder = f"jobs/{task.index}"
+    with gcp.translated(f"the outputs of {task.name} in {run.folder.uri(folder)}", api="storage"):
+        has_log = _download(run, f"logs/{task.log}", task.log)
+        notebook = None
+        if task.notebook is not None:
+            name = task.notebook.rsplit("/", 1)[-1]
+            if _download(run, f"{folder}/{name}", task.notebook):
+                notebook = task.notebook
+    executed = artifacts.read_json(run.run_dir / notebook) if notebook else None
+    logs = (run.run_dir / task.log).read_text(errors="replace")[-20_000:] if has_log else ""
+    end = JobEnd(
+        state=end.state,
+        error_code=end.error_code,
+        error=end.error,
+        deadline_hit=end.deadline_hit,
+        seconds=end.seconds,
+        logs=logs,
+    )
+    verdict = classify_job(run.spec, task, end, executed, image_uri=run.version.image_ref)
+    return Result(
+        name=task.name,
+        kind=task.kind,  # type: ignore[arg-type]
+        verdict=verdict,
+        seconds=end.seconds,
+        execution_seconds=_execution_seconds(executed),
+        exit_code=0 if end.state == "JOB_STATE_SUCCEEDED" else None,
+        notebook=notebook,
+        log=task.log if has_log else None,
+        warnings=task.plan.warnings if task.plan else (),
+    )
+
+
+def _execution_seconds(executed: dict[str, Any] | None) -> float | None:
+    if not executed:
+        return None
+    cells = executed.get("cells", [])
+    return float(sum(c.get("metadata", {}).get("papermill", {}).get("duration") or 0 for c in cells))
