@@ -222,12 +222,17 @@ def garbage_collector_for(settings: Settings) -> Callable[[], int] | None:
     return lambda: registry_server.collect_garbage(settings)
 
 
-def instance_host_for(settings: Settings, *, project: str | None, zone: str | None) -> InstanceHost:
-    """Where instances run: Vertex AI Workbench on gcp (needs project and zone), else local JupyterLab."""
+def instance_host_for(
+    settings: Settings, *, project: str | None, zone: str | None, command: str = "envctl instances"
+) -> InstanceHost:
+    """Where instances run: Vertex AI Workbench on gcp (needs project and zone), else local JupyterLab.
+
+    On gcp, zone "-" lists the instances of every zone (what `envctl prune` must protect).
+    """
     if settings.backend == "gcp":
         from pipeline.instances.gcp import GcpInstances
 
-        return GcpInstances.for_settings(settings, project=project, zone=zone)
+        return GcpInstances.for_settings(settings, project=project, zone=zone, command=command)
     from pipeline.instances.local import LocalInstances
 
     return LocalInstances.for_settings(settings)

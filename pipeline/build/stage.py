@@ -21,7 +21,7 @@ from typing import Any
 from pipeline import __version__, output
 from pipeline.backends import Builder, BuildRequest, ContextFile, Publisher, builder_for, publisher_for
 from pipeline.errors import Unavailable
-from pipeline.ledger.db import REFRESH_LABEL, Ledger, Version, now
+from pipeline.ledger.db import REFRESH_LABEL, Ledger, Version, now, reused_labels
 from pipeline.publish.oci import Registry, docker_credentials, split_ref
 from pipeline.settings import Settings
 from pipeline.source import GitTree
@@ -37,13 +37,37 @@ LABEL_PREFIX = "org.opencontainers.image"
 REFRESH_TRAILER = "Envctl-Refresh-Of"
 
 
-def refresh_origin(message: str) -> str | None:
-    """The commit a base-refresh commit rebuilds, from its `Envctl-Refresh-Of:` trailer."""
+def refresh_trailer(message: str) -> str | None:
+    """The value of a commit message's `Envctl-Refresh-Of:` trailer, when it is a full SHA."""
     for line in reversed(message.splitlines()):
         key, _, value = line.partition(":")
-        if key.strip() == REFRESH_TRAILER and len(value.strip()) == 40:
-            return value.strip()
+        if key.strip() == REFRESH_TRAILER:
+            value = value.strip()
+            return value if len(value) == 40 and all(c in "0123456789abcdef" for c in value) else None
     return None
+
+
+def refresh_origin(commit: Any) -> str | None:
+    """The commit a base-refresh commit rebuilds, from its `Envctl-Refresh-Of:` trailer.
+
+    Honoured only for the commit envctl writes: its only parent is the named commit and
+    it has that commit's tree. Anyone can push a message with the trailer; a forged one
+    (another parent, another tree) is ignored, so it can't make staging treat a push as
+    the rebuild of a commit it is not.
+    """
+    named = refresh_trailer(str(commit.message))
+    if named is None:
+        return None
+    parents = list(commit.parents)
+    if len(parents) != 1 or parents[0].hexsha != named or parents[0].tree.hexsha != commit.tree.hexsha:
+        log.warning(
+            "%s: ignoring its %s trailer (not a refresh of %s)",
+            commit.hexsha[:12],
+            REFRESH_TRAILER,
+            named[:12],
+        )
+        return None
+    return named
 
 
 @dataclass(frozen=True)
@@ -243,7 +267,7 @@ def build_version(
         "org.envctl.build-key": key,
         "org.envctl.version": __version__,
     }
-    origin = refresh_origin(str(tree.commit.message))
+    origin = refresh_origin(tree.commit)
     if origin is not None:
         labels[REFRESH_LABEL] = origin
     request = _request(spec, tree, context, tag, base_ref, labels, no_cache)
@@ -288,7 +312,7 @@ def _version(spec: Spec, tree: GitTree, same: Version, key: str, digest: str, re
         image_ref=ref,
         size=same.size,
         reused_from=same.reused_from or same.sha,
-        labels=same.labels,
+        labels=reused_labels(same.labels),
         sbom=same.sbom,
         created_at=now(),
     )
