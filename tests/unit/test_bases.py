@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import git
+
 from pipeline.build.bases import BaseWatch, BuiltOn, newer_releases
-from pipeline.build.stage import Context, build_key, refresh_origin
+from pipeline.build.stage import Context, build_key, refresh_origin, refresh_trailer
 from pipeline.source import WorkTree
 from pipeline.spec.model import Spec, load
 from tests.helpers import ROOT
@@ -49,8 +53,26 @@ def test_track_is_not_a_build_input() -> None:
     assert build_key(spec, context, "sha256:b", "local") != build_key(spec, context, "sha256:c", "local")
 
 
-def test_refresh_origin_reads_the_trailer() -> None:
-    origin = "a" * 40
-    assert refresh_origin(f"envctl: rebuild\n\nx: base moved\n\nEnvctl-Refresh-Of: {origin}\n") == origin
-    assert refresh_origin("a commit\n\nEnvctl-Refresh-Of: abc\n") is None
-    assert refresh_origin("a commit") is None
+def test_refresh_origin_honours_only_envctls_refresh_commit(tmp_path: Path) -> None:
+    from pipeline.pipelines.refresh import Refresh, commit
+    from pipeline.source import resolve
+
+    repo = git.Repo.init(tmp_path)
+    (tmp_path / "f").write_text("x")
+    repo.index.add(["f"])
+    origin = repo.index.commit("S").hexsha
+    refreshed = commit(repo, Refresh(origin=resolve(repo, origin), reasons={"team.task": "base moved"}))
+    assert refresh_origin(repo.commit(refreshed)) == origin
+    # A pushed commit that claims to be a refresh of S but changes the tree: ignored.
+    (tmp_path / "f").write_text("y")
+    repo.index.add(["f"])
+    forged = repo.index.commit(f"mine\n\nEnvctl-Refresh-Of: {origin}\n").hexsha
+    assert refresh_origin(repo.commit(forged)) is None
+    # Same tree as S but another parent (not S itself): ignored too.
+    other = repo.git.commit_tree(
+        repo.commit(origin).tree.hexsha, "-p", forged, "-m", f"x\n\nEnvctl-Refresh-Of: {origin}\n"
+    )
+    assert refresh_origin(repo.commit(other)) is None
+    assert refresh_trailer("a commit\n\nEnvctl-Refresh-Of: abc\n") is None
+    assert refresh_trailer(f"a\n\nEnvctl-Refresh-Of: {'G' * 40}\n") is None
+    assert refresh_trailer("a commit") is None
