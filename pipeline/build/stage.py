@@ -20,7 +20,7 @@ from typing import Any
 
 from pipeline import __version__, output
 from pipeline.backends import Builder, BuildRequest, ContextFile, Publisher, builder_for, publisher_for
-from pipeline.errors import Unavailable
+from pipeline.errors import EnvctlError, Unavailable
 from pipeline.ledger.db import REFRESH_LABEL, Ledger, Version, now, reused_labels
 from pipeline.publish.oci import Registry, docker_credentials, split_ref
 from pipeline.settings import Settings
@@ -236,10 +236,20 @@ def build_version(
         output.warn(f"{image} {tree.sha[:12]}: recorded digest {existing.digest} {gone}; rebuilding")
         # Pushed under a tag of its own: `<image>:<sha>` names the rebuild only once it has
         # given back the recorded digest, never bytes the ledger doesn't know.
-        scratch = publisher.tag_ref(image, f"envctl-rebuild-{tree.sha}")
-        rebuilt = _rebuild(settings, spec, tree, existing, scratch, builder, on_line, no_cache)
-        publisher.tag(image, rebuilt.digest, tree.sha)
-        return BuildResult(_unpruned(ledger, rebuilt), "built")
+        scratch = f"envctl-rebuild-{tree.sha}"
+        digest = _rebuild(
+            settings, spec, tree, existing, publisher.tag_ref(image, scratch), builder, on_line, no_cache
+        )
+        if digest != existing.digest:
+            _drop_scratch(ledger, publisher, image, digest, scratch)
+            raise Unavailable(
+                f"{image} {tree.sha[:12]}: the rebuild gave {digest}, not the recorded {existing.digest} "
+                "(the same bytes come back only from the build cache that made them), and a version's "
+                f"digest never changes; {tree.sha[:12]} can't be brought back: commit a change and build "
+                "that commit (the rebuild's bytes were deleted)"
+            )
+        publisher.tag(image, existing.digest, tree.sha)
+        return BuildResult(_unpruned(ledger, existing), "built")
 
     context = build_context(spec, tree)
     base_ref, base_digest = resolve_base(spec.base_for(builder.platform), settings.auth_hosts)
@@ -348,8 +358,8 @@ def _rebuild(
     builder: Builder,
     on_line: Callable[[str], None] | None,
     no_cache: bool,
-) -> Version:
-    """Build a recorded version again, from the same base digest with the same labels.
+) -> str:
+    """Build a recorded version again, from the same base digest with the same labels; its digest.
 
     The ledger keeps the recorded digest, so the rebuild must give it back (the engine's
     cache makes it the same bytes); when it does not, the version cannot be repaired here.
@@ -361,10 +371,14 @@ def _rebuild(
     else:
         base_ref, _ = resolve_base(base_name, settings.auth_hosts)
     request = _request(spec, tree, build_context(spec, tree), tag, base_ref, dict(existing.labels), no_cache)
-    built = builder.build(request, on_line=on_line)
-    if built.digest != existing.digest:
-        raise Unavailable(
-            f"{spec.image} {tree.sha[:12]}: the rebuild gave {built.digest}, not the recorded "
-            f"{existing.digest}, which the registry no longer serves; commit a change to build a new version"
-        )
-    return existing
+    return builder.build(request, on_line=on_line).digest
+
+
+def _drop_scratch(ledger: Ledger, publisher: Publisher, image: str, digest: str, scratch: str) -> None:
+    """Delete a failed rebuild's scratch tag and bytes, unless a version of the ledger is that digest."""
+    if any(v.digest == digest for v in ledger.list_versions(image)):
+        return
+    try:
+        publisher.delete(image, digest, [scratch])
+    except EnvctlError as e:
+        output.warn(f"could not delete {publisher.tag_ref(image, scratch)}: {e}")
