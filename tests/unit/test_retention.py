@@ -25,7 +25,7 @@ from pipeline.promote.moves import promote
 from pipeline.publish.artifact_registry import ArtifactRegistryPublisher
 from pipeline.settings import Settings, load
 from pipeline.source import resolve
-from tests.gcpfakes.artifactregistry import FakeArtifactRegistry
+from tests.gcpfakes.artifactregistry import REPO_ADMIN, FakeArtifactRegistry
 
 IMAGE = "team.task"
 REPOSITORY = "projects/proj/locations/europe-west4/repositories/repo"
@@ -85,6 +85,7 @@ def _point(ledger: Ledger, stage: pointers.Stage, name: str) -> None:
 @pytest.fixture
 def fake() -> Iterator[FakeArtifactRegistry]:
     with FakeArtifactRegistry(REPOSITORY) as server:
+        server.granted = REPO_ADMIN
         yield server
 
 
