@@ -235,7 +235,7 @@ def _refresh_build(config: SetupConfig) -> Any:
                     "DOCKER_HOST=unix:///var/run/docker.sock",
                 ],
                 secret_env=["ENVCTL_LEDGER_PASSWORD"],
-            )
+            ),
         ],
         available_secrets=cb.Secrets(
             secret_manager=[cb.SecretManagerSecret(version_name=secret, env="ENVCTL_LEDGER_PASSWORD")]

@@ -76,3 +76,52 @@ def test_refresh_origin_honours_only_envctls_refresh_commit(tmp_path: Path) -> N
     assert refresh_trailer("a commit\n\nEnvctl-Refresh-Of: abc\n") is None
     assert refresh_trailer(f"a\n\nEnvctl-Refresh-Of: {'G' * 40}\n") is None
     assert refresh_trailer("a commit") is None
+
+
+def test_refresh_plans_from_the_commit_a_refresh_rebuilt_even_when_this_clone_lacks_it(
+    tmp_path: Path,
+) -> None:
+    """Staging holds S' (a refresh made in a Cloud Build clone, not here): plan from S."""
+    from pipeline.build.bases import BASE_DIGEST, BASE_NAME
+    from pipeline.ledger.db import REFRESH_LABEL, Ledger, Version, now
+    from pipeline.ledger.pointers import Change, Who, compare_and_swap
+    from pipeline.pipelines import refresh
+    from pipeline.source import open_repo, resolve
+    from tests import minirepo
+
+    mini = minirepo.make(tmp_path / "repo")
+    repo = open_repo(mini.path)
+    origin = resolve(repo, "staging")
+    base = load(origin, mini.image).base_for("local")
+    gone, digest = "e" * 40, "sha256:" + "d" * 64
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.record_version(
+        Version(
+            image=mini.image,
+            sha=gone,
+            tree=origin.tree_sha,
+            inputs_key="i",
+            build_key="b",
+            digest=digest,
+            image_ref=f"r/{mini.image}@{digest}",
+            size=None,
+            reused_from=None,
+            labels={REFRESH_LABEL: origin.sha, BASE_NAME: base, BASE_DIGEST: "sha256:" + "1" * 64},
+            sbom={},
+            created_at=now(),
+        )
+    )
+    who = Who(actor="tester")
+    compare_and_swap(
+        ledger,
+        mini.image,
+        lambda seen: [Change(expected=seen["staging"], sha=gone, digest=digest, action="promote", who=who)],
+    )
+    moved = "sha256:" + "2" * 64
+
+    plans, rows = refresh.plan(ledger, repo, [mini.image], "local", lambda ref, tags: (moved, []))
+    (plan,) = plans
+    assert plan.origin.sha == origin.sha and list(plan.reasons) == [mini.image]
+    again = refresh.commit(repo, plan)
+    assert repo.commit(again).parents[0].hexsha == origin.sha
+    assert refresh_origin(repo.commit(again)) == origin.sha
