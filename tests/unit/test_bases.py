@@ -119,7 +119,7 @@ def test_refresh_plans_from_the_commit_a_refresh_rebuilt_even_when_this_clone_la
     )
     moved = "sha256:" + "2" * 64
 
-    plans, rows = refresh.plan(ledger, repo, [mini.image], "local", lambda ref, tags: (moved, []))
+    plans, _rows = refresh.plan(ledger, repo, [mini.image], "local", lambda ref, tags: (moved, []))
     (plan,) = plans
     assert plan.origin.sha == origin.sha and list(plan.reasons) == [mini.image]
     again = refresh.commit(repo, plan)
