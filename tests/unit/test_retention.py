@@ -207,3 +207,44 @@ def test_retag_of_a_refresh_build_drops_the_refresh_label_and_pruned_mark(
     assert version is not None and version.origin == tree.sha and version.pruned_at is None
     stored = ledger.get_version(IMAGE, tree.sha)
     assert stored is not None and REFRESH_LABEL not in stored.labels and stored.origin == tree.sha
+
+
+def test_production_takes_an_unpruned_tested_version_before_a_pruned_one_of_the_commit(
+    fake: FakeArtifactRegistry, settings: Settings, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from pipeline.build.stage import inputs_key
+    from pipeline.pipelines.flows import production_image
+    from pipeline.source import open_repo
+    from pipeline.spec.model import load as load_spec
+    from tests import minirepo
+
+    mini = minirepo.make(tmp_path / "repo")
+    tree = resolve(open_repo(mini.path), "staging")
+    here = inputs_key(load_spec(tree, mini.image), tree)
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    own = replace(_version("A"), image=mini.image, sha=tree.sha, inputs_key=here)  # P's own, pruned
+    other = replace(_version("B"), image=mini.image, inputs_key=here)  # same tree, still served
+    for version in (own, other):
+        ledger.record_version(version)
+        at = now() - OLD
+        record_test_run(
+            ledger,
+            TestRun(
+                run_id=f"run-{version.sha[:4]}",
+                image=mini.image,
+                sha=version.sha,
+                digest=version.digest,
+                passed=True,
+                summary={},
+                artifacts="",
+                started_at=at,
+                finished_at=at,
+            ),
+        )
+    ledger.set_pruned(mini.image, own.digest, now())
+    fake.push(REPOSITORY, mini.image, other.digest, tags=(other.sha,))
+
+    verdict = production_image(settings, tree, mini.image, ledger, "run-1")
+    assert (verdict.state, verdict.sha, verdict.digest) == ("promoted", other.sha, other.digest)
