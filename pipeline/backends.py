@@ -159,6 +159,11 @@ def publisher_for(settings: Settings, *, timeout: float = 30.0) -> Publisher:
     return OciPublisher.for_settings(settings, timeout=timeout)
 
 
+def platform_for(settings: Settings) -> str:
+    """Which base of a spec the builder builds on (`base.local` or `base.gcp`), with no builder made."""
+    return "gcp" if settings.backend == "gcp" else "local"
+
+
 def builder_for(settings: Settings) -> Builder:
     """The builder: Cloud Build on gcp, else the Docker Engine."""
     if settings.backend == "gcp":

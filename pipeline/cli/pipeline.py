@@ -199,15 +199,15 @@ def run_command(
 
 def _refresh(settings: Settings, rev: str | None, trigger: str) -> list[tuple[runs.PipelineRun, Outcome]]:
     """One staging run per staging commit whose images' bases moved; none when no base moved."""
-    from pipeline.backends import base_reader_for, builder_for
+    from pipeline.backends import base_reader_for, platform_for
     from pipeline.pipelines import refresh
-    from pipeline.pipelines.flows import images_at
+    from pipeline.spec.model import images_at
 
     repo = open_repo(settings.repo)
     head = resolve(repo, rev or default_rev(repo))
     ledger = Ledger.for_settings(settings)
     read = base_reader_for(settings)
-    plans, rows = refresh.plan(ledger, repo, images_at(head), builder_for(settings).platform, read)
+    plans, rows = refresh.plan(ledger, repo, images_at(head), platform_for(settings), read)
     for row in rows:
         if row.error:
             output.warn(f"{row.image}: {row.error}")

@@ -19,7 +19,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -37,6 +36,7 @@ from pipeline.settings import Settings
 from pipeline.source import GitTree
 from pipeline.spec import model as spec_module
 from pipeline.spec.keys import tests_key
+from pipeline.spec.model import images_at
 from pipeline.testing import Result, TestReport
 
 log = logging.getLogger(__name__)
@@ -140,10 +140,6 @@ def _advisory_lock(ledger: Ledger, image: str) -> Iterator[None]:
         finally:
             conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
             conn.commit()
-
-
-def images_at(tree: GitTree) -> list[str]:
-    return sorted(PurePosixPath(f).stem for f in spec_module.spec_files(tree))
 
 
 def _tested_same_inputs(ledger: Ledger, image: str, tree: GitTree, here: str, tests: str) -> Version | None:
