@@ -159,6 +159,11 @@ def publisher_for(settings: Settings, *, timeout: float = 30.0) -> Publisher:
     return OciPublisher.for_settings(settings, timeout=timeout)
 
 
+def platform_for(settings: Settings) -> str:
+    """Which base of a spec the builder builds on (`base.local` or `base.gcp`), with no builder made."""
+    return "gcp" if settings.backend == "gcp" else "local"
+
+
 def builder_for(settings: Settings) -> Builder:
     """The builder: Cloud Build on gcp, else the Docker Engine."""
     if settings.backend == "gcp":
@@ -226,12 +231,17 @@ def garbage_collector_for(settings: Settings) -> Callable[[], int] | None:
     return lambda: registry_server.collect_garbage(settings)
 
 
-def instance_host_for(settings: Settings, *, project: str | None, zone: str | None) -> InstanceHost:
-    """Where instances run: Vertex AI Workbench on gcp (needs project and zone), else local JupyterLab."""
+def instance_host_for(
+    settings: Settings, *, project: str | None, zone: str | None, command: str = "envctl instances"
+) -> InstanceHost:
+    """Where instances run: Vertex AI Workbench on gcp (needs project and zone), else local JupyterLab.
+
+    On gcp, zone "-" lists the instances of every zone (what `envctl prune` must protect).
+    """
     if settings.backend == "gcp":
         from pipeline.instances.gcp import GcpInstances
 
-        return GcpInstances.for_settings(settings, project=project, zone=zone)
+        return GcpInstances.for_settings(settings, project=project, zone=zone, command=command)
     from pipeline.instances.local import LocalInstances
 
     return LocalInstances.for_settings(settings)

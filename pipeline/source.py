@@ -227,3 +227,12 @@ def _by_prefix(repo: Any, prefix: str) -> str:
         shown = ", ".join(sha[:12] for sha in commits[:4])
         raise UsageError(f"SHA prefix {prefix!r} is ambiguous ({shown}); give more characters")
     return str(commits[0])
+
+
+def default_rev(repo: Any) -> str:
+    """The staging branch when the repository has one, else HEAD (a Cloud Build checkout)."""
+    try:
+        resolve(repo, "staging")
+    except UsageError:
+        return "HEAD"
+    return "staging"

@@ -57,6 +57,7 @@ class BaseWatch:
     track: str | None = None
     newer: list[str] = field(default_factory=list)
     error: str | None = None
+    bad_input: bool = False  # the error is the spec's (exit 2), not the registry's (exit 3)
 
     def moved(self, stage: Stage = "staging") -> bool:
         """The stage's version was built on another digest of the same base reference."""
@@ -138,8 +139,10 @@ def watch_image(ledger: Ledger, spec: Spec, platform: str, read: BaseReader) -> 
             row.error = f"{reference} is not in its registry"
         if spec.build.base.track:
             row.newer = newer_releases(spec.build.base.track, split_ref(reference)[2], tags)
-    except (Unavailable, UsageError) as e:
+    except Unavailable as e:
         row.error = str(e)
+    except UsageError as e:
+        row.error, row.bad_input = str(e), True
     return row
 
 

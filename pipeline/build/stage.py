@@ -20,8 +20,8 @@ from typing import Any
 
 from pipeline import __version__, output
 from pipeline.backends import Builder, BuildRequest, ContextFile, Publisher, builder_for, publisher_for
-from pipeline.errors import Unavailable
-from pipeline.ledger.db import REFRESH_LABEL, Ledger, Version, now
+from pipeline.errors import EnvctlError, Unavailable
+from pipeline.ledger.db import REFRESH_LABEL, Ledger, Version, now, reused_labels
 from pipeline.publish.oci import Registry, docker_credentials, split_ref
 from pipeline.settings import Settings
 from pipeline.source import GitTree
@@ -37,13 +37,37 @@ LABEL_PREFIX = "org.opencontainers.image"
 REFRESH_TRAILER = "Envctl-Refresh-Of"
 
 
-def refresh_origin(message: str) -> str | None:
-    """The commit a base-refresh commit rebuilds, from its `Envctl-Refresh-Of:` trailer."""
+def refresh_trailer(message: str) -> str | None:
+    """The value of a commit message's `Envctl-Refresh-Of:` trailer, when it is a full SHA."""
     for line in reversed(message.splitlines()):
         key, _, value = line.partition(":")
-        if key.strip() == REFRESH_TRAILER and len(value.strip()) == 40:
-            return value.strip()
+        if key.strip() == REFRESH_TRAILER:
+            value = value.strip()
+            return value if len(value) == 40 and all(c in "0123456789abcdef" for c in value) else None
     return None
+
+
+def refresh_origin(commit: Any) -> str | None:
+    """The commit a base-refresh commit rebuilds, from its `Envctl-Refresh-Of:` trailer.
+
+    Honoured only for the commit envctl writes: its only parent is the named commit and
+    it has that commit's tree. Anyone can push a message with the trailer; a forged one
+    (another parent, another tree) is ignored, so it can't make staging treat a push as
+    the rebuild of a commit it is not.
+    """
+    named = refresh_trailer(str(commit.message))
+    if named is None:
+        return None
+    parents = list(commit.parents)
+    if len(parents) != 1 or parents[0].hexsha != named or parents[0].tree.hexsha != commit.tree.hexsha:
+        log.warning(
+            "%s: ignoring its %s trailer (not a refresh of %s)",
+            commit.hexsha[:12],
+            REFRESH_TRAILER,
+            named[:12],
+        )
+        return None
+    return named
 
 
 @dataclass(frozen=True)
@@ -212,10 +236,20 @@ def build_version(
         output.warn(f"{image} {tree.sha[:12]}: recorded digest {existing.digest} {gone}; rebuilding")
         # Pushed under a tag of its own: `<image>:<sha>` names the rebuild only once it has
         # given back the recorded digest, never bytes the ledger doesn't know.
-        scratch = publisher.tag_ref(image, f"envctl-rebuild-{tree.sha}")
-        rebuilt = _rebuild(settings, spec, tree, existing, scratch, builder, on_line, no_cache)
-        publisher.tag(image, rebuilt.digest, tree.sha)
-        return BuildResult(_unpruned(ledger, rebuilt), "built")
+        scratch = f"envctl-rebuild-{tree.sha}"
+        digest = _rebuild(
+            settings, spec, tree, existing, publisher.tag_ref(image, scratch), builder, on_line, no_cache
+        )
+        if digest != existing.digest:
+            _drop_scratch(ledger, publisher, image, digest, scratch)
+            raise Unavailable(
+                f"{image} {tree.sha[:12]}: the rebuild gave {digest}, not the recorded {existing.digest} "
+                "(the same bytes come back only from the build cache that made them), and a version's "
+                f"digest never changes; {tree.sha[:12]} can't be brought back: commit a change and build "
+                "that commit (the rebuild's bytes were deleted)"
+            )
+        publisher.tag(image, existing.digest, tree.sha)
+        return BuildResult(_unpruned(ledger, existing), "built")
 
     context = build_context(spec, tree)
     base_ref, base_digest = resolve_base(spec.base_for(builder.platform), settings.auth_hosts)
@@ -243,7 +277,7 @@ def build_version(
         "org.envctl.build-key": key,
         "org.envctl.version": __version__,
     }
-    origin = refresh_origin(str(tree.commit.message))
+    origin = refresh_origin(tree.commit)
     if origin is not None:
         labels[REFRESH_LABEL] = origin
     request = _request(spec, tree, context, tag, base_ref, labels, no_cache)
@@ -288,7 +322,7 @@ def _version(spec: Spec, tree: GitTree, same: Version, key: str, digest: str, re
         image_ref=ref,
         size=same.size,
         reused_from=same.reused_from or same.sha,
-        labels=same.labels,
+        labels=reused_labels(same.labels),
         sbom=same.sbom,
         created_at=now(),
     )
@@ -324,8 +358,8 @@ def _rebuild(
     builder: Builder,
     on_line: Callable[[str], None] | None,
     no_cache: bool,
-) -> Version:
-    """Build a recorded version again, from the same base digest with the same labels.
+) -> str:
+    """Build a recorded version again, from the same base digest with the same labels; its digest.
 
     The ledger keeps the recorded digest, so the rebuild must give it back (the engine's
     cache makes it the same bytes); when it does not, the version cannot be repaired here.
@@ -337,10 +371,14 @@ def _rebuild(
     else:
         base_ref, _ = resolve_base(base_name, settings.auth_hosts)
     request = _request(spec, tree, build_context(spec, tree), tag, base_ref, dict(existing.labels), no_cache)
-    built = builder.build(request, on_line=on_line)
-    if built.digest != existing.digest:
-        raise Unavailable(
-            f"{spec.image} {tree.sha[:12]}: the rebuild gave {built.digest}, not the recorded "
-            f"{existing.digest}, which the registry no longer serves; commit a change to build a new version"
-        )
-    return existing
+    return builder.build(request, on_line=on_line).digest
+
+
+def _drop_scratch(ledger: Ledger, publisher: Publisher, image: str, digest: str, scratch: str) -> None:
+    """Delete a failed rebuild's scratch tag and bytes, unless a version of the ledger is that digest."""
+    if any(v.digest == digest for v in ledger.list_versions(image)):
+        return
+    try:
+        publisher.delete(image, digest, [scratch])
+    except EnvctlError as e:
+        output.warn(f"could not delete {publisher.tag_ref(image, scratch)}: {e}")

@@ -25,22 +25,21 @@ def command(ctx: click.Context, rev: str | None, repo: Path | None, as_json: boo
     MOVED names the stages built on another digest of the same base reference;
     `envctl pipeline run --branch staging --refresh-base` rebuilds those images.
     With `build.base.track` in a spec, NEWER lists the base's newer release tags.
-    Exits 3 when a base's registry does not answer.
+    Exits 3 when a base's registry does not answer, 2 when a base reference can't be watched.
     """
-    from pipeline.backends import base_reader_for, builder_for
+    from pipeline.backends import base_reader_for, platform_for
     from pipeline.build.bases import WATCHED, watch
-    from pipeline.cli.pipeline import _default_rev
-    from pipeline.errors import Unavailable
+    from pipeline.errors import Unavailable, UsageError
     from pipeline.ledger.db import Ledger
-    from pipeline.pipelines.flows import images_at
-    from pipeline.source import open_repo, resolve
+    from pipeline.source import default_rev, open_repo, resolve
+    from pipeline.spec.model import images_at
 
     settings = settings_of(ctx, repo=repo)
     git_repo = open_repo(settings.repo)
-    tree = resolve(git_repo, rev or _default_rev(git_repo))
+    tree = resolve(git_repo, rev or default_rev(git_repo))
     ledger = Ledger.for_settings(settings)
     read = base_reader_for(settings)
-    rows = watch(ledger, tree, builder_for(settings).platform, images_at(tree), read)
+    rows = watch(ledger, tree, platform_for(settings), images_at(tree), read)
     if as_json:
         emit_json([row.to_json() for row in rows])
     else:
@@ -62,5 +61,7 @@ def command(ctx: click.Context, rev: str | None, repo: Path | None, as_json: boo
     for row in rows:
         if row.error:
             output.warn(f"{row.image}: {row.error}")
+    if any(row.bad_input for row in rows):
+        raise UsageError("a base image reference is not one envctl can watch (see the warnings above)")
     if any(row.error and row.current is None for row in rows):
         raise Unavailable("a base image could not be read from its registry (see the warnings above)")

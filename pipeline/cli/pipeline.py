@@ -19,7 +19,7 @@ from pipeline.pipelines import records as runs
 from pipeline.pipelines.flows import Outcome, check_branch, run_pipeline
 from pipeline.promote.policy import describe_ran_on
 from pipeline.settings import Settings
-from pipeline.source import open_repo, resolve
+from pipeline.source import default_rev, open_repo, resolve
 
 
 class _Tee(io.TextIOBase):
@@ -219,21 +219,21 @@ def run_command(
 
 def _refresh(settings: Settings, rev: str | None, trigger: str) -> list[tuple[runs.PipelineRun, Outcome]]:
     """One staging run per staging commit whose images' bases moved; none when no base moved."""
-    from pipeline.backends import base_reader_for, builder_for
+    from pipeline.backends import base_reader_for, platform_for
     from pipeline.pipelines import refresh
-    from pipeline.pipelines.flows import images_at
+    from pipeline.spec.model import images_at
 
     repo = open_repo(settings.repo)
-    head = resolve(repo, rev or _default_rev(repo))
+    head = resolve(repo, rev or default_rev(repo))
     ledger = Ledger.for_settings(settings)
     read = base_reader_for(settings)
-    plans, rows = refresh.plan(ledger, repo, images_at(head), builder_for(settings).platform, read)
+    plans, rows = refresh.plan(ledger, repo, images_at(head), platform_for(settings), read)
     for row in rows:
         if row.error:
             output.warn(f"{row.image}: {row.error}")
+    unreadable = [row.image for row in rows if row.error and row.current is None]
     if not plans:
         output.info("no base moved; nothing to rebuild")
-        return []
     done = []
     for plan in plans:
         sha = refresh.commit(repo, plan)
@@ -249,16 +249,14 @@ def _refresh(settings: Settings, rev: str | None, trigger: str) -> list[tuple[ru
                 reason=plan.reason,
             )
         )
+    if unreadable:
+        for record, _ in done:
+            print_run(record)
+        raise (UsageError if any(row.bad_input for row in rows if row.image in unreadable) else Unavailable)(
+            f"the base of {', '.join(unreadable)} could not be read (see the warnings above); "
+            "its refresh did not run"
+        )
     return done
-
-
-def _default_rev(repo: Any) -> str:
-    """The staging branch when the repository has one, else HEAD (a Cloud Build checkout)."""
-    try:
-        resolve(repo, "staging")
-    except UsageError:
-        return "HEAD"
-    return "staging"
 
 
 @group.command("list")

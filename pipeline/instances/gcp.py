@@ -145,12 +145,16 @@ class GcpInstances:
     poll_seconds: float = 5.0
 
     @classmethod
-    def for_settings(cls, settings: Settings, *, project: str | None, zone: str | None) -> GcpInstances:
+    def for_settings(
+        cls, settings: Settings, *, project: str | None, zone: str | None, command: str = "envctl instances"
+    ) -> GcpInstances:
+        """`zone` "-" reads every zone of the project (listing only: `envctl prune`)."""
         project = project or settings.gcp_project
         if not project or not zone:
+            needs = f"`{command} --project P`" if zone else f"`{command} --project P --zone Z`"
             raise UsageError(
-                "the gcp backend needs `envctl instances --project P --zone Z` "
-                "(or GOOGLE_CLOUD_PROJECT and CLOUDSDK_COMPUTE_ZONE)"
+                f"the gcp backend needs {needs} "
+                f"(or GOOGLE_CLOUD_PROJECT{'' if zone else ' and CLOUDSDK_COMPUTE_ZONE'})"
             )
         notebooks()
         from pipeline.backends import publisher_for

@@ -191,6 +191,15 @@ INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for a denied grant or 
 REFRESH_LABEL = "org.envctl.refresh-of"
 
 
+def reused_labels(labels: dict[str, str]) -> dict[str, str]:
+    """The labels a later version reusing these bytes records: all but the refresh mark.
+
+    The refresh label names the commit one refresh build rebuilt; a later commit that
+    reuses the same bytes is a version of its own commit, not of that one.
+    """
+    return {k: v for k, v in labels.items() if k != REFRESH_LABEL}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Version:
     image: str

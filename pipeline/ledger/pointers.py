@@ -112,6 +112,24 @@ def lock_image(conn: Connection, image: str) -> None:
     # SQLite: the transaction already holds the database write lock (BEGIN IMMEDIATE).
 
 
+def refuse_pruned(conn: Connection, image: str, digests: list[str]) -> None:
+    """`Refused` when `envctl prune` marked one of `digests` pruned (read under the image's lock).
+
+    Retention marks a digest pruned under the same lock before it deletes it, so a move
+    either lands first (and retention then sees the pointer) or sees the mark here.
+    """
+    row = conn.execute(
+        sa.select(versions.c.sha, versions.c.digest, versions.c.pruned_at).where(
+            versions.c.image == image, versions.c.digest.in_(digests), versions.c.pruned_at.is_not(None)
+        )
+    ).first()
+    if row is not None:
+        raise Refused(
+            f"{image} {row.sha[:12]} ({row.digest[:19]}) was pruned from the registry meanwhile; "
+            f"rebuild it with `envctl build {image} --rev {row.sha}` and try again; nothing was changed"
+        )
+
+
 def _swap(conn: Connection, expected: Pointer, values: dict[str, Any]) -> None:
     """Write the pointer only if its generation is still the one read; else `Conflict`."""
     values = {**values, "generation": expected.generation + 1, "updated_at": now()}
@@ -191,6 +209,7 @@ def compare_and_swap(
         try:
             with ledger.transaction() as conn:
                 lock_image(conn, image)
+                refuse_pruned(conn, image, [c.digest for c in changes])
                 for change in changes:
                     move(conn, change.expected, change.sha, change.digest, change.action, change.who)
             return changes

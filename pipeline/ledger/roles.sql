@@ -45,11 +45,13 @@ GRANT USAGE ON SEQUENCE versions_id_seq, test_runs_id_seq, events_id_seq, pipeli
 GRANT UPDATE (sha, digest, generation, pinned, pin_reason, pinned_by, updated_at) ON environments
   TO envctl_staging, envctl_production;
 GRANT UPDATE (state, verdicts, finished_at) ON pipeline_runs TO envctl_staging, envctl_production;
--- Whether a version's bytes are in the registry: `envctl prune` marks it, a rebuild
--- (`envctl build IMAGE --rev SHA`, a staging run) clears it. Nothing else of a version changes.
+-- Whether a version's bytes are in the registry: `envctl prune` marks it (production
+-- role only: it deletes from the registry), a rebuild (`envctl build IMAGE --rev SHA`, a
+-- staging run) clears it (either writer; the policies below). Nothing else of a version changes.
 GRANT UPDATE (pruned_at) ON versions TO envctl_staging, envctl_production;
 
 -- Which rows each writer may write.
+ALTER TABLE versions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE environments ENABLE ROW LEVEL SECURITY;
 ALTER TABLE events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE pipeline_runs ENABLE ROW LEVEL SECURITY;
@@ -66,6 +68,19 @@ CREATE POLICY envctl_staging_insert ON environments FOR INSERT TO envctl_staging
 -- that envctl would take for a lost compare-and-swap.
 CREATE POLICY envctl_staging_update ON environments FOR UPDATE TO envctl_staging
   USING (true) WITH CHECK (stage = 'staging');
+
+DROP POLICY IF EXISTS envctl_read ON versions;
+DROP POLICY IF EXISTS envctl_write_insert ON versions;
+DROP POLICY IF EXISTS envctl_production_update ON versions;
+DROP POLICY IF EXISTS envctl_staging_update ON versions;
+CREATE POLICY envctl_read ON versions FOR SELECT USING (true);
+CREATE POLICY envctl_write_insert ON versions FOR INSERT TO envctl_staging, envctl_production
+  WITH CHECK (true);
+CREATE POLICY envctl_production_update ON versions FOR UPDATE TO envctl_production
+  USING (true) WITH CHECK (true);
+-- The staging role only clears the mark (a rebuild put the bytes back); it never marks one pruned.
+CREATE POLICY envctl_staging_update ON versions FOR UPDATE TO envctl_staging
+  USING (true) WITH CHECK (pruned_at IS NULL);
 
 DROP POLICY IF EXISTS envctl_read ON events;
 DROP POLICY IF EXISTS envctl_production_insert ON events;

@@ -211,6 +211,14 @@ def _refresh_build(config: SetupConfig) -> Any:
     secret = f"projects/{config.where.project}/secrets/{config.ledger_secret}/versions/latest"
     return cb.Build(
         steps=[
+            # The refresh plans from staging's commits and compares them: it needs the history.
+            # A full clone has nothing to unshallow, hence allow_failure. No secret here.
+            cb.BuildStep(
+                id="history",
+                name="gcr.io/cloud-builders/git",
+                args=["fetch", "--unshallow", "--quiet"],
+                allow_failure=True,
+            ),
             cb.BuildStep(
                 id="base-refresh",
                 name="${_ENVCTL_IMAGE}",
@@ -227,7 +235,7 @@ def _refresh_build(config: SetupConfig) -> Any:
                     "DOCKER_HOST=unix:///var/run/docker.sock",
                 ],
                 secret_env=["ENVCTL_LEDGER_PASSWORD"],
-            )
+            ),
         ],
         available_secrets=cb.Secrets(
             secret_manager=[cb.SecretManagerSecret(version_name=secret, env="ENVCTL_LEDGER_PASSWORD")]

@@ -19,7 +19,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -28,7 +27,7 @@ from pipeline import notify, output
 from pipeline.backends import Publisher, publisher_for, test_runner_for
 from pipeline.build.stage import build_version, inputs_key
 from pipeline.errors import BuildFailed, EnvctlError, Refused, Unavailable, UsageError
-from pipeline.ledger.db import Ledger, Version, now, test_runs_for
+from pipeline.ledger.db import Ledger, Version, now, reused_labels, test_runs_for
 from pipeline.ledger.pointers import EnvId, current
 from pipeline.promote.moves import promote
 from pipeline.promote.policy import evidence, evidence_for
@@ -37,6 +36,7 @@ from pipeline.settings import Settings
 from pipeline.source import GitTree
 from pipeline.spec import model as spec_module
 from pipeline.spec.keys import tests_key
+from pipeline.spec.model import images_at
 from pipeline.testing import Result, TestReport
 
 log = logging.getLogger(__name__)
@@ -144,10 +144,6 @@ def _advisory_lock(ledger: Ledger, image: str) -> Iterator[None]:
             conn.commit()
 
 
-def images_at(tree: GitTree) -> list[str]:
-    return sorted(PurePosixPath(f).stem for f in spec_module.spec_files(tree))
-
-
 def _tested_same_inputs(ledger: Ledger, image: str, tree: GitTree, here: str, tests: str) -> Version | None:
     """The newest version with the inputs of `tree` whose evidence passes for `tree`'s commit."""
     for version in reversed(ledger.list_versions(image)):
@@ -174,6 +170,8 @@ def _retag(
         digest=digest,
         image_ref=publisher.image_ref(tested.image, digest),
         reused_from=tested.reused_from or tested.sha,
+        labels=reused_labels(tested.labels),
+        pruned_at=None,
         created_at=now(),
     )
     return ledger.record_version(version)
@@ -354,8 +352,9 @@ def production_image(
     here = inputs_key(spec, tree)
     candidates = [v for v in ledger.list_versions(image) if v.inputs_key == here]
     tested = [v for v in reversed(candidates) if evidence_for(ledger, v).passed]
-    # P's own version first (or a rebuild of it on a moved base, newest first), then the newest.
-    tested.sort(key=lambda v: v.origin != tree.sha)
+    # Versions the registry still serves first; among them P's own (or a rebuild of it on a
+    # moved base, newest first), then the newest.
+    tested.sort(key=lambda v: (v.pruned_at is not None, v.origin != tree.sha))
     if not tested:
         why = "was built but never passed its tests" if candidates else "was never tested"
         return ImageVerdict(

@@ -1,8 +1,10 @@
 """The base refresh: rebuild, test and promote to staging every image whose base moved.
 
 A version is one build of one commit, so a rebuild of staging's commit S on the moved
-base needs a commit of its own: envctl writes S' with S's tree and S as its parent, and
-the trailer `Envctl-Refresh-Of: S` (the version carries it as a label). No branch moves:
+base needs a commit of its own: envctl writes S' with S's tree and S as its only parent,
+and the trailer `Envctl-Refresh-Of: S` (the version carries it as a label; the build
+honours the trailer only on such a commit). When staging holds a refresh S', the next
+refresh plans from S again (S' may exist only in the clone that built it). No branch moves:
 S' is kept under `refs/envctl/refresh/<S'>` so that it survives `git gc` and
 `envctl build IMAGE --rev S'` can build it again. Staging treats S' as S (a push on
 top of S moves forward), and production takes S' for a merge of S, being newer.
@@ -15,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import output
 from pipeline.build.bases import BaseReader, BaseWatch, watch_image
 from pipeline.build.stage import REFRESH_TRAILER
 from pipeline.errors import UsageError
@@ -63,10 +66,16 @@ def plan(
         if pointer is None or pointer.sha is None:
             continue
         version = ledger.get_version(image, pointer.sha)
+        # A refresh's own commit S' may live only in the clone that built it (Cloud Build):
+        # plan from the commit it rebuilt, which is on the staging branch.
+        origin = version.origin if version is not None else pointer.sha
         try:
-            tree = resolve(repo, pointer.sha)
+            tree = resolve(repo, origin)
         except UsageError:
-            log.warning("%s: staging's commit %s is not in this repository", image, pointer.sha[:12])
+            output.warn(
+                f"{image}: staging's commit {origin[:12]} is not in this repository; "
+                "its base is not watched (fetch it, or push staging again)"
+            )
             continue
         row = watch_image(ledger, load(tree, image), platform, read)
         rows.append(row)
@@ -79,18 +88,11 @@ def plan(
 def commit(repo: Any, refresh: Refresh) -> str:
     """Write S' (S's tree, parent S, the trailer) and keep it under refs/envctl/refresh/."""
     origin = refresh.origin
-    root = _origin_of(origin)
     lines = defaultdict(list)
     for image, why in sorted(refresh.reasons.items()):
         lines[why].append(image)
     body = "\n".join(f"{', '.join(images)}: {why}" for why, images in lines.items())
-    message = f"envctl: rebuild on moved bases\n\n{body}\n\n{REFRESH_TRAILER}: {root}\n"
+    message = f"envctl: rebuild on moved bases\n\n{body}\n\n{REFRESH_TRAILER}: {origin.sha}\n"
     sha: str = repo.git.commit_tree(origin.tree_sha, "-p", origin.sha, "-m", message, env=AUTHOR)
     repo.git.update_ref(f"{REFRESH_REFS}{sha}", sha)
     return sha
-
-
-def _origin_of(tree: GitTree) -> str:
-    from pipeline.build.stage import refresh_origin
-
-    return refresh_origin(str(tree.commit.message)) or tree.sha

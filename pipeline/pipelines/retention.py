@@ -2,12 +2,15 @@
 
 A version's digest is referenced by a pointer (staging, production, fallback; a pin
 holds its pointer's), by an instance created from it, or by being one of the last
-`keep` targets of an environment's history. Everything else older than `older_than`
-is pruned: its tags and manifest are deleted through the publisher (which refuses a
-digest that any other tag names) and the ledger marks every version of that digest
-pruned. `envctl build IMAGE --rev SHA` rebuilds a pruned version and clears the mark;
-rollback and promote to it refuse (exit 1) naming that command. Each image is pruned
-under its pipeline lock, so no pipeline of this host moves a pointer meanwhile.
+`keep` targets of an environment's history. A digest none of whose versions was tested
+yet stays for `UNTESTED_GRACE` (it may be awaiting its test or promotion). Everything
+else older than `older_than` (default one day) is pruned. Per digest, under the
+image's ledger lock (the one every pointer move takes, `pointers.lock_image`), no
+pointer may hold it and the ledger marks every version of it pruned; only then are its
+tags and manifest deleted through the publisher (which refuses a digest that any other
+tag names; the mark is then cleared). A promote or rollback re-reads the mark under the
+same lock and refuses. `envctl build IMAGE --rev SHA` rebuilds a pruned version and
+clears the mark. Each image is also pruned under its pipeline lock.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from pipeline import output
 from pipeline.backends import Publisher
 from pipeline.errors import Refused
 from pipeline.ledger import pointers as envs
-from pipeline.ledger.db import Ledger, Version, now
+from pipeline.ledger.db import Ledger, Version, now, test_runs_for
 from pipeline.pipelines.flows import image_lock
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+DEFAULT_OLDER_THAN = timedelta(days=1)
+UNTESTED_GRACE = timedelta(days=7)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,13 +99,16 @@ def plan_image(
     for version in ledger.list_versions(image):
         if version.pruned_at is None:
             by_digest.setdefault(version.digest, []).append(version)
-    cutoff = now() - older_than if older_than is not None else None
+    at = now()
     for digest, versions in by_digest.items():
         if digest in plan.kept:
             continue
         newest = max(v.created_at for v in versions)
-        if cutoff is not None and newest > cutoff:
-            plan.kept.setdefault(digest, []).append(f"newer than {older_than.days if older_than else 0} days")
+        if older_than is not None and newest > at - older_than:
+            plan.kept.setdefault(digest, []).append(f"newer than {_days(older_than)}")
+            continue
+        if newest > at - UNTESTED_GRACE and not test_runs_for(ledger, image, digest):
+            plan.kept.setdefault(digest, []).append(f"not tested yet (kept {_days(UNTESTED_GRACE)})")
             continue
         plan.prune.append(
             Candidate(image=image, digest=digest, shas=[v.sha for v in versions], created_at=newest)
@@ -129,17 +138,53 @@ def prune(
     return plans
 
 
+def _days(span: timedelta) -> str:
+    return f"{span.days} day{'s' if span.days != 1 else ''}" if span.days else str(span)
+
+
+def claim(ledger: Ledger, candidate: Candidate) -> str | None:
+    """Mark the candidate pruned under the image's ledger lock; why not, when a pointer now holds it."""
+    import sqlalchemy as sa
+
+    from pipeline.ledger.db import environments, versions
+
+    with ledger.transaction() as conn:
+        envs.lock_image(conn, candidate.image)
+        held: Iterable[str] = conn.execute(
+            sa.select(environments.c.stage).where(
+                environments.c.image == candidate.image, environments.c.digest == candidate.digest
+            )
+        ).scalars()
+        stages = sorted(set(held))
+        if stages:
+            return f"{candidate.image}.{stages[0]} points at {candidate.digest[:19]} now; kept"
+        conn.execute(
+            versions.update()
+            .where(versions.c.image == candidate.image, versions.c.digest == candidate.digest)
+            .values(pruned_at=now())
+        )
+    return None
+
+
 def _delete(ledger: Ledger, publisher: Publisher, plan: ImagePlan) -> None:
     if plan.prune:
         publisher.require()
     for candidate in plan.prune:
+        why = claim(ledger, candidate)
+        if why is not None:
+            plan.skipped[candidate.digest] = why
+            output.warn(why)
+            continue
         try:
             gone = not publisher.delete(candidate.image, candidate.digest, candidate.tags())
         except Refused as e:
+            ledger.set_pruned(candidate.image, candidate.digest, None)
             plan.skipped[candidate.digest] = str(e)
             output.warn(str(e))
             continue
-        ledger.set_pruned(candidate.image, candidate.digest, now())
+        except BaseException:
+            ledger.set_pruned(candidate.image, candidate.digest, None)
+            raise
         plan.pruned.append(candidate.digest)
         note = " (already gone from the registry)" if gone else ""
         output.info(

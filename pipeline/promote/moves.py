@@ -176,10 +176,17 @@ def descends(settings: Settings, old: str, new: str) -> bool:
 def not_pruned(version: Version) -> None:
     """`Refused` (exit 1) for a version `envctl prune` took out of the registry, naming the rebuild."""
     if version.pruned_at is not None:
+        refresh = ""
+        if version.origin != version.sha:
+            refresh = (
+                f" (a base refresh of {version.origin[:12]}: where this clone lacks its commit, as after "
+                f"Cloud Build, run `envctl pipeline run --branch staging --refresh-base` while staging "
+                f"holds {version.origin[:12]}, or build a new commit)"
+            )
         raise Refused(
             f"{version.image} {version.sha[:12]} ({version.digest[:19]}) was pruned from the registry "
             f"on {version.pruned_at:%Y-%m-%d}; rebuild it with "
-            f"`envctl build {version.image} --rev {version.sha}` and try again; nothing was changed"
+            f"`envctl build {version.image} --rev {version.sha}`{refresh} and try again; nothing was changed"
         )
 
 

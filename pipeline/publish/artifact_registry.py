@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline import gcp
-from pipeline.errors import Refused, Unavailable, UsageError
+from pipeline.errors import EnvctlError, Refused, Unavailable, UsageError
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 #: What moving a tag needs; a role that lacks them fails before the ledger moves.
 #: `envctl prune` also needs artifactregistry.tags.delete and .versions.delete (repoAdmin).
 TAG_PERMISSIONS = ("artifactregistry.tags.create", "artifactregistry.tags.update")
+DELETE_PERMISSIONS = ("artifactregistry.tags.delete", "artifactregistry.versions.delete")
 API = "artifactregistry"
 
 
@@ -205,18 +206,51 @@ class ArtifactRegistryPublisher:
             others = [n for n in names if n not in tags]
             if others:
                 raise Refused(f"{what} is named by the tag(s) {', '.join(others)}; kept")
-            for tag in names:
-                with contextlib.suppress(gapi.NotFound):
-                    client.delete_tag(name=self.tag_name(image, tag), **self.google.call())
+            self._require_deletes(client)
+            removed: list[str] = []
             try:
-                operation = client.delete_version(name=version, **self.google.call())
-            except gapi.NotFound:
-                return False
-            except gapi.FailedPrecondition as e:
-                raise Refused(f"{what} gained a tag while envctl pruned it; kept ({e.message})") from e
-            operation.result(timeout=self.google.call().get("timeout") or 300)  # type: ignore[no-untyped-call]
+                for tag in names:
+                    with contextlib.suppress(gapi.NotFound):
+                        client.delete_tag(name=self.tag_name(image, tag), **self.google.call())
+                        removed.append(tag)
+                try:
+                    operation = client.delete_version(name=version, **self.google.call())
+                except gapi.NotFound:
+                    return False
+                except gapi.FailedPrecondition as e:
+                    raise Refused(f"{what} gained a tag while envctl pruned it; kept ({e.message})") from e
+                operation.result(timeout=self.google.call().get("timeout") or 300)  # type: ignore[no-untyped-call]
+            except BaseException:
+                self._retag(image, digest, removed)
+                raise
         log.info("deleted %s", what)
         return True
+
+    def _require_deletes(self, client: Any) -> None:
+        """Unavailable (exit 3, nothing deleted) unless this account may delete tags and versions."""
+        from google.iam.v1 import iam_policy_pb2
+
+        answer = client.test_iam_permissions(
+            iam_policy_pb2.TestIamPermissionsRequest(
+                resource=self.where.repository_name, permissions=list(DELETE_PERMISSIONS)
+            ),
+            **self.google.call(),
+        )
+        lacking = sorted(set(DELETE_PERMISSIONS) - set(answer.permissions))
+        if lacking:
+            raise Unavailable(
+                f"permission denied on {self._what()}: the account envctl runs as lacks "
+                f"{', '.join(lacking)}; nothing was deleted. Grant it roles/artifactregistry.repoAdmin "
+                "on the repository to prune"
+            )
+
+    def _retag(self, image: str, digest: str, tags: list[str]) -> None:
+        """Put back the tags a failed delete removed, so the version is not left untagged."""
+        for tag in tags:
+            try:
+                self.tag(image, digest, tag)
+            except EnvctlError as e:
+                log.warning("could not put back %s on %s: %s", tag, digest[:19], e)
 
     def _digest(self, version: str, what: str) -> str:
         _, sep, digest = version.rpartition("/versions/")

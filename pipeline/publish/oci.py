@@ -371,9 +371,26 @@ class Registry:
                 return found
             self._check(response, f"list the tags of {repo}")
             found.extend(response.json().get("tags") or [])
-            following = response.links.get("next", {}).get("url", "")
-            path = following.removeprefix("/v2") if following.startswith("/v2/") else None
+            path = self._next_page(response.links.get("next", {}).get("url", ""), repo)
         return found
+
+    def _next_page(self, link: str, repo: str) -> str | None:
+        """The path of a `Link: <…>; rel="next"` page: relative, or absolute on this registry.
+
+        A link envctl can't follow is an error, never the end of the list: a tag on a page
+        not read could name a digest that retention would then delete.
+        """
+        if not link:
+            return None
+        if link.startswith("/v2/"):
+            return link.removeprefix("/v2")
+        parts, base = urlsplit(link), urlsplit(self.base)
+        if (parts.scheme, parts.netloc) == (base.scheme, base.netloc) and parts.path.startswith("/v2/"):
+            return parts.path.removeprefix("/v2") + (f"?{parts.query}" if parts.query else "")
+        raise Unavailable(
+            f"registry {self.host} lists the tags of {repo} on pages envctl can't follow "
+            f"(next page at {parts.scheme}://{parts.netloc}{parts.path}); nothing was changed"
+        )
 
     def delete_manifest(self, repo: str, digest: str) -> bool:
         """Delete the manifest `digest` (and the tags naming it); False when it was not there."""

@@ -478,6 +478,11 @@ def spec_files(tree: Tree) -> list[str]:
     return [f for f in tree.files(SPEC_DIR) if f.endswith((".yaml", ".yml"))]
 
 
+def images_at(tree: Tree) -> list[str]:
+    """The images the tree's specs define, by name."""
+    return sorted(PurePosixPath(f).stem for f in spec_files(tree))
+
+
 def validate(tree: Tree, files: list[str] | None = None) -> tuple[list[Spec], list[Problem]]:
     """Every spec of the tree (or the given files), with every problem found."""
     specs: list[Spec] = []

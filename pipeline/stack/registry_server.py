@@ -222,5 +222,14 @@ def collect_garbage(settings: Settings, *, dry_run: bool = False) -> int:
             result = run(command, timeout=3600)
             log.info("%s", result.stdout.decode(errors="replace")[-2000:])
         finally:
-            _start_backend(settings)
+            try:
+                _start_backend(settings)
+            except Unavailable as e:
+                raise RegistryDown(
+                    f"the registry did not start again after garbage collection ({e}); run `envctl stack up`"
+                ) from e
     return before - _size(storage)
+
+
+class RegistryDown(Unavailable):
+    """The stack's registry stayed down after garbage collection: exit 3, unlike a skipped collection."""

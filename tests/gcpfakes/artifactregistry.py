@@ -38,6 +38,9 @@ WRITER = frozenset(
     }
 )
 
+#: roles/artifactregistry.repoAdmin, as far as envctl uses it: a writer that also deletes versions.
+REPO_ADMIN = WRITER | {"artifactregistry.versions.delete"}
+
 
 def _full(request: FakeRequest) -> bool:
     """`view=FULL`; the REST transport sends enums as numbers (FULL is 2)."""
@@ -62,6 +65,7 @@ class FakeArtifactRegistry(FakeRestServer):
         self.repositories: set[str] = set(repositories)
         self.packages: dict[tuple[str, str], Package] = {}
         self.granted: frozenset[str] = WRITER
+        self.fail_next: dict[str, str] = {}  # route ("delete_version") -> the status its next call answers
         self.sizes: dict[str, int] = {}  # digest -> image size in bytes
         route = self.route
         route("GET", REPO)(self._get_repository)
@@ -212,6 +216,9 @@ class FakeArtifactRegistry(FakeRestServer):
         return pages(items, request, "versions")
 
     def _delete_version(self, request: FakeRequest) -> str:
+        self._check_permission("artifactregistry.versions.delete", request.groups["repo"])
+        if failure := self.fail_next.pop("delete_version", None):
+            raise GoogleError(failure, "fake: scripted failure of delete_version")
         package = self._package(request)
         digest = request.groups["version"]
         with self.lock:

@@ -41,6 +41,13 @@ UPDATABLE = {
 DEFAULT_DISK_GB = 100
 
 
+def _in_parent(name: str, parent: str) -> bool:
+    """`projects/P/locations/-` (every location, as Google's list calls read it) or one location."""
+    if parent.endswith("/locations/-"):
+        return re.fullmatch(re.escape(parent[:-1]) + r"[^/]+/instances/[^/]+", name) is not None
+    return name.startswith(parent + "/instances/")
+
+
 def _snake(path: str) -> str:
     return re.sub(r"([A-Z])", lambda m: "_" + m[1].lower(), path)
 
@@ -222,7 +229,7 @@ class FakeNotebooks(FakeRestServer):
             items = [
                 json.loads(proto_json(i))
                 for name, i in sorted(self.instances.items())
-                if name.startswith(parent + "/instances/") and (match is None or match[1] in i.labels)
+                if _in_parent(name, parent) and (match is None or match[1] in i.labels)
             ]
         return {"instances": items}
 

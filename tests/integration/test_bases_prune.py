@@ -193,19 +193,33 @@ def test_bases_refresh_and_prune(stack: Stack, tmp_path: Path) -> None:
         nothing = run_json(cli("pipeline", "run", "--branch", "staging", "--refresh-base", "--json"))
         assert nothing == []
 
+        # A later push on top of S reuses the refresh's bytes (a retag) as a version of its own
+        # commit: it carries no refresh label, so staging compares from it, not from S.
+        mini.write("NOTES.md", "not part of any image\n")
+        later = mini.commit("notes")
+        pushed = run_json(cli("pipeline", "run", "--branch", "staging", "--rev", later, "--json"))
+        assert pushed["verdicts"][a]["state"] == "promoted" and pushed["verdicts"][a]["built"] == "reused"
+        later_a = ledger.get_version(a, later)
+        assert later_a is not None and later_a.digest == new_a.digest
+        assert later_a.origin == later and "org.envctl.refresh-of" not in later_a.labels
+
         # Production takes the rebuilt version for a merge of the commit it rebuilt.
         produced = run_json(cli("pipeline", "run", "--branch", "production", "--rev", first, "--json"))
         assert produced["verdicts"][a]["sha"] == refresh_sha
 
-        # Retention: A's first version is referenced by nothing but its history.
-        dry = run_json(cli("prune", "--keep", "1", "--dry-run", "--json"))
+        # Retention: A's first version is referenced by nothing but its history; it is
+        # younger than the default minimum age (1 day), so only --older-than 0 takes it.
+        young = run_json(cli("prune", "--keep", "1", "--dry-run", "--json"))
+        assert all(p["candidates"] == [] for p in young["images"])
+        assert "newer than 1 day" in {p["image"]: p for p in young["images"]}[a]["kept"][old_a.digest]
+        dry = run_json(cli("prune", "--keep", "1", "--older-than", "0", "--dry-run", "--json"))
         planned = {p["image"]: p for p in dry["images"]}
         assert [c["digest"] for c in planned[a]["candidates"]] == [old_a.digest]
         assert planned[b]["candidates"] == [] and dry["bytes_freed"] is None
         assert registry.manifest(a, old_a.digest) is not None  # a dry run deletes nothing
 
         on_disk = stack.storage_bytes()
-        pruned = run_json(cli("prune", "--keep", "1", "--json"))
+        pruned = run_json(cli("prune", "--keep", "1", "--older-than", "0", "--json"))
         assert {p["image"]: p["pruned"] for p in pruned["images"]} == {a: [old_a.digest], b: []}
         freed = on_disk - stack.storage_bytes()
         assert pruned["bytes_freed"] > 0 and freed >= pruned["bytes_freed"]

@@ -149,6 +149,29 @@ def test_a_second_commit_with_the_same_inputs_sends_no_build(cloud: Cloud) -> No
     assert tags[second["sha"]] == first["digest"]
 
 
+def test_a_rebuild_of_a_pruned_version_giving_other_bytes_refuses_and_cleans_up(cloud: Cloud) -> None:
+    from pipeline.ledger.db import now
+    from tests.gcpfakes.artifactregistry import package_id
+
+    code, out, err = cloud.build()
+    assert code == 0, err
+    first = json.loads(out)
+    image = cloud.mini.image
+    package = cloud.registry.packages[(REPOSITORY_NAME, package_id(image))]
+    with cloud.registry.lock:  # `envctl prune` took it out of the registry
+        package.versions.pop(first["digest"])
+        package.tags.clear()
+    cloud.ledger().set_pruned(image, first["digest"], now())
+
+    code, out, err = cloud.build()  # Cloud Build has no cache of it: another digest comes back
+    assert code == 3, err
+    assert "can't be brought back: commit a change" in err and "Traceback" not in err
+    assert cloud.registry.tags_of(REPOSITORY_NAME, image) == {}  # no envctl-rebuild-<sha> left
+    assert package.versions == {}  # nor the rebuild's bytes
+    kept = cloud.ledger().get_version(image, first["sha"])
+    assert kept is not None and kept.digest == first["digest"] and kept.pruned_at is not None
+
+
 def test_a_failing_build_is_exit_1_with_its_step_and_last_log_lines_and_no_version(cloud: Cloud) -> None:
     cloud.cloudbuild.script(
         Outcome(

@@ -98,10 +98,13 @@ def test_setup_creates_three_triggers_then_a_second_run_changes_nothing(fakes: F
     refresh = fakes.cloudbuild.trigger_named("envctl-base-refresh")
     assert refresh is not None
     assert refresh.source_to_build.ref == "refs/heads/staging"
-    assert list(refresh.build.steps[0].args) == [
+    assert [s.id for s in refresh.build.steps] == ["history", "base-refresh"]
+    assert list(refresh.build.steps[0].args) == ["fetch", "--unshallow", "--quiet"]
+    assert refresh.build.steps[0].allow_failure
+    assert list(refresh.build.steps[1].args) == [
         "--repo", ".", "pipeline", "run", "--branch", "staging", "--refresh-base",
     ]  # fmt: skip
-    assert refresh.build.steps[0].name == "${_ENVCTL_IMAGE}"
+    assert refresh.build.steps[1].name == "${_ENVCTL_IMAGE}"
     creates = fakes.cloudbuild.sent("POST", r".*/triggers")
     assert len(creates) == 3
     assert all(r.query.get("parent") == [PARENT] or PARENT in r.path for r in creates)

@@ -118,8 +118,11 @@ def test_the_staging_role_moves_staging_but_never_production(roles: tuple[World,
             staging.sql(statement)
     assert snapshot(world) == before
 
-    # A version's pruned mark is the one column of it a writer changes (prune, a rebuild).
+    # A version's pruned mark is the one column of it a writer changes: staging only clears
+    # it (a rebuild); marking one pruned (`envctl prune`) takes the production role.
     staging.sql("UPDATE versions SET pruned_at = NULL")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        staging.sql("UPDATE versions SET pruned_at = now()")
 
     # Staging still moves, and pins its own environment; testers sign off with this role.
     assert staging.envctl("promote", f"{img}.staging", "--rev", world.sha["c3"]).returncode == 0
@@ -142,4 +145,7 @@ def test_the_production_role_promotes_and_rolls_back(roles: tuple[World, Role, R
     assert [(e["stage"], e["action"]) for e in events][-1] == ("production", "rollback")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         production.sql("DELETE FROM events")
+    # `envctl prune` (production role) marks versions pruned, and a rebuild clears the mark.
+    production.sql("UPDATE versions SET pruned_at = now()")
+    production.sql("UPDATE versions SET pruned_at = NULL")
     assert json.dumps(world.json("history", img)) == json.dumps(events)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import git
+
 from pipeline.build.bases import BaseWatch, BuiltOn, newer_releases
-from pipeline.build.stage import Context, build_key, refresh_origin
+from pipeline.build.stage import Context, build_key, refresh_origin, refresh_trailer
 from pipeline.source import WorkTree
 from pipeline.spec.model import Spec, load
 from tests.helpers import ROOT
@@ -49,8 +53,75 @@ def test_track_is_not_a_build_input() -> None:
     assert build_key(spec, context, "sha256:b", "local") != build_key(spec, context, "sha256:c", "local")
 
 
-def test_refresh_origin_reads_the_trailer() -> None:
-    origin = "a" * 40
-    assert refresh_origin(f"envctl: rebuild\n\nx: base moved\n\nEnvctl-Refresh-Of: {origin}\n") == origin
-    assert refresh_origin("a commit\n\nEnvctl-Refresh-Of: abc\n") is None
-    assert refresh_origin("a commit") is None
+def test_refresh_origin_honours_only_envctls_refresh_commit(tmp_path: Path) -> None:
+    from pipeline.pipelines.refresh import Refresh, commit
+    from pipeline.source import resolve
+
+    repo = git.Repo.init(tmp_path)
+    (tmp_path / "f").write_text("x")
+    repo.index.add(["f"])
+    origin = repo.index.commit("S").hexsha
+    refreshed = commit(repo, Refresh(origin=resolve(repo, origin), reasons={"team.task": "base moved"}))
+    assert refresh_origin(repo.commit(refreshed)) == origin
+    # A pushed commit that claims to be a refresh of S but changes the tree: ignored.
+    (tmp_path / "f").write_text("y")
+    repo.index.add(["f"])
+    forged = repo.index.commit(f"mine\n\nEnvctl-Refresh-Of: {origin}\n").hexsha
+    assert refresh_origin(repo.commit(forged)) is None
+    # Same tree as S but another parent (not S itself): ignored too.
+    other = repo.git.commit_tree(
+        repo.commit(origin).tree.hexsha, "-p", forged, "-m", f"x\n\nEnvctl-Refresh-Of: {origin}\n"
+    )
+    assert refresh_origin(repo.commit(other)) is None
+    assert refresh_trailer("a commit\n\nEnvctl-Refresh-Of: abc\n") is None
+    assert refresh_trailer(f"a\n\nEnvctl-Refresh-Of: {'G' * 40}\n") is None
+    assert refresh_trailer("a commit") is None
+
+
+def test_refresh_plans_from_the_commit_a_refresh_rebuilt_even_when_this_clone_lacks_it(
+    tmp_path: Path,
+) -> None:
+    """Staging holds S' (a refresh made in a Cloud Build clone, not here): plan from S."""
+    from pipeline.build.bases import BASE_DIGEST, BASE_NAME
+    from pipeline.ledger.db import REFRESH_LABEL, Ledger, Version, now
+    from pipeline.ledger.pointers import Change, Who, compare_and_swap
+    from pipeline.pipelines import refresh
+    from pipeline.source import open_repo, resolve
+    from tests import minirepo
+
+    mini = minirepo.make(tmp_path / "repo")
+    repo = open_repo(mini.path)
+    origin = resolve(repo, "staging")
+    base = load(origin, mini.image).base_for("local")
+    gone, digest = "e" * 40, "sha256:" + "d" * 64
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.record_version(
+        Version(
+            image=mini.image,
+            sha=gone,
+            tree=origin.tree_sha,
+            inputs_key="i",
+            build_key="b",
+            digest=digest,
+            image_ref=f"r/{mini.image}@{digest}",
+            size=None,
+            reused_from=None,
+            labels={REFRESH_LABEL: origin.sha, BASE_NAME: base, BASE_DIGEST: "sha256:" + "1" * 64},
+            sbom={},
+            created_at=now(),
+        )
+    )
+    who = Who(actor="tester")
+    compare_and_swap(
+        ledger,
+        mini.image,
+        lambda seen: [Change(expected=seen["staging"], sha=gone, digest=digest, action="promote", who=who)],
+    )
+    moved = "sha256:" + "2" * 64
+
+    plans, _rows = refresh.plan(ledger, repo, [mini.image], "local", lambda ref, tags: (moved, []))
+    (plan,) = plans
+    assert plan.origin.sha == origin.sha and list(plan.reasons) == [mini.image]
+    again = refresh.commit(repo, plan)
+    assert repo.commit(again).parents[0].hexsha == origin.sha
+    assert refresh_origin(repo.commit(again)) == origin.sha

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
 
 from pipeline.cli.main import COMMANDS, LazyGroup, cli
-from tests.helpers import ROOT, envctl
+from tests.helpers import ROOT, cli_env, envctl
 
 HEAVY = ("docker", "sqlalchemy", "git", "google", "requests", "yaml", "pydantic")
 
@@ -54,3 +55,25 @@ def test_unknown_command_is_bad_input() -> None:
     result = envctl("promot")
     assert result.returncode == 2
     assert "No such command 'promot'" in result.stderr
+
+
+def test_bases_runs_without_the_pipeline_command_or_docker(tmp_path: Path) -> None:
+    """`envctl bases` reads specs, the ledger and the registry: no pipeline module, no Docker SDK."""
+    from tests import minirepo
+
+    mini = minirepo.make(tmp_path / "repo")
+    code = (
+        "import sys, json\n"
+        "from pipeline.cli.main import main\n"
+        "try:\n"
+        f"    main(['bases', '--json', '--repo', {str(mini.path)!r}])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m in {'docker', 'pipeline.cli.pipeline'})),"
+        " file=sys.stderr)\n"
+    )
+    env = {**cli_env({"ENVCTL_STATE_DIR": str(tmp_path / "state")})}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert json.loads(result.stderr.strip().splitlines()[-1]) == [], result.stderr

@@ -96,3 +96,19 @@ def test_bases_reads_the_dlc_base_and_its_newer_releases_from_artifact_registry(
         assert gone.returncode == 3, gone.stderr
         assert f"{BASE}:m125 is not in its registry" in gone.stderr
         assert "Traceback" not in gone.stderr
+        # The base refresh can't read it either: exit 3 after the readable ones, one line each.
+        refresh = envctl(
+            "pipeline", "run", "--branch", "staging", "--refresh-base", cwd=mini.path, env=env, timeout=120
+        )
+        assert refresh.returncode == 3, refresh.stderr
+        assert f"{BASE}:m125 is not in its registry" in refresh.stderr
+        assert f"the base of {mini.image} could not be read" in refresh.stderr
+        assert "Traceback" not in refresh.stderr
+
+        # A base pinned by digest is the spec's mistake, not the registry's: exit 2.
+        mini.write("environments/__IMAGE__.yaml", spec.replace(f"{BASE}:m125", f"{BASE}@{NEW}"))
+        mini.commit("pin the base by digest")
+        pinned = envctl("bases", "--rev", "HEAD", cwd=mini.path, env=env, timeout=120)
+        assert pinned.returncode == 2, pinned.stderr
+        assert "is pinned by digest; name a tag to watch it" in pinned.stderr
+        assert "Traceback" not in pinned.stderr

@@ -9,6 +9,7 @@ but a user's tag `keep-me` names it (kept, its tags untouched).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,8 @@ from pipeline.ledger.db import Ledger, Version, now
 from pipeline.ledger.pointers import Change, Who
 from pipeline.pipelines.retention import prune
 from pipeline.publish.artifact_registry import ArtifactRegistryPublisher
-from pipeline.settings import load
-from tests.gcpfakes.artifactregistry import FakeArtifactRegistry
+from pipeline.settings import Settings, load
+from tests.gcpfakes.artifactregistry import REPO_ADMIN, WRITER, FakeArtifactRegistry
 
 IMAGE = "team.task"
 REPOSITORY = "projects/proj/locations/europe-west4/repositories/repo"
@@ -44,13 +45,14 @@ def _version(name: str) -> Version:
         reused_from=None,
         labels={},
         sbom={},
-        created_at=now(),
+        created_at=now() - timedelta(days=10),  # past the untested versions' grace
     )
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeArtifactRegistry]:
     with FakeArtifactRegistry(REPOSITORY) as server:
+        server.granted = REPO_ADMIN
         yield server
 
 
@@ -123,3 +125,54 @@ def test_prune_deletes_only_unreferenced_versions_no_other_tag_names(
     again = prune(settings, ledger, publisher, [IMAGE], keep=1, older_than=None, in_use={}, dry_run=False)
     assert again[0].pruned == [] and list(again[0].skipped) == [DIGESTS["C"]]
     assert len(fake.sent("DELETE")) == 3
+
+
+def _one_unreferenced(
+    fake: FakeArtifactRegistry, tmp_path: Path
+) -> tuple[Ledger, ArtifactRegistryPublisher, Settings]:
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.record_version(_version("A"))
+    fake.push(REPOSITORY, IMAGE, DIGESTS["A"], tags=(SHAS["A"],))
+    settings = load(
+        repo=tmp_path,
+        env={
+            "ENVCTL_BACKEND": "gcp",
+            "ENVCTL_REGISTRY": REGISTRY,
+            "ENVCTL_GCP_ENDPOINTS": f"artifactregistry={fake.endpoint}",
+            "ENVCTL_GCP_TIMEOUT": "5",
+            "ENVCTL_GCP_RETRY": "0",
+            "ENVCTL_STATE_DIR": str(tmp_path / "state"),
+        },
+    )
+    return ledger, ArtifactRegistryPublisher.for_settings(settings), settings
+
+
+def test_prune_without_the_delete_permission_deletes_nothing(
+    fake: FakeArtifactRegistry, tmp_path: Path
+) -> None:
+    from pipeline.errors import Unavailable
+
+    ledger, publisher, settings = _one_unreferenced(fake, tmp_path)
+    fake.granted = WRITER  # may move tags, may not delete versions
+    with pytest.raises(Unavailable, match=r"lacks artifactregistry\.versions\.delete; nothing was deleted"):
+        prune(settings, ledger, publisher, [IMAGE], keep=0, older_than=None, in_use={}, dry_run=False)
+    assert not fake.sent("DELETE")
+    assert fake.tags_of(REPOSITORY, IMAGE) == {SHAS["A"]: DIGESTS["A"]}
+    version = ledger.get_version(IMAGE, SHAS["A"])
+    assert version is not None and version.pruned_at is None
+
+
+def test_a_failed_version_delete_puts_its_tags_back(fake: FakeArtifactRegistry, tmp_path: Path) -> None:
+    from pipeline.errors import EnvctlError
+
+    ledger, publisher, settings = _one_unreferenced(fake, tmp_path)
+    fake.fail_next["delete_version"] = "INTERNAL"
+    with pytest.raises(EnvctlError):
+        prune(settings, ledger, publisher, [IMAGE], keep=0, older_than=None, in_use={}, dry_run=False)
+    assert [r.path for r in fake.sent("DELETE")] == [
+        f"/v1/{PACKAGE}/tags/{SHAS['A']}",
+        f"/v1/{PACKAGE}/versions/{DIGESTS['A']}",
+    ]
+    assert fake.tags_of(REPOSITORY, IMAGE) == {SHAS["A"]: DIGESTS["A"]}  # re-created
+    version = ledger.get_version(IMAGE, SHAS["A"])
+    assert version is not None and version.pruned_at is None

@@ -209,3 +209,21 @@ def test_bad_input_sends_nothing_and_delete_removes_instance_and_disk(fake: Fake
     backend.delete("hank")
     assert fake.instance("hank") is None and fake.data_disk_of("hank") is None
     assert backend.list() == []
+
+
+def test_prune_reads_the_instances_of_every_zone(fake: FakeNotebooks) -> None:
+    from dataclasses import replace
+
+    workbench(fake).create("alice", TARGET, cloud=lambda: Cloud())
+    replace(workbench(fake), zone="europe-west4-b").create("bob", TARGET2, cloud=lambda: Cloud())
+    every = replace(workbench(fake), zone="-")  # what `envctl prune` lists
+
+    assert {(i.name, i.digest) for i in every.list()} == {("alice", DIGEST), ("bob", DIGEST2)}
+    assert fake.sent("GET", r".*/instances")[-1].path == "/v2/projects/acme-ml/locations/-/instances"
+    assert [i.name for i in workbench(fake).list()] == ["alice"]  # one zone: only its own
+
+
+def test_prune_without_a_project_names_its_own_option() -> None:
+    settings = Settings(repo=Path("."), registry=REGISTRY, backend="gcp", gcp_project=None)
+    with pytest.raises(UsageError, match=r"needs `envctl prune --project P` \(or GOOGLE_CLOUD_PROJECT\)$"):
+        GcpInstances.for_settings(settings, project=None, zone="-", command="envctl prune")

@@ -1,0 +1,250 @@
+"""Retention's rules and its race with pointer moves, on a real SQLite ledger and git repository.
+
+The publisher is the real Artifact Registry client against the stateful fake (as in
+test_gcp_prune); what it deletes is asserted on the fake's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import git
+import pytest
+
+pytest.importorskip("google.cloud.artifactregistry_v1")
+
+from pipeline.errors import Refused
+from pipeline.ledger import pointers
+from pipeline.ledger.db import REFRESH_LABEL, Ledger, TestRun, Version, now, record_test_run
+from pipeline.ledger.pointers import Change, EnvId, Who
+from pipeline.pipelines.flows import _retag
+from pipeline.pipelines.retention import plan_image, prune
+from pipeline.promote.moves import promote
+from pipeline.publish.artifact_registry import ArtifactRegistryPublisher
+from pipeline.settings import Settings, load
+from pipeline.source import resolve
+from tests.gcpfakes.artifactregistry import REPO_ADMIN, FakeArtifactRegistry
+
+IMAGE = "team.task"
+REPOSITORY = "projects/proj/locations/europe-west4/repositories/repo"
+REGISTRY = "europe-west4-docker.pkg.dev/proj/repo"
+NAMES = "ABCDEF"
+SHAS = {name: name.lower() * 40 for name in NAMES}
+DIGESTS = {name: "sha256:" + f"{ord(name):02x}" * 32 for name in NAMES}
+OLD = timedelta(days=10)
+
+
+def _version(name: str, age: timedelta = OLD, **labels: str) -> Version:
+    return Version(
+        image=IMAGE,
+        sha=SHAS[name],
+        tree="0" * 40,
+        inputs_key=name,
+        build_key=name,
+        digest=DIGESTS[name],
+        image_ref=f"{REGISTRY}/{IMAGE}@{DIGESTS[name]}",
+        size=None,
+        reused_from=None,
+        labels=labels,
+        sbom={},
+        created_at=now() - age,
+    )
+
+
+def _tested(ledger: Ledger, name: str) -> None:
+    at = now() - OLD
+    record_test_run(
+        ledger,
+        TestRun(
+            run_id=f"run-{name}",
+            image=IMAGE,
+            sha=SHAS[name],
+            digest=DIGESTS[name],
+            passed=True,
+            summary={},
+            artifacts="",
+            started_at=at,
+            finished_at=at,
+        ),
+    )
+
+
+def _point(ledger: Ledger, stage: pointers.Stage, name: str) -> None:
+    who = Who(actor="tester", ci_run_id=None, reason=None, forced=False)
+    pointers.compare_and_swap(
+        ledger,
+        IMAGE,
+        lambda seen: [
+            Change(expected=seen[stage], sha=SHAS[name], digest=DIGESTS[name], action="promote", who=who)
+        ],
+    )
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeArtifactRegistry]:
+    with FakeArtifactRegistry(REPOSITORY) as server:
+        server.granted = REPO_ADMIN
+        yield server
+
+
+@pytest.fixture
+def settings(fake: FakeArtifactRegistry, tmp_path: Path) -> Settings:
+    return load(
+        repo=tmp_path,
+        env={
+            "ENVCTL_BACKEND": "gcp",
+            "ENVCTL_REGISTRY": REGISTRY,
+            "ENVCTL_GCP_ENDPOINTS": f"artifactregistry={fake.endpoint}",
+            "ENVCTL_GCP_TIMEOUT": "5",
+            "ENVCTL_GCP_RETRY": "0",
+            "ENVCTL_STATE_DIR": str(tmp_path / "state"),
+        },
+    )
+
+
+def _ledger(tmp_path: Path, fake: FakeArtifactRegistry, names: str) -> Ledger:
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    for name in names:
+        ledger.record_version(_version(name))
+        _tested(ledger, name)
+        fake.push(REPOSITORY, IMAGE, DIGESTS[name], tags=(SHAS[name],))
+    return ledger
+
+
+def test_plan_keeps_pointers_pins_instances_history_recent_and_untested(
+    fake: FakeArtifactRegistry, tmp_path: Path
+) -> None:
+    ledger = _ledger(tmp_path, fake, "ABCD")
+    # E: built an hour ago and tested; F: built 3 days ago, never tested (awaiting its test).
+    ledger.record_version(_version("E", timedelta(hours=1)))
+    _tested(ledger, "E")
+    ledger.record_version(_version("F", timedelta(days=3)))
+    _point(ledger, "staging", "A")
+    _point(ledger, "staging", "B")  # A: one back in staging's history
+    _point(ledger, "production", "B")
+    in_use = {DIGESTS["C"]: "alice-lab"}  # what `instances list` reads: C runs in an instance
+
+    plan = plan_image(ledger, IMAGE, keep=2, older_than=timedelta(days=1), in_use=in_use)
+    assert plan.kept[DIGESTS["B"]][:2] == [f"{IMAGE}.staging", f"{IMAGE}.production"]
+    assert f"last 2 of {IMAGE}.staging" in plan.kept[DIGESTS["A"]]
+    assert plan.kept[DIGESTS["C"]] == ["instance alice-lab"]
+    assert plan.kept[DIGESTS["E"]] == ["newer than 1 day"]
+    assert plan.kept[DIGESTS["F"]] == ["not tested yet (kept 7 days)"]
+    assert [c.digest for c in plan.prune] == [DIGESTS["D"]]
+
+    # --keep 1: staging's previous target A is no longer kept; --older-than 0: E goes too.
+    plan = plan_image(ledger, IMAGE, keep=1, older_than=timedelta(0), in_use=in_use)
+    assert sorted(c.digest for c in plan.prune) == sorted(DIGESTS[n] for n in "ADE")
+
+
+def test_pinned_pointer_keeps_its_version(
+    fake: FakeArtifactRegistry, settings: Settings, tmp_path: Path
+) -> None:
+    from pipeline.promote.moves import set_pin
+
+    ledger = _ledger(tmp_path, fake, "AB")
+    _point(ledger, "production", "A")
+    assert set_pin(settings, ledger, EnvId(IMAGE, "production"), pinned=True, reason="freeze")
+    plan = plan_image(ledger, IMAGE, keep=0, older_than=None, in_use={})
+    assert plan.kept == {DIGESTS["A"]: [f"{IMAGE}.production (pinned)"]}
+    assert [c.digest for c in plan.prune] == [DIGESTS["B"]]
+
+
+def test_promote_refuses_a_version_pruned_while_it_decided(
+    fake: FakeArtifactRegistry, settings: Settings, tmp_path: Path
+) -> None:
+    ledger = _ledger(tmp_path, fake, "AB")
+    publisher = ArtifactRegistryPublisher.for_settings(settings)
+
+    def prune_meanwhile() -> None:
+        plans = prune(settings, ledger, publisher, [IMAGE], keep=0, older_than=None, in_use={}, dry_run=False)
+        assert DIGESTS["A"] in plans[0].pruned
+
+    with pytest.raises(Refused, match="pruned from the registry meanwhile"):
+        promote(
+            settings, ledger, EnvId(IMAGE, "staging"), SHAS["A"], publisher=publisher, on_read=prune_meanwhile
+        )
+    assert pointers.snapshot(ledger, IMAGE)["staging"].sha is None
+
+
+def test_prune_keeps_a_candidate_a_pointer_took_after_the_plan(
+    fake: FakeArtifactRegistry, settings: Settings, tmp_path: Path
+) -> None:
+    from pipeline.pipelines.retention import _delete
+
+    ledger = _ledger(tmp_path, fake, "AB")
+    publisher = ArtifactRegistryPublisher.for_settings(settings)
+    plan = plan_image(ledger, IMAGE, keep=0, older_than=None, in_use={})
+    assert sorted(c.digest for c in plan.prune) == sorted(DIGESTS.values())[:2]
+    _point(ledger, "staging", "A")  # a promotion lands between the plan and the delete
+    _delete(ledger, publisher, plan)
+    assert plan.pruned == [DIGESTS["B"]]
+    assert "points at" in plan.skipped[DIGESTS["A"]]
+    assert DIGESTS["A"] in fake.packages[(REPOSITORY, IMAGE)].versions
+    version = ledger.get_version(IMAGE, SHAS["A"])
+    assert version is not None and version.pruned_at is None
+
+
+def test_retag_of_a_refresh_build_drops_the_refresh_label_and_pruned_mark(
+    fake: FakeArtifactRegistry, settings: Settings, tmp_path: Path
+) -> None:
+    repo = git.Repo.init(tmp_path / "repo")
+    (tmp_path / "repo" / "f").write_text("x")
+    repo.index.add(["f"])
+    repo.index.commit("T")
+    tree = resolve(repo, "HEAD")
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    refreshed = ledger.record_version(_version("A", **{REFRESH_LABEL: SHAS["B"]}))
+    assert refreshed.origin == SHAS["B"]
+    fake.push(REPOSITORY, IMAGE, DIGESTS["A"], tags=(SHAS["A"],))
+    publisher = ArtifactRegistryPublisher.for_settings(settings)
+
+    from dataclasses import replace
+
+    version = _retag(ledger, publisher, tree, replace(refreshed, pruned_at=now()), "tests")
+    assert version is not None and version.origin == tree.sha and version.pruned_at is None
+    stored = ledger.get_version(IMAGE, tree.sha)
+    assert stored is not None and REFRESH_LABEL not in stored.labels and stored.origin == tree.sha
+
+
+def test_production_takes_an_unpruned_tested_version_before_a_pruned_one_of_the_commit(
+    fake: FakeArtifactRegistry, settings: Settings, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from pipeline.build.stage import inputs_key
+    from pipeline.pipelines.flows import production_image
+    from pipeline.source import open_repo
+    from pipeline.spec.model import load as load_spec
+    from tests import minirepo
+
+    mini = minirepo.make(tmp_path / "repo")
+    tree = resolve(open_repo(mini.path), "staging")
+    here = inputs_key(load_spec(tree, mini.image), tree)
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    own = replace(_version("A"), image=mini.image, sha=tree.sha, inputs_key=here)  # P's own, pruned
+    other = replace(_version("B"), image=mini.image, inputs_key=here)  # same tree, still served
+    for version in (own, other):
+        ledger.record_version(version)
+        at = now() - OLD
+        record_test_run(
+            ledger,
+            TestRun(
+                run_id=f"run-{version.sha[:4]}",
+                image=mini.image,
+                sha=version.sha,
+                digest=version.digest,
+                passed=True,
+                summary={},
+                artifacts="",
+                started_at=at,
+                finished_at=at,
+            ),
+        )
+    ledger.set_pruned(mini.image, own.digest, now())
+    fake.push(REPOSITORY, mini.image, other.digest, tags=(other.sha,))
+
+    verdict = production_image(settings, tree, mini.image, ledger, "run-1")
+    assert (verdict.state, verdict.sha, verdict.digest) == ("promoted", other.sha, other.digest)
