@@ -134,6 +134,14 @@ def docker_credentials(host: str, config: Path | None = None) -> Credentials:
     return Credentials(username=username, password=password, token=entry.get("registrytoken", ""))
 
 
+def _repository_of(path: str) -> str:
+    """The repository part of a /v2 API path (a token's scope): `/team/img/manifests/x` -> `/team/img`."""
+    for marker in ("/manifests/", "/blobs/", "/tags/"):
+        if marker in path:
+            return path.split(marker, 1)[0]
+    return path
+
+
 class Registry:
     """A registry at `host` (`localhost:5000`, `europe-docker.pkg.dev`).
 
@@ -171,6 +179,7 @@ class Registry:
         netloc = host.replace("localhost", "127.0.0.1", 1) if local else host
         self.base = f"{'http' if local else 'https'}://{netloc}/v2"
         self._session: requests.Session | None = None
+        self._tokens: dict[str, str] = {}  # repository path -> bearer token the registry gave for it
         self.credentials = credentials or Credentials()
         self.static_token = token or self.credentials.token or ""
         self.timeout = timeout
@@ -231,9 +240,17 @@ class Registry:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        response = self._send(method, path, **kwargs)
-        if response.status_code == 401 and self._answer(response.headers.get("WWW-Authenticate", "")):
-            response = self._send(method, path, **kwargs)
+        # A bearer token is scoped to one repository: each repository keeps its own, sent with
+        # each request, so threads reading several images never send one another's token.
+        scope = _repository_of(path)
+        headers = dict(kwargs.pop("headers", None) or {})
+        if scope in self._tokens:
+            headers["Authorization"] = f"Bearer {self._tokens[scope]}"
+        response = self._send(method, path, headers=headers, **kwargs)
+        if response.status_code == 401 and self._answer(response.headers.get("WWW-Authenticate", ""), scope):
+            if scope in self._tokens:
+                headers["Authorization"] = f"Bearer {self._tokens[scope]}"
+            response = self._send(method, path, headers=headers, **kwargs)
         if response.status_code == 401:
             if not (self.credentials.password or self.static_token):
                 raise Unavailable(
@@ -247,7 +264,7 @@ class Registry:
             )
         return response
 
-    def _answer(self, challenge: str) -> bool:
+    def _answer(self, challenge: str, scope: str) -> bool:
         """Take the credentials the challenge asks for; False when there is nothing to try."""
         scheme, params = parse_challenge(challenge)
         user, password = self.credentials.username, self.credentials.password
@@ -288,7 +305,7 @@ class Registry:
         token = body.get("token") or body.get("access_token")
         if not token:
             raise Unavailable(f"the token service of {self.host} answered without a token")
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        self._tokens[scope] = token
         return True
 
     def ping(self) -> bool:
