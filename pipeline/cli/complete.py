@@ -49,25 +49,15 @@ def _spec_images(settings: Settings) -> set[str]:
 def _ledger_images(settings: Settings) -> set[str]:
     from pipeline.ledger import quick
 
-    known = quick.known_images(settings.ledger_url)
-    if known is None:
-        from pipeline.ledger import pointers
-        from pipeline.ledger.db import Ledger
-
-        known = pointers.known_images(Ledger.for_settings(settings))
-    return set(known)
+    # Only the read-only quick reader: pressing Tab must never create or migrate a ledger
+    # (a PostgreSQL ledger, or one of another schema, completes from the specs alone).
+    return set(quick.known_images(settings.ledger_url) or ())
 
 
 def _run_ids(settings: Settings) -> list[str]:
     from pipeline.ledger import quick
 
-    found = quick.run_ids(settings.ledger_url)
-    if found is None:
-        from pipeline.ledger.db import Ledger
-        from pipeline.pipelines import records
-
-        found = [r.run_id for r in records.listing(Ledger.for_settings(settings), 200)]
-    return found
+    return list(quick.run_ids(settings.ledger_url) or ())  # read-only, as `_ledger_images`
 
 
 def _safely(what: str, produce: Callable[[Settings], Iterable[str]], ctx: click.Context) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 from pipeline.cli.common import summary
 from pipeline.cli.main import COMMANDS, cli
 from pipeline.ledger import pointers
-from pipeline.ledger.db import Ledger, Version, now
+from pipeline.ledger.db import SCHEMA_VERSION, Ledger, Version, now
 from pipeline.ledger.pointers import Who, move, read
 from pipeline.pipelines import records
 from tests.helpers import ENVCTL, ROOT, cli_env, envctl
@@ -189,6 +189,25 @@ def test_the_global_repo_option_points_completion_elsewhere(
 def test_completion_with_a_broken_setting_completes_nothing_quietly(repo: Path) -> None:
     (repo / "pyproject.toml").write_text("[tool.envctl]\nledgr_url = 'x'\n")
     assert complete(repo, "envctl promote ") == []
+
+
+def test_completion_never_creates_or_migrates_a_ledger(repo: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    ledger = repo / ".envctl" / "ledger.db"
+    with sqlite3.connect(ledger) as conn:  # a ledger one schema behind this envctl
+        conn.execute("UPDATE schema_version SET version = version - 1")
+    assert complete(repo, "envctl promote nlp.torch") == [
+        "nlp.torch.staging",
+        "nlp.torch.production",
+        "nlp.torch.fallback",
+    ]  # from the specs alone
+    with sqlite3.connect(ledger) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION - 1
+    fresh = tmp_path / "fresh"
+    (fresh / "environments").mkdir(parents=True)
+    assert complete(fresh, "envctl pipeline show ") == []
+    assert not (fresh / ".envctl").exists()
 
 
 # start-up ----------------------------------------------------------------------
