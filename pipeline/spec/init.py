@@ -33,7 +33,6 @@ GITIGNORE_LINES = (".envctl/",)
 NOTEBOOK_DIR_RE = re.compile(r"^tests?[-_]?notebooks$")
 FROM_RE = re.compile(r"^(\s*FROM\s+)((?:--\S+\s+)*)(\S+)(.*)$", re.IGNORECASE)
 COPIES_CONTEXT_RE = re.compile(r"^\s*(COPY|ADD)\s+(?!.*--from=)", re.IGNORECASE)
-SKIPPED_WHEN_COPYING = {".git", ".envctl"}
 
 
 @dataclass
@@ -245,7 +244,12 @@ def scaffold(repo: Path, image: str, local_base: str) -> Plan:
 
 
 def _is_venv(folder: Path) -> bool:
-    return folder.name in ("venv", "env", "__pycache__") or (folder / "pyvenv.cfg").is_file()
+    """A virtual environment (venv or conda) or a bytecode cache: never part of a layout."""
+    return (
+        folder.name in ("venv", "__pycache__")
+        or (folder / "pyvenv.cfg").is_file()
+        or (folder / "conda-meta").is_dir()
+    )
 
 
 def _copied_files(source: Path, skipped: list[str]) -> list[Path]:
