@@ -37,15 +37,22 @@ def command(ctx: click.Context, image: str | None, source: Path | None, force: b
       envctl init --image nlp.keras-batch
       envctl init --from .
     """
+    # The repository is the folder init runs in (or the global --repo), never a parent
+    # folder that happens to hold .git or environments/.
+    given = (ctx.find_root().obj or {}).get("repo")
+    repo = (Path(given) if given else Path.cwd()).resolve()
     settings = settings_of(ctx)
-    plan, done = init(settings.repo, image=image, source=source, force=force, local_base=settings.base_image)
+    plan, done = init(repo, image=image, source=source, force=force, local_base=settings.base_image)
     for line in done:
         click.echo(line, err=True)
     for path in plan.kept:
+        click.echo(f"{path} exists, left as is", err=True)
+    for path in plan.stale:
         click.echo(
-            f"kept {path}: it exists and differs from what init writes (--force overwrites it)", err=True
+            f"kept {path}: it lacks FROM ${{BASE_IMAGE}}, which envctl builds with (--force overwrites it)",
+            err=True,
         )
-    if not done:
+    if not done and not plan.stale:
         click.echo(f"nothing to do: {plan.image} is set up", err=True)
         return
     click.echo("next:", err=True)

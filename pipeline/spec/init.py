@@ -14,7 +14,10 @@ whose every file is already as it would be written is "nothing to do".
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+import subprocess
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,7 +33,6 @@ GITIGNORE_LINES = (".envctl/",)
 NOTEBOOK_DIR_RE = re.compile(r"^tests?[-_]?notebooks$")
 FROM_RE = re.compile(r"^(\s*FROM\s+)((?:--\S+\s+)*)(\S+)(.*)$", re.IGNORECASE)
 COPIES_CONTEXT_RE = re.compile(r"^\s*(COPY|ADD)\s+(?!.*--from=)", re.IGNORECASE)
-SKIPPED_WHEN_COPYING = {".git", ".envctl"}
 
 
 @dataclass
@@ -43,18 +45,30 @@ class Action:
     source: str = ""
     why: str = ""
     mode: int | None = None  # a copied file's permission bits
+    append: bool = False  # .gitignore: the file's own lines stay, init's are added at the end
+    needs: bytes = b""  # an existing file without this is not what init writes (offer --force)
 
 
 @dataclass
 class Plan:
     image: str
     actions: list[Action] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)  # existing files that differ, left as they are
+    kept: list[str] = field(default_factory=list)  # existing files the user edited, left as they are
+    stale: list[str] = field(default_factory=list)  # existing files lacking what envctl relies on
     notes: list[str] = field(default_factory=list)  # what to check next
 
 
 def _template(name: str) -> bytes:
     return resources.files("pipeline.spec").joinpath("templates", name).read_bytes()
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from e
+    except OSError as e:
+        raise UsageError(f"{path}: {e.strerror}") from e
 
 
 def _image_name(name: str, where: str) -> str:
@@ -80,29 +94,51 @@ def substituted_image_names(folder: Path) -> dict[str, str]:
 
 
 def parametrize_base(dockerfile: str) -> tuple[str, str]:
-    """The Dockerfile with its first FROM taken from `ARG BASE_IMAGE`, and the original base."""
+    """The Dockerfile with its final stage's base taken from `ARG BASE_IMAGE`, and the original base.
+
+    In a multi-stage file the final stage may start FROM an earlier stage; its external
+    base (followed through the stage names) is the one parametrized. `ARG BASE_IMAGE`
+    goes before the first FROM, the only place a FROM line can see it.
+    """
     lines = dockerfile.splitlines(keepends=True)
+    froms: list[tuple[int, re.Match[str]]] = []
     for i, line in enumerate(lines):
         match = FROM_RE.match(line.rstrip("\n"))
-        if not match:
-            continue
-        prefix, flags, ref, rest = match.groups()
-        if ref in ("${BASE_IMAGE}", "$BASE_IMAGE"):
-            declared = re.search(
-                r"^\s*ARG\s+BASE_IMAGE=(\S+)", "".join(lines[:i]), re.MULTILINE | re.IGNORECASE
-            )
-            return dockerfile, declared.group(1) if declared else ""
-        header = (
-            "# envctl passes BASE_IMAGE from the spec's build.base: the local stand-in here,\n"
-            "# the Deep Learning Containers image below on Google Cloud.\n"
-            f"ARG BASE_IMAGE={ref}\n"
+        if match:
+            froms.append((i, match))
+    if not froms:
+        raise UsageError(
+            "the Dockerfile has no FROM line; add the Deep Learning Containers image it derives from"
         )
-        newline = "\n" if line.endswith("\n") else ""
-        lines[i] = f"{prefix}{flags}${{BASE_IMAGE}}{rest}{newline}"
-        return "".join(lines[:i]) + header + "".join(lines[i:]), ref
-    raise UsageError(
-        "the Dockerfile has no FROM line; add the Deep Learning Containers image it derives from"
+    stages: dict[str, int] = {}  # stage name -> index in froms
+    for k, (_, match) in enumerate(froms):
+        named = re.match(r"\s+AS\s+(\S+)", match.group(4), re.IGNORECASE)
+        if named:
+            stages[named.group(1).lower()] = k
+    chosen = len(froms) - 1
+    seen: set[int] = set()
+    while froms[chosen][1].group(3).lower() in stages and chosen not in seen:
+        seen.add(chosen)
+        chosen = stages[froms[chosen][1].group(3).lower()]
+    i, match = froms[chosen]
+    prefix, flags, ref, rest = match.groups()
+    if ref in ("${BASE_IMAGE}", "$BASE_IMAGE"):
+        declared = re.search(r"^\s*ARG\s+BASE_IMAGE=(\S+)", "".join(lines[:i]), re.MULTILINE | re.IGNORECASE)
+        return dockerfile, declared.group(1) if declared else ""
+    if "$" in ref:
+        raise UsageError(
+            f"the Dockerfile's base {ref} is a build argument; write the Deep Learning Containers "
+            "image itself in its final stage's FROM, or ARG BASE_IMAGE=<image> and FROM ${BASE_IMAGE}"
+        )
+    header = (
+        "# envctl passes BASE_IMAGE from the spec's build.base: the local stand-in here,\n"
+        "# the Deep Learning Containers image below on Google Cloud.\n"
+        f"ARG BASE_IMAGE={ref}\n"
     )
+    newline = "\n" if lines[i].endswith("\n") else ""
+    lines[i] = f"{prefix}{flags}${{BASE_IMAGE}}{rest}{newline}"
+    first = froms[0][0]
+    return "".join(lines[:first]) + header + "".join(lines[first:]), ref
 
 
 def spec_text(image: str, *, dockerfile: str, context: str, local: str, gcp: str, notebooks: str) -> str:
@@ -129,7 +165,7 @@ def spec_text(image: str, *, dockerfile: str, context: str, local: str, gcp: str
         f"tests:\n"
         f"  notebooks:\n"
         f"    - {notebooks}\n"
-        f"  # Seconds each notebook may run in all.\n"
+        f"  # Seconds each cell may run (papermill); a whole notebook stops at timeout + 60.\n"
         f"  timeout: 600\n"
         f"  resources:\n"
         f"    memory: 2g\n"
@@ -141,11 +177,18 @@ def spec_text(image: str, *, dockerfile: str, context: str, local: str, gcp: str
     )
 
 
+def _notebooks(folder: Path) -> list[Path]:
+    """The notebooks under `folder`, not those in hidden folders such as .ipynb_checkpoints."""
+    return [
+        p
+        for p in folder.rglob("*.ipynb")
+        if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+
+
 def _notebook_dirs(folder: Path) -> list[Path]:
     return sorted(
-        d
-        for d in folder.iterdir()
-        if d.is_dir() and NOTEBOOK_DIR_RE.match(d.name) and any(d.rglob("*.ipynb"))
+        d for d in folder.iterdir() if d.is_dir() and NOTEBOOK_DIR_RE.match(d.name) and _notebooks(d)
     )
 
 
@@ -156,13 +199,13 @@ def _common(plan: Plan, repo: Path, ignored: tuple[str, ...] = ()) -> None:
             Action("write", f"cloudbuild/{branch}.yaml", _template(f"cloudbuild-{branch}.yaml"))
         )
     ignore = repo / ".gitignore"
-    current = ignore.read_text() if ignore.is_file() else ""
+    current = _text(ignore) if ignore.is_file() else ""
     lines = current.splitlines()
     missing = [line for line in dict.fromkeys([*ignored, *GITIGNORE_LINES]) if line not in lines]
     text = (
         current + ("" if not current or current.endswith("\n") else "\n") + "".join(f"{m}\n" for m in missing)
     )
-    plan.actions.append(Action("write", ".gitignore", text.encode(), why=", ".join(missing)))
+    plan.actions.append(Action("write", ".gitignore", text.encode(), why=", ".join(missing), append=True))
 
 
 def scaffold(repo: Path, image: str, local_base: str) -> Plan:
@@ -186,6 +229,7 @@ def scaffold(repo: Path, image: str, local_base: str) -> Plan:
             "write",
             f"docker/{image}/Dockerfile",
             _template("Dockerfile").replace(b"__IMAGE__", image.encode()),
+            needs=b"${BASE_IMAGE}",
         ),
         Action("write", f"{notebooks}/smoke.ipynb", _template("smoke.ipynb")),
     ]
@@ -199,12 +243,57 @@ def scaffold(repo: Path, image: str, local_base: str) -> Plan:
     return plan
 
 
-def _copied_files(source: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in source.rglob("*")
-        if p.is_file() and not SKIPPED_WHEN_COPYING & set(p.relative_to(source).parts)
+def _is_venv(folder: Path) -> bool:
+    """A virtual environment (venv or conda) or a bytecode cache: never part of a layout."""
+    return (
+        folder.name in ("venv", "__pycache__")
+        or (folder / "pyvenv.cfg").is_file()
+        or (folder / "conda-meta").is_dir()
     )
+
+
+def _copied_files(source: Path, skipped: list[str]) -> list[Path]:
+    """What `--from DIR` copies: a git repository's tracked files, else every file but those in
+    hidden folders and virtual environments and hidden files other than .gitignore/.dockerignore.
+    Symbolic links are never followed out of `source`; each one skipped is added to `skipped`."""
+    if (source / ".git").exists():
+        listed = subprocess.run(
+            ["git", "-C", str(source), "ls-files", "-z"], capture_output=True, check=False
+        )
+        if listed.returncode != 0:
+            raise UsageError(
+                f"--from {source}: git ls-files failed: {listed.stderr.decode(errors='replace').strip()}"
+            )
+        candidates = [source / name for name in listed.stdout.decode().split("\0") if name]
+    else:
+        candidates = []
+        for folder, dirs, files in os.walk(source):
+            here = Path(folder)
+            kept_dirs = []
+            for d in sorted(dirs):
+                if (here / d).is_symlink():
+                    skipped.append((here / d).relative_to(source).as_posix())
+                elif not d.startswith(".") and not _is_venv(here / d):
+                    kept_dirs.append(d)
+            dirs[:] = kept_dirs
+            candidates += [
+                here / f for f in files if not f.startswith(".") or f in (".gitignore", ".dockerignore")
+            ]
+    copied: list[Path] = []
+    for path in sorted(candidates):
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue  # tracked but deleted
+        if stat.S_ISLNK(info.st_mode):
+            target = path.resolve()
+            if not target.is_relative_to(source) or not target.is_file():
+                skipped.append(path.relative_to(source).as_posix())
+                continue
+        elif not stat.S_ISREG(info.st_mode):
+            continue
+        copied.append(path)
+    return copied
 
 
 def import_layout(repo: Path, source: Path, image: str | None, local_base: str) -> Plan:
@@ -213,6 +302,13 @@ def import_layout(repo: Path, source: Path, image: str | None, local_base: str) 
     if not source.is_dir():
         raise UsageError(f"--from {source}: not a folder")
     in_place = source == repo
+    if not in_place and repo.is_relative_to(source):
+        raise UsageError(f"--from {source} contains the repository {repo}; give the folder to import")
+    if not in_place and source.is_relative_to(repo):
+        raise UsageError(
+            f"--from {source} is inside the repository {repo}; run `envctl init --from .` in it, "
+            "or give a folder outside the repository"
+        )
     named = substituted_image_names(source)
     if image is None:
         distinct = sorted(set(named.values()))
@@ -230,9 +326,9 @@ def import_layout(repo: Path, source: Path, image: str | None, local_base: str) 
     target = f"docker/{image}/Dockerfile"
     root_dockerfile = source / "Dockerfile"
     if root_dockerfile.is_file():
-        original = root_dockerfile.read_text()
+        original = _text(root_dockerfile)
     elif (repo / target).is_file():
-        original = (repo / target).read_text()  # imported before
+        original = _text(repo / target)  # imported before
     else:
         raise UsageError(f"no Dockerfile in {source}; init --from imports a root Dockerfile")
     dockerfile, gcp = parametrize_base(original)
@@ -246,26 +342,37 @@ def import_layout(repo: Path, source: Path, image: str | None, local_base: str) 
     ignored: tuple[str, ...] = ()
     if in_place:
         if root_dockerfile.is_file():
-            plan.actions.append(Action("move", target, dockerfile.encode(), source="Dockerfile"))
+            plan.actions.append(
+                Action("move", target, dockerfile.encode(), source="Dockerfile", needs=b"${BASE_IMAGE}")
+            )
     else:
-        for path in _copied_files(source):
+        skipped: list[str] = []
+        for path in _copied_files(source, skipped):
             relative = path.relative_to(source).as_posix()
             if relative == "Dockerfile":
-                plan.actions.append(Action("write", target, dockerfile.encode(), why=f"from {path}"))
+                plan.actions.append(
+                    Action("write", target, dockerfile.encode(), why=f"from {path}", needs=b"${BASE_IMAGE}")
+                )
             elif relative == ".gitignore":
                 ignored = tuple(
                     line for line in path.read_text(errors="replace").splitlines() if line.strip()
                 )
             else:
-                mode = path.stat().st_mode & 0o777
-                plan.actions.append(
-                    Action("write", relative, path.read_bytes(), why=f"from {path}", mode=mode)
-                )
+                try:
+                    mode = path.stat().st_mode & 0o777
+                    data = path.read_bytes()
+                except OSError as e:
+                    raise UsageError(f"--from: cannot read {path}: {e.strerror}") from e
+                plan.actions.append(Action("write", relative, data, why=f"from {path}", mode=mode))
 
+        if skipped:
+            plan.notes.append(
+                "not copied (symbolic links to folders or out of the folder): " + ", ".join(skipped)
+            )
     found = _notebook_dirs(source)
     if found:
         folder = found[0].relative_to(source).as_posix()
-        nested = any(p.parent != found[0] for p in found[0].rglob("*.ipynb"))
+        nested = any(p.parent != found[0] for p in _notebooks(found[0]))
         pattern = f"{folder}/**/*.ipynb" if nested else f"{folder}/*.ipynb"
         plan.notes.append(f"the test notebooks stay in {folder}/ (tests.notebooks: {pattern})")
     else:
@@ -307,30 +414,47 @@ def _only_adds(path: Path, data: bytes) -> bool:
     return path.is_file() and data.startswith(path.read_bytes())
 
 
+def _check_target(repo: Path, relative: str) -> None:
+    path = repo / relative
+    for folder in reversed(path.relative_to(repo).parents[:-1]):
+        if (repo / folder).exists() and not (repo / folder).is_dir():
+            raise UsageError(f"{folder.as_posix()} is not a folder; init writes {relative} inside it")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UsageError(f"{relative} exists and is not a plain file; move it away and run init again")
+
+
 def apply(repo: Path, plan: Plan, *, force: bool) -> list[str]:
-    """Write the plan; return one line per change. Differing files are kept unless `force`."""
+    """Write the plan; return one line per change. Existing files that differ are kept unless
+    `force`, but for .gitignore, whose missing lines are added. Every target is checked first."""
     todo: list[Action] = []
     for action in plan.actions:
+        _check_target(repo, action.path)
         path = repo / action.path
         if path.is_file() and path.read_bytes() == action.data:
             if action.kind == "move" and (repo / action.source).exists():
                 todo.append(action)  # the target is right; the source is left over
             continue
-        if path.exists() and not force and not _only_adds(path, action.data):
-            plan.kept.append(action.path)
+        if path.exists() and not force and not (action.append and _only_adds(path, action.data)):
+            if action.needs and action.needs not in path.read_bytes():
+                plan.stale.append(action.path)
+            else:
+                plan.kept.append(action.path)
             continue
         todo.append(action)
     done: list[str] = []
     for action in todo:
         path = repo / action.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        appended = _only_adds(path, action.data)
+        appended = action.append and _only_adds(path, action.data)
         existed = path.exists()
         temporary = path.with_name(f".{path.name}.envctl-init")
-        temporary.write_bytes(action.data)
-        if action.mode is not None:
-            temporary.chmod(action.mode)
-        temporary.replace(path)
+        try:
+            temporary.write_bytes(action.data)
+            if action.mode is not None:
+                temporary.chmod(action.mode)
+            temporary.replace(path)
+        finally:
+            temporary.unlink(missing_ok=True)
         if action.kind == "move":
             (repo / action.source).unlink()
             done.append(
