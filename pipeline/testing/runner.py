@@ -231,7 +231,24 @@ class SharedContainer:
     _container: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def _forget(self) -> None:
+        """Remove the run's container (dead, or killed at a deadline): the next notebook gets a fresh one."""
+        container, self._container = self._container, None
+        if container is not None:
+            remove(container)
+            self.tracker.discard(container)
+
+    def _alive(self) -> bool:
+        try:
+            self._container.reload()
+        except docker.errors.NotFound:
+            return False
+        return bool(self._container.attrs.get("State", {}).get("Running"))
+
     def _start(self) -> Any:
+        if self._container is not None and not self._alive():
+            log.info("the run's container %s is gone; starting a fresh one", self._container.short_id)
+            self._forget()
         if self._container is None:
             container = self.client.containers.create(
                 self.image_ref,
@@ -248,16 +265,28 @@ class SharedContainer:
                 entrypoint=[],
             )
             self.tracker.add(container)
+            try:
+                container.start()
+            except BaseException:
+                remove(container)
+                self.tracker.discard(container)
+                raise
             self._container = container
-            container.start()
         return self._container
 
     def close(self) -> None:
         with self._lock:
-            if self._container is not None:
-                remove(self._container)
-                self.tracker.discard(self._container)
-                self._container = None
+            self._forget()
+
+    def _exit_code(self, exec_id: str, settle: float = 5.0) -> int | None:
+        """The exec's exit code: the stream can close a moment before the engine records it."""
+        until = time.monotonic() + settle
+        while True:
+            state = self.client.api.exec_inspect(exec_id)
+            if not state.get("Running") or time.monotonic() >= until:
+                code = state.get("ExitCode")
+                return None if state.get("Running") or code is None else int(code)
+            time.sleep(0.05)
 
     def run(self, command: Sequence[str], *, deadline: float, log_file: Path | None = None) -> ContainerExit:
         """Run `command` in the run's container; the same `ContainerExit` a fresh container gives."""
@@ -287,9 +316,7 @@ class SharedContainer:
                         container.short_id,
                         deadline,
                     )
-                    remove(container)
-                    self.tracker.discard(container)
-                    self._container = None
+                    self._forget()
                     worker.join(30)
                     output = bytes(box.get("output") or b"")
                     if log_file is not None:
@@ -300,11 +327,11 @@ class SharedContainer:
                 if "error" in box:
                     raise box["error"]
                 output = bytes(box.get("output") or b"")
-                code = self.client.api.exec_inspect(exec_id).get("ExitCode")
+                code = self._exit_code(exec_id)
                 if log_file is not None:
                     write_atomic(log_file, output[-LOG_BYTES:])
                 return ContainerExit(
-                    exit_code=None if code is None else int(code),
+                    exit_code=code,
                     oom_killed=code == 137,
                     logs=output[-20_000:].decode(errors="replace"),
                     seconds=seconds,
@@ -312,4 +339,5 @@ class SharedContainer:
             except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
                 if self.tracker.cancelled.is_set():
                     raise Cancelled(self.tracker.run_id) from e
+                self._forget()  # whatever broke, the next notebook gets a fresh container
                 return ContainerExit(start_error=_explain(e), seconds=time.monotonic() - started)
