@@ -17,15 +17,51 @@ Where the notebooks of a run share one container (`tests.isolation: run`), a fai
 after the cgroup's OOM-kill counter went up exits 137, as a container killed for memory
 does.
 
-Without papermill under `python3`, the driver runs again under the interpreter of the
-`papermill` script, if there is one; else it says `No module named papermill` and exits
-127, as a missing command would.
+The driver first runs itself again under the interpreter of the `papermill` script, if
+there is one and it is not `python3` (`#!/usr/bin/env NAME` is looked up on PATH), before
+importing anything. Without papermill it says `No module named papermill` and exits 127,
+as a missing command would.
+
+Papermill's result is written to `<output>.status` (`{"exit_code": N}`) before the
+rendering: the host takes the notebook's verdict from it, so a kill or deadline while
+rendering costs the HTML only. At the end the driver kills every other process of its
+session (it calls `setsid` at start): in a run's shared container nothing a notebook left
+running survives into the next notebook.
 """
 
 from __future__ import annotations
 
 SCRIPT = r"""
-import json, logging, os, sys, threading, traceback
+import os, shutil, sys
+
+def papermill_python():
+    # The interpreter of the `papermill` script (`#!/path/python` or `#!/usr/bin/env [-S] NAME`).
+    script = shutil.which("papermill")
+    if not script:
+        return ""
+    try:
+        with open(script, "rb") as handle:
+            first = handle.readline().decode(errors="replace").strip()
+    except OSError:
+        return ""
+    words = first[2:].split() if first.startswith("#!") else []
+    if words and os.path.basename(words[0]) == "env":
+        names = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
+        return (shutil.which(names[0]) or "") if names else ""
+    return words[0] if words and os.access(words[0], os.X_OK) else ""
+
+# Run under papermill's own Python before importing anything (the image's python3 may be another one).
+interpreter = papermill_python()
+if interpreter and os.path.realpath(interpreter) != os.path.realpath(sys.executable):
+    os.execv(interpreter, [interpreter, os.path.abspath(__file__), *sys.argv[1:]])
+
+import json, logging, signal, threading, traceback
+
+try:
+    os.setsid()  # this notebook's processes: the ones left running are killed at the end
+    own_session = True
+except OSError:
+    own_session = False
 
 # jsonschema's optional format checkers, and papermill's remote-storage handlers (the
 # driver reads and writes local paths only)
@@ -55,18 +91,30 @@ try:
 except ImportError as e:
     if "papermill" not in str(e) and getattr(e, "name", "") not in ("papermill", "nbclient"):
         raise
-    import shutil
-    script = shutil.which("papermill")
-    interpreter = ""
-    if script:
-        with open(script, "rb") as handle:
-            first = handle.readline().decode(errors="replace").strip()
-        interpreter = first[2:].strip().split(" ")[0] if first.startswith("#!") else ""
-    other = interpreter and os.path.realpath(interpreter) != os.path.realpath(sys.executable)
-    if other and os.path.isfile(interpreter):
-        os.execv(interpreter, [interpreter, __file__, *sys.argv[1:]])
     print("No module named papermill", file=sys.stderr)
     sys.exit(127)
+
+def leftovers():
+    # Every other process of this driver's session: what the notebook started and left running.
+    me, session = os.getpid(), os.getsid(0)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in (1, me):
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if len(fields) > 3 and int(fields[3]) == session:
+                yield int(entry)
+
+def kill_leftovers():
+    if not own_session:
+        return
+    for pid in leftovers():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 exporter = {}
 
@@ -104,6 +152,13 @@ except DeadKernelError:
     failure, code = traceback.format_exc(), 138
 except Exception:
     failure, code = traceback.format_exc(), 1
+if failure and oom_kills() > oom_before:
+    code = 137  # a process of this notebook was killed for memory, as a container's OOM kill reads
+
+# The notebook's verdict, before the rendering: a kill while rendering costs the HTML only.
+with open(job["output"] + ".status.tmp", "w") as handle:
+    json.dump({"exit_code": code}, handle)
+os.replace(job["output"] + ".status.tmp", job["output"] + ".status")
 
 if job.get("html") and os.path.isfile(job["output"]):
     if loader.ident is None:
@@ -121,11 +176,10 @@ if job.get("html") and os.path.isfile(job["output"]):
     except Exception as e:
         with open(job["html"] + ".error", "w", encoding="utf-8") as handle:
             handle.write(f"{type(e).__name__}: {e}\n")
-if failure and oom_kills() > oom_before:
-    code = 137  # a process of this notebook was killed for memory, as a container's OOM kill reads
 if failure:
     sys.stderr.write(failure)
 sys.stderr.flush()
 sys.stdout.flush()
+kill_leftovers()
 os._exit(code)
 """

@@ -20,7 +20,7 @@ from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
 from pipeline.testing.classify import classify_command, classify_notebook
 from pipeline.testing.driver import SCRIPT
-from pipeline.testing.model import Result
+from pipeline.testing.model import ContainerExit, Result
 from pipeline.testing.params import NotebookPlan
 from pipeline.testing.runner import Limits, SharedContainer, Tracker, run_container
 
@@ -122,6 +122,7 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
             log_file=run.run_dir / log_rel,
             environment=tests.env,
         )
+    ran, rendering = papermill_result(ran, out / f"{name}.status")
     executed = artifacts.read_json(out / name)
     notebook: str | None = None
     html: str | None = None
@@ -139,7 +140,9 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
                 if (out / f"{html_name}.error").is_file()
                 else ""
             )
-            html_error = reason.strip() or ran.start_error or f"the container exited with {ran.exit_code}"
+            html_error = (
+                reason.strip() or rendering or ran.start_error or f"the container exited with {ran.exit_code}"
+            )
     verdict = classify_notebook(
         ran,
         executed,
@@ -161,6 +164,26 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
         warnings=job.warnings,
         html_error=html_error,
     )
+
+
+def papermill_result(ran: ContainerExit, status: Path) -> tuple[ContainerExit, str]:
+    """How the notebook ended, from the driver's status file, and why its rendering did not finish.
+
+    The driver writes papermill's exit code before rendering the HTML; a kill, deadline or
+    OOM after that happened while rendering: it costs the HTML, not the notebook's verdict.
+    """
+    data = artifacts.read_json(status) if status.is_file() else None
+    status.unlink(missing_ok=True)
+    code = data.get("exit_code") if isinstance(data, dict) else None
+    if not isinstance(code, int) or (ran.exit_code == code and not ran.deadline_hit and not ran.oom_killed):
+        return ran, ""
+    if ran.deadline_hit:
+        why = "the rendering was still running at the notebook's deadline; killed"
+    elif ran.oom_killed or ran.exit_code == 137:
+        why = "the rendering ran out of memory"
+    else:
+        why = ran.start_error or f"the container exited with {ran.exit_code} while rendering"
+    return dataclasses.replace(ran, exit_code=code, deadline_hit=False, oom_killed=False, start_error=""), why
 
 
 def run_smoke(run: Run, index: int, command: str) -> Result:
