@@ -17,11 +17,12 @@ from pipeline.errors import Unavailable
 # Runs with the image's own python; prints one JSON document.
 SCRIPT = r"""
 import json, os, platform, shutil, subprocess, sys
-def run(args):
+def run(args, ok_only=False):
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=120).stdout
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     except Exception:
         return ""
+    return "" if ok_only and done.returncode != 0 else done.stdout
 out = {"python": platform.python_version(), "pip": [], "dpkg": []}
 try:
     out["pip"] = [{"name": p["name"], "version": p["version"]}
@@ -38,10 +39,10 @@ try:  # top-level import names (what `envctl lint` ENV002 compares imports with)
 except Exception:
     pass
 out["env"] = sorted(os.environ)  # names only: what the image's config sets
-if shutil.which("conda"):
+if shutil.which("conda"):  # only what a working conda lists: a failing one records nothing
     try:
         out["conda"] = [{"name": p["name"], "version": p["version"]}
-                        for p in json.loads(run(["conda", "list", "--json"]) or "[]")]
+                        for p in json.loads(run(["conda", "list", "--json"], ok_only=True))]
     except ValueError:
         pass
 print(json.dumps(out))
