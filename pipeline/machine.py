@@ -38,6 +38,27 @@ def apt_mirror(suite: str) -> str:
     raise Unavailable(f"no apt source for Debian {suite} on this machine; add one to /etc/apt/sources.list.d")
 
 
+USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+
+
+def without_userinfo(url: str) -> tuple[str, str]:
+    """`url` without its `user:password@`, and an apt auth.conf entry for them ("" without)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, ""
+    host = parts.netloc.rpartition("@")[2]
+    clean = parts._replace(netloc=host).geturl()
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    return clean, f"machine {host}{parts.path} login {user} password {password}\n"
+
+
+def scrub_userinfo(text: str) -> str:
+    """`text` with the `user:password@` of every URL in it removed."""
+    return USERINFO.sub(r"\1", text)
+
+
 def ca_bundle() -> Path | None:
     for candidate in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE"), *CA_CANDIDATES):
         if candidate and Path(candidate).is_file():

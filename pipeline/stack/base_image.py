@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from pathlib import Path
 from typing import Any
 
 from pipeline import __version__, machine, output
@@ -81,6 +82,19 @@ def _status(settings: Settings, wanted: str, found: str | None, manifest: Manife
     }
 
 
+def _scrub_apt_sources(root: Path) -> None:
+    """No mirror credentials in the root file system: apt's sources keep the URLs only.
+
+    The builder stage gets them as `.envctl-build/apt-auth.conf` (not in the published stage).
+    """
+    etc = root / "etc" / "apt"
+    for path in [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*"))]:
+        if path.is_file():
+            text = path.read_text()
+            if machine.scrub_userinfo(text) != text:
+                path.write_text(machine.scrub_userinfo(text))
+
+
 def _debootstrap(settings: Settings, key: str) -> str:
     """Import the debootstrap root file system as a local image; return its name."""
     client = connect(settings.docker_host)
@@ -113,6 +127,7 @@ def _debootstrap(settings: Settings, key: str) -> str:
                 ],
                 timeout=1200,
             )
+        _scrub_apt_sources(target)
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for item in (target / leftover).glob("*"):
                 if item.is_file():
@@ -141,6 +156,10 @@ def ensure(settings: Settings, *, force: bool = False) -> dict[str, Any]:
     ca = machine.ca_bundle()
     files[".envctl-build/ca.crt"] = ContextFile(ca.read_bytes() if ca else b"")
     files[".envctl-build/pip.conf"] = ContextFile(machine.pip_conf().encode())
+    suite = _rootfs_conf(settings).get("suite", "bookworm")
+    files[".envctl-build/apt-auth.conf"] = ContextFile(
+        machine.without_userinfo(machine.apt_mirror(suite))[1].encode()
+    )
     with output.step(f"building {settings.base_image}"):
         build(
             client,

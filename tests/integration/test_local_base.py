@@ -9,6 +9,7 @@ one line `conda` prints. Containers run with no network.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -116,3 +117,24 @@ def test_conda_install_says_in_one_line_that_there_are_no_channels() -> None:
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no conda channels" in lines[0] and "pip install" in lines[0], lines
+
+
+def test_no_build_secrets_or_mirror_credentials_in_the_published_base() -> None:
+    result = sh(
+        "test ! -e /tmp/envctl-build && echo no-build-folder; "
+        "cat /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null; ls -A /etc/apt/auth.conf.d"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("no-build-folder\n")
+    assert "deb" in result.stdout or "URIs:" in result.stdout  # the sources were read
+    assert not re.search(r"[a-z]+://[^/\s]*@", result.stdout), result.stdout
+    history = subprocess.run(
+        [DOCKER, "history", "--no-trunc", "--format", "{{.CreatedBy}}", BASE_IMAGE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert history.strip()
+    for secret in ("PIP_CERT", "PIP_CONFIG_FILE", "ca.crt", "envctl-build", "apt-auth"):
+        assert secret not in history, secret
