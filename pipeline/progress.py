@@ -11,6 +11,7 @@ and each tracker prints plain lines (no carriage return, no ANSI), as a log want
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -75,6 +76,16 @@ def above(message: str) -> None:
         if shown:
             _draw(shown)
         sys.stderr.flush()
+
+
+class LogHandler(logging.Handler):
+    """Log records on stderr, printed above a live status line (`above`) instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            above(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def size(count: float) -> str:
@@ -168,9 +179,10 @@ class Transfer:
             f"{size(sent)} of {size(total)}, {size(sent / seconds)}/s"
         )
 
-    def close(self) -> None:
+    def close(self, *, summary: bool = True) -> None:
+        """Take the status line away; with `summary`, say what was pushed (not when the push failed)."""
         clear()
-        if not self.layers:
+        if not self.layers or not summary:
             return
         seconds = max(time.monotonic() - self.started, 1e-3)
         pushed = len(self.done - self.existed)

@@ -268,7 +268,7 @@ def push(client: Any, ref: str, *, auth: Credentials | None = None, on_line: Lin
     """Push `repo:tag` and return the manifest digest the registry reported.
 
     On a terminal a status line shows the layers and bytes sent and the rate; a summary
-    line follows either way (`progress.Transfer`).
+    line follows when it succeeded (`progress.Transfer`).
 
     `auth` goes to the engine with this push only (never to a build); without it the
     docker SDK uses the Docker client's login for the registry, if any.
@@ -284,6 +284,7 @@ def push(client: Any, ref: str, *, auth: Credentials | None = None, on_line: Lin
             transfer.update(chunk)
             if "error" in chunk or "errorDetail" in chunk:
                 detail = chunk.get("error") or chunk["errorDetail"].get("message", "")
+                digest = ""
                 raise Unavailable(f"push of {ref} failed: {detail}")
             aux = chunk.get("aux") or {}
             if "Digest" in aux:
@@ -294,7 +295,7 @@ def push(client: Any, ref: str, *, auth: Credentials | None = None, on_line: Lin
     except (docker.errors.APIError, *TRANSPORT_ERRORS) as e:
         raise Unavailable(f"push of {ref} failed: {e}") from e
     finally:
-        transfer.close()
+        transfer.close(summary=bool(digest))  # no "pushed N layer(s)" before an error
     if not digest:
         raise Unavailable(f"push of {ref} reported no digest")
     return digest

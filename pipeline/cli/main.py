@@ -131,11 +131,16 @@ def cli(ctx: click.Context, repo: Path | None, backend: str | None, debug: bool,
     Exit codes: 0 done; 1 the operation said no; 2 bad input; 3 a part is unavailable.
     """
     ctx.obj = {"repo": repo, "backend": backend, "debug": debug or None}
-    if no_progress:
-        from pipeline import progress
+    from pipeline import progress
 
+    if no_progress:
         progress.disable()
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
+    # Log lines go above the status line on a terminal (plain lines elsewhere).
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(name)s: %(message)s",
+        handlers=[progress.LogHandler()],
+    )
 
 
 def _unavailable_part(error: BaseException) -> str | None:

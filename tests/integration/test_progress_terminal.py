@@ -15,6 +15,7 @@ import select
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ import pytest
 from pipeline.build.engine import connect
 from pipeline.ledger.db import Ledger, Version, now
 from tests import minirepo
-from tests.helpers import DATA, ENVCTL, ROOT, cli_env, envctl
+from tests.helpers import BASE_IMAGE, DATA, ENVCTL, ROOT, cli_env, envctl
 
 pytestmark = pytest.mark.integration
 
@@ -216,3 +217,51 @@ def test_help_names_no_progress() -> None:
     )
     assert result.returncode == 0
     assert "--no-progress" in result.stdout
+
+
+def test_a_failed_push_prints_no_pushed_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    import http.server
+    import threading
+
+    import docker
+    from pipeline.build.engine import push
+    from pipeline.errors import Unavailable
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        """A registry that answers /v2/ and denies every upload (after the layers are listed)."""
+
+        def answer(self) -> None:
+            if self.path == "/v2/":
+                self.send_response(200)
+                self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = b'{"errors": [{"code": "DENIED", "message": "uploads refused"}]}'
+            self.send_response(404 if self.command == "HEAD" else 403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = docker.from_env()
+    ref = f"127.0.0.1:{server.server_address[1]}/envctl-test/nopush:{uuid.uuid4().hex[:8]}"
+    client.images.get(BASE_IMAGE).tag(ref)
+    try:
+        with pytest.raises(Unavailable, match=r"push of .* failed"):
+            push(client, ref)
+    finally:
+        client.images.remove(ref)
+        client.close()
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert "pushed" not in err, err

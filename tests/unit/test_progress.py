@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pty
 import re
@@ -155,3 +156,35 @@ def test_plain_lines_without_a_terminal_in_ci_or_with_no_progress(
     assert text.splitlines()[:2] == ["  #5 [2/3] RUN echo hi", "  #5 0.2 hi"]
     assert re.search(r"^  pushed 1 layer\(s\) \(1 already there\), 3\.0 MB in", text, re.M)
     assert "of 1 done" not in text
+
+
+def test_log_records_go_above_the_status_line(
+    terminal: tuple[int, io.TextIOWrapper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader = on_terminal(monkeypatch, terminal)
+    logger = logging.getLogger("envctl.test.progress")
+    handler = progress.LogHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    monkeypatch.setattr(logger, "handlers", [handler])
+    monkeypatch.setattr(logger, "propagate", False)
+    with progress.Counter("testing img", 2) as status:
+        status.started("nb/a.ipynb")
+        logger.warning("could not remove container abc")
+    text = drawn(leader)
+    assert re.search(
+        r"\r\x1b\[Kenvctl\.test\.progress: could not remove container abc\r\n\r  testing img: 0 of 2 done",
+        text,
+    )
+
+
+def test_a_failed_push_prints_no_summary(
+    terminal: tuple[int, io.TextIOWrapper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    leader = on_terminal(monkeypatch, terminal)
+    transfer = progress.Transfer("localhost:5000/x:abc")
+    for chunk in PUSH[:3]:
+        transfer.update(chunk)
+    transfer.close(summary=False)
+    text = drawn(leader)
+    assert "pushing localhost:5000/x:abc" in text and "pushed" not in text
+    assert text.endswith("\r\x1b[K")
