@@ -88,7 +88,8 @@ _NOT_FROM_REPO = {
     "docker_host",
     "gcp_build_bucket",
     "artifacts_url",
-    "notify_command",  # a program this host runs, with the caller's environment
+    "notify_command",  # a program this host runs
+    "notify_url",  # where every event goes: a push must not redirect them
 }
 #: Where a secret goes, and the variable that carries the secret: a repository's
 #: [tool.envctl] may not name such an endpoint while the secret comes from the
