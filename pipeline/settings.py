@@ -130,7 +130,8 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             return database_url(str(value), origin)
         return str(value)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{origin}: {key} = {value!r} is not a valid {kind}") from e
+        shown = "[...]" if key == "notify_command" else repr(value)  # its arguments may hold secrets
+        raise ConfigError(f"{origin}: {key} = {shown} is not a valid {kind}") from e
 
 
 def _arguments(value: Any) -> tuple[str, ...]:
@@ -159,6 +160,12 @@ def webhook_url(url: str, origin: str) -> str:
         raise ConfigError(f"{origin}: notify_url is not a valid URL; write https://HOST/PATH") from e
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(f"{origin}: notify_url is not an http(s) URL with a host; write https://HOST/PATH")
+    from pipeline.notify import is_loopback
+
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"{origin}: notify_url is not https (plain http only to 127.0.0.1 or ::1); write https://HOST/PATH"
+        )
     return url
 
 

@@ -9,7 +9,7 @@ import click
 from pipeline import output
 from pipeline.backends import publisher_for
 from pipeline.cli import complete
-from pipeline.cli.common import emit_json, notify_drift, settings_of, table
+from pipeline.cli.common import emit_json, settings_of, table
 from pipeline.errors import EnvctlError, Unavailable, UsageError
 from pipeline.ledger import model
 from pipeline.ledger.model import EnvId, Pointer, parse_env_id
@@ -69,7 +69,6 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
         table(["ENVIRONMENT", "SHA", "DIGEST", "UPDATED (UTC)", "PIN", "SIGNED OFF BY", "TAG"], rows)
         if any(s.drift in {"missing", "moved"} for s in found):
             output.warn("registry tags differ from the ledger; run `envctl sync` to republish them")
-    notify_drift(settings, publisher, found, repaired=False)
     if not reachable:
         try:
             publisher.require()  # says why: down, missing, permission denied

@@ -184,7 +184,9 @@ def test_notify_url_comes_only_from_the_environment_and_stays_out_of_repr(tmp_pa
     repo = _repo(tmp_path, 'notify_url = "https://evil.example/collect"\n')
     with pytest.raises(ConfigError, match="'notify_url' may only come from the environment"):
         load(repo=repo, env={})
-    settings = load(repo=_repo(tmp_path / "b"), env={"ENVCTL_NOTIFY_URL": "https://chat.example/hooks/T1/SECRET"})
+    settings = load(
+        repo=_repo(tmp_path / "b"), env={"ENVCTL_NOTIFY_URL": "https://chat.example/hooks/T1/SECRET"}
+    )
     assert settings.notify_url == "https://chat.example/hooks/T1/SECRET"
     assert "SECRET" not in repr(settings)
 
