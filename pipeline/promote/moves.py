@@ -85,13 +85,28 @@ def _decide(reasons: list[str], force: bool, what: str) -> list[str]:
     return reasons
 
 
+ACTOR_MAX = 256  # the ledger's column
+
+
 def actor(settings: Settings) -> str:
-    """ENVCTL_ACTOR, else git user.name of the repository, else the OS user."""
+    """ENVCTL_ACTOR, else git user.name of the repository, else the OS user (self-declared).
+
+    `UsageError` for a blank ENVCTL_ACTOR or a name longer than the ledger keeps.
+    """
+    who = _actor(settings).strip()
+    if not who:
+        raise UsageError("ENVCTL_ACTOR is blank; set it to your name (or unset it to use git user.name)")
+    if len(who) > ACTOR_MAX:
+        raise UsageError(f"the actor name is {len(who)} characters long; give at most {ACTOR_MAX}")
+    return who
+
+
+def _actor(settings: Settings) -> str:
     if settings.actor:
         return settings.actor
     try:
         name = _git_user_name(settings.repo)
-        if name:
+        if name and name.strip():
             return name
     except Exception as e:  # any git or config problem: fall through to the OS user
         log.debug("no git user.name: %s", e)
@@ -248,7 +263,13 @@ def signoffs_of(ledger: Ledger, version: Version, required: int) -> Signoffs | N
     from pipeline.ledger import signoffs
 
     signed = signoffs.people(signoffs.for_digest(ledger, version.image, version.digest))
-    return Signoffs(required=required, people=tuple(signed), staging=f"{version.image}.staging")
+    return Signoffs(
+        required=required,
+        people=tuple(signed),
+        staging=f"{version.image}.staging",
+        sha=version.sha,
+        digest=version.digest,
+    )
 
 
 def _ready(ledger: Ledger, publisher: Publisher, version: Version) -> None:

@@ -1,18 +1,26 @@
-"""Which sign-off rule production applies: real git repositories and a SQLite ledger, no stack."""
+"""Sign-offs without the stack: which rule production applies, and who may sign what.
+
+Real git repositories, a SQLite ledger, and `envctl signoff` in child processes.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import git
 import pytest
 
 from pipeline.errors import Refused
-from pipeline.ledger.db import Ledger, Version, now
+from pipeline.ledger import signoffs
+from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
 from pipeline.ledger.pointers import Change, Pointer, Stage, Who, compare_and_swap
 from pipeline.promote import moves
+from pipeline.promote.policy import refusals
 from pipeline.settings import Settings
+from tests.helpers import envctl
 
 IMAGE = "team.task"
 SPEC = """\
@@ -136,3 +144,99 @@ def test_rollback_to_a_version_production_never_ran_needs_its_signoffs(
     with pytest.raises(Refused) as back:  # back to what production ran: no sign-off asked
         moves.rollback(settings, ledger, IMAGE, to=ran.sha[:12])
     assert "sign-off" not in str(back.value) and "no test evidence" in str(back.value)
+
+
+def _tested(ledger: Ledger, version: Version, passed: bool = True) -> None:
+    record_test_run(
+        ledger,
+        TestRun(
+            run_id=uuid.uuid4().hex,
+            image=IMAGE,
+            sha=version.sha,
+            digest=version.digest,
+            passed=passed,
+            summary={},
+            artifacts="",
+            started_at=now(),
+            finished_at=now(),
+        ),
+    )
+
+
+def _staging(ledger: Ledger, version: Version) -> None:
+    def decide(seen: dict[Stage, Pointer]) -> list[Change]:
+        return [
+            Change(
+                expected=seen["staging"],
+                sha=version.sha,
+                digest=version.digest,
+                action="promote",
+                who=Who(actor="t"),
+            )
+        ]
+
+    compare_and_swap(ledger, IMAGE, decide)
+
+
+def test_a_tester_signs_the_version_they_tried_with_rev(
+    tmp_path: Path, world: tuple[Settings, Ledger, Path]
+) -> None:
+    _, ledger, repo = world
+    tried = _version(ledger, _commit(repo, 1))
+    untested = _version(ledger, _commit(repo, 1))
+    _tested(ledger, tried)
+    _staging(ledger, untested)  # staging moved on after the tester tried `tried`
+    env = {"ENVCTL_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}", "ENVCTL_ACTOR": "tess"}
+    signed = envctl("signoff", f"{IMAGE}.staging", "--rev", tried.sha[:12], "--json", cwd=repo, env=env)
+    assert signed.returncode == 0, signed.stderr
+    assert (json.loads(signed.stdout)["digest"], json.loads(signed.stdout)["sha"]) == (
+        tried.digest,
+        tried.sha,
+    )
+    refused = envctl("signoff", f"{IMAGE}.staging", "--rev", untested.sha[:12], cwd=repo, env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"envctl: error: {IMAGE} {untested.sha[:12]} ({untested.digest[:19]}) has not passed its tests; "
+        "testers sign off only tested versions"
+    ]
+    now_ = envctl("signoff", f"{IMAGE}.staging", "--json", cwd=repo, env=env)  # no --rev: what staging runs
+    assert json.loads(now_.stdout)["digest"] == untested.digest
+    # a promotion short of sign-offs says which digest to sign, and how
+    reasons = refusals(
+        stage="production",
+        target="x",
+        evidence=None,
+        descends=None,
+        pinned=[],
+        signoffs=moves.signoffs_of(ledger, tried, 2),
+    )
+    assert reasons == [
+        f"x has 1 of the 2 testers' sign-offs production needs (signed by tess); testers sign "
+        f"{tried.digest} with `envctl signoff {IMAGE}.staging --rev {tried.sha[:12]}`"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ({"ENVCTL_ACTOR": "   "}, "ENVCTL_ACTOR is blank"),
+        ({"ENVCTL_ACTOR": "x" * 300}, "the actor name is 300 characters long; give at most 256"),
+        (
+            {"ENVCTL_ACTOR": "tess", "ENVCTL_CI_RUN_ID": "build-7"},
+            "CI (ENVCTL_CI_RUN_ID or CI is set) may not sign off",
+        ),
+        ({"ENVCTL_ACTOR": "tess", "CI": "true"}, "CI (ENVCTL_CI_RUN_ID or CI is set) may not sign off"),
+    ],
+)
+def test_a_signoff_needs_a_person(
+    tmp_path: Path, world: tuple[Settings, Ledger, Path], extra: dict[str, str], said: str
+) -> None:
+    _, ledger, repo = world
+    version = _version(ledger, _commit(repo, 1))
+    _staging(ledger, version)
+    env = {"ENVCTL_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}", **extra}
+    result = envctl("signoff", f"{IMAGE}.staging", cwd=repo, env=env)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("envctl: error: ") and said in line
+    assert signoffs.for_image(ledger, IMAGE) == []
