@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -150,10 +151,15 @@ def history(ctx: click.Context, target: str, as_json: bool) -> None:
     settings = settings_of(ctx)
     ledger = Ledger.for_settings(settings)
     image, env = _target(ledger, target)
-    found = [e.to_json() for e in envs.history(ledger, image, env.stage if env else None)]
+    moved = envs.history(ledger, image, env.stage if env else None)
+    keyed: list[tuple[datetime, int, int, dict[str, Any]]] = [(e.at, 0, e.id, e.to_json()) for e in moved]
     if env is None or env.stage == "staging":
-        found.extend(_signoff_entry(image, x) for x in signed.for_image(ledger, image))
-        found.sort(key=lambda e: str(e["at"]))
+        # by time, then moves before sign-offs at the same time, then in the order recorded
+        keyed.extend(
+            (x.at, 1, n, _signoff_entry(image, x)) for n, x in enumerate(signed.for_image(ledger, image))
+        )
+    keyed.sort(key=lambda k: k[:3])
+    found = [k[3] for k in keyed]
     if as_json:
         emit_json(found)
         return

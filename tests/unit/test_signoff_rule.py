@@ -8,15 +8,17 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import git
 import pytest
+import sqlalchemy as sa
 
 from pipeline.errors import Refused
-from pipeline.ledger import signoffs
+from pipeline.ledger import db, signoffs
 from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
-from pipeline.ledger.pointers import Change, Pointer, Stage, Who, compare_and_swap
+from pipeline.ledger.pointers import Change, Pointer, Stage, Who, compare_and_swap, history
 from pipeline.promote import moves
 from pipeline.promote.policy import refusals
 from pipeline.settings import Settings
@@ -240,3 +242,31 @@ def test_a_signoff_needs_a_person(
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("envctl: error: ") and said in line
     assert signoffs.for_image(ledger, IMAGE) == []
+
+
+def test_history_orders_by_time_then_moves_before_signoffs(
+    tmp_path: Path, world: tuple[Settings, Ledger, Path]
+) -> None:
+    _, ledger, repo = world
+    first, second = _version(ledger, _commit(repo, 1)), _version(ledger, _commit(repo, 1))
+    _staging(ledger, first)
+    [moved] = history(ledger, IMAGE)
+    with ledger.transaction() as conn:  # a sign-off stamped the very microsecond of the move, and one earlier
+        signoffs.insert(conn, image=IMAGE, sha=first.sha, digest=first.digest, actor="late", reason=None)
+        conn.execute(sa.update(db.signoffs).where(db.signoffs.c.actor == "late").values(at=moved.at))
+        signoffs.insert(conn, image=IMAGE, sha=first.sha, digest=first.digest, actor="early", reason=None)
+        conn.execute(
+            sa.update(db.signoffs)
+            .where(db.signoffs.c.actor == "early")
+            .values(at=moved.at - timedelta(seconds=1))
+        )
+    _staging(ledger, second)
+    env = {"ENVCTL_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    shown = envctl("history", IMAGE, "--json", cwd=repo, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert [(e["action"], e["actor"]) for e in json.loads(shown.stdout)] == [
+        ("signoff", "early"),
+        ("promote", "t"),
+        ("signoff", "late"),
+        ("promote", "t"),
+    ]
