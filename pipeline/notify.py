@@ -102,7 +102,7 @@ def move_event(
     if action in {"pin", "unpin"}:
         what = f"{env}: {action}ned at {_short(to_sha)}"
     else:
-        what = f"{env}: {action} {_short(from_sha)} -> {_short(to_sha)} ({_short(to_digest, 19)})"
+        what = f"{env}: {action} {_short(from_sha)} → {_short(to_sha)} ({_short(to_digest, 19)})"
     text = f"{what} by {actor}" + (" (forced)" if forced else "") + (f": {reason}" if reason else "")
     return {
         "schema": SCHEMA,
