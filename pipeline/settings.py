@@ -61,6 +61,7 @@ class Settings:
     gcp_envctl_image: str = ""  # ... the pinned envctl image, by digest, the pipelines run
     gcp_artifacts_bucket: str = ""  # ... gs:// bucket of the test runs' artifacts
     gcp_ledger_secret: str = "envctl-ledger-staging-password"  # ... the base refresh's ledger password secret
+    gcp_notify_secret: str = ""  # `cloud setup`: a Secret Manager secret holding ENVCTL_NOTIFY_URL
     docker_host: str = ""
     notify_command: tuple[str, ...] = ()  # gets each event as JSON on stdin (argument list, no shell)
     notify_url: str = field(default="", repr=False)  # a webhook POSTed each event; may hold a token
