@@ -1,10 +1,12 @@
-"""Notifications: one JSON event for every pointer move, pipeline verdict and drift found.
+"""Notifications: one JSON event for every pointer move, pipeline verdict and drift repaired.
 
 Events go to the `notify_url` webhook (an HTTP POST) and/or the `notify_command` program
 (the JSON on its standard input, no shell), as configured. Delivery never fails the
 work that caused it: a failed delivery is tried once more, and a second failure is one
 warning line. The webhook URL is shown only as `scheme://host/…` (its path, query and
-user part may hold a token). The schema is in README.md ("Notifications").
+user part may hold a token); a redirect is a failure, never followed; the command gets
+only PATH, HOME, LANG, LC_*, TZ and TMPDIR of the environment, and only its program is
+ever shown. The schema is in README.md ("Notifications").
 """
 
 from __future__ import annotations
