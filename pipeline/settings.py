@@ -61,6 +61,7 @@ class Settings:
     gcp_envctl_image: str = ""  # ... the pinned envctl image, by digest, the pipelines run
     gcp_artifacts_bucket: str = ""  # ... gs:// bucket of the test runs' artifacts
     gcp_ledger_secret: str = "envctl-ledger-staging-password"  # ... the base refresh's ledger password secret
+    gcp_notify_secret: str = ""  # `cloud setup`: a Secret Manager secret holding ENVCTL_NOTIFY_URL
     docker_host: str = ""
     notify_command: tuple[str, ...] = ()  # gets each event as JSON on stdin (argument list, no shell)
     notify_url: str = field(default="", repr=False)  # a webhook POSTed each event; may hold a token
@@ -88,7 +89,8 @@ _NOT_FROM_REPO = {
     "docker_host",
     "gcp_build_bucket",
     "artifacts_url",
-    "notify_command",  # a program this host runs, with the caller's environment
+    "notify_command",  # a program this host runs
+    "notify_url",  # where every event goes: a push must not redirect them
 }
 #: Where a secret goes, and the variable that carries the secret: a repository's
 #: [tool.envctl] may not name such an endpoint while the secret comes from the
@@ -129,7 +131,8 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             return database_url(str(value), origin)
         return str(value)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{origin}: {key} = {value!r} is not a valid {kind}") from e
+        shown = "[...]" if key == "notify_command" else repr(value)  # its arguments may hold secrets
+        raise ConfigError(f"{origin}: {key} = {shown} is not a valid {kind}") from e
 
 
 def _arguments(value: Any) -> tuple[str, ...]:
@@ -158,6 +161,12 @@ def webhook_url(url: str, origin: str) -> str:
         raise ConfigError(f"{origin}: notify_url is not a valid URL; write https://HOST/PATH") from e
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(f"{origin}: notify_url is not an http(s) URL with a host; write https://HOST/PATH")
+    from pipeline.notify import is_loopback
+
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"{origin}: notify_url is not https (plain http only to 127.0.0.1 or ::1); write https://HOST/PATH"
+        )
     return url
 
 

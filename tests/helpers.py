@@ -27,8 +27,8 @@ def login(host: str = "localhost:5000") -> Credentials:
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment less its ENVCTL_* settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}
+    """This process's environment less its ENVCTL_* settings and CI (a sign-off refuses CI), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_") and k != "CI"}
     env.update(extra or {})
     return env
 

@@ -87,6 +87,7 @@ def setup_command(
         artifacts_bucket=artifacts_bucket or settings.gcp_artifacts_bucket,
         configs={branch: _config_text(settings.repo, branch) for branch in ("staging", "production")},
         ledger_secret=settings.gcp_ledger_secret,
+        notify_secret=settings.gcp_notify_secret,
     )
     result = setup(config, Google(settings), dry_run=dry_run)
     if as_json or dry_run:

@@ -74,25 +74,3 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def notify_drift(settings: Settings, publisher: Any, found: Sequence[Any], *, repaired: bool) -> None:
-    """One `drift` event per tag that differs from the ledger (`TagState`s of status or sync)."""
-    from pipeline import notify
-
-    for state in found:
-        if state.drift not in {"missing", "moved"}:
-            continue
-        p = state.pointer
-        notify.send(
-            settings,
-            notify.drift_event(
-                image=p.image,
-                stage=p.stage,
-                sha=p.sha,
-                digest=p.digest,
-                drift=state.drift,
-                tag=publisher.tag_ref(p.image, p.stage),
-                repaired=repaired,
-            ),
-        )

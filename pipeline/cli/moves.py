@@ -8,7 +8,7 @@ import click
 
 from pipeline import output
 from pipeline.cli import complete
-from pipeline.cli.common import emit_json, notify_drift, settings_of
+from pipeline.cli.common import emit_json, settings_of
 from pipeline.ledger.model import check_image_name, parse_env_id
 
 if TYPE_CHECKING:
@@ -135,7 +135,9 @@ def sync(ctx: click.Context, image: str | None, as_json: bool) -> None:
         require_known(ledger, check_image_name(image))
     publisher = publisher_for(settings)
     fixed = publish.sync(ledger, publisher, image)
-    notify_drift(settings, publisher, fixed, repaired=True)
+    from pipeline import notify
+
+    notify.drifts(settings, publisher, fixed, repaired=True)
     for state in fixed:
         p = state.pointer
         output.info(f"{p.image}.{p.stage}: {state.drift}; republished {publisher.tag_ref(p.image, p.stage)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -9,7 +10,7 @@ import click
 from pipeline import output
 from pipeline.backends import publisher_for
 from pipeline.cli import complete
-from pipeline.cli.common import emit_json, notify_drift, settings_of, table
+from pipeline.cli.common import emit_json, settings_of, table
 from pipeline.errors import EnvctlError, Unavailable, UsageError
 from pipeline.ledger import model
 from pipeline.ledger.model import EnvId, Pointer, parse_env_id
@@ -69,7 +70,6 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
         table(["ENVIRONMENT", "SHA", "DIGEST", "UPDATED (UTC)", "PIN", "SIGNED OFF BY", "TAG"], rows)
         if any(s.drift in {"missing", "moved"} for s in found):
             output.warn("registry tags differ from the ledger; run `envctl sync` to republish them")
-    notify_drift(settings, publisher, found, repaired=False)
     if not reachable:
         try:
             publisher.require()  # says why: down, missing, permission denied
@@ -151,10 +151,15 @@ def history(ctx: click.Context, target: str, as_json: bool) -> None:
     settings = settings_of(ctx)
     ledger = Ledger.for_settings(settings)
     image, env = _target(ledger, target)
-    found = [e.to_json() for e in envs.history(ledger, image, env.stage if env else None)]
+    moved = envs.history(ledger, image, env.stage if env else None)
+    keyed: list[tuple[datetime, int, int, dict[str, Any]]] = [(e.at, 0, e.id, e.to_json()) for e in moved]
     if env is None or env.stage == "staging":
-        found.extend(_signoff_entry(image, x) for x in signed.for_image(ledger, image))
-        found.sort(key=lambda e: str(e["at"]))
+        # by time, then moves before sign-offs at the same time, then in the order recorded
+        keyed.extend(
+            (x.at, 1, n, _signoff_entry(image, x)) for n, x in enumerate(signed.for_image(ledger, image))
+        )
+    keyed.sort(key=lambda k: k[:3])
+    found = [k[3] for k in keyed]
     if as_json:
         emit_json(found)
         return

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -165,6 +166,8 @@ class Change:
     digest: str
     action: Action
     who: Who
+    event_id: int | None = None  # the ledger event that recorded it, once committed
+    at: datetime | None = None
 
 
 Decide = Callable[[dict[Stage, Pointer]], list[Change]]
@@ -210,9 +213,11 @@ def compare_and_swap(
             with ledger.transaction() as conn:
                 lock_image(conn, image)
                 refuse_pruned(conn, image, [c.digest for c in changes])
-                for change in changes:
-                    move(conn, change.expected, change.sha, change.digest, change.action, change.who)
-            return changes
+                done = []
+                for c in changes:
+                    event_id, at = move(conn, c.expected, c.sha, c.digest, c.action, c.who)
+                    done.append(replace(c, event_id=event_id, at=at))
+            return done
         except Conflict:
             lost.append(_what_moved(seen, snapshot(ledger, image), [c.expected.stage for c in changes]))
             log.info("%s while this command ran; deciding again", lost[-1])
@@ -241,10 +246,12 @@ def _short(sha: str | None) -> str:
 
 def _event(
     conn: Connection, pointer: Pointer, action: Action, sha: str | None, digest: str | None, who: Who
-) -> None:
-    conn.execute(
+) -> tuple[int, datetime]:
+    """Append the event; its id and time."""
+    at = now()
+    result = conn.execute(
         events.insert().values(
-            at=now(),
+            at=at,
             image=pointer.image,
             stage=pointer.stage,
             action=action,
@@ -258,15 +265,20 @@ def _event(
             forced=who.forced,
         )
     )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0]), at
 
 
-def move(conn: Connection, expected: Pointer, sha: str, digest: str, action: Action, who: Who) -> None:
-    """Point the environment at (sha, digest) by compare-and-swap and record the event."""
+def move(
+    conn: Connection, expected: Pointer, sha: str, digest: str, action: Action, who: Who
+) -> tuple[int, datetime]:
+    """Point the environment at (sha, digest) by compare-and-swap and record the event (its id, time)."""
     _swap(conn, expected, {"sha": sha, "digest": digest})
-    _event(conn, expected, action, sha, digest, who)
+    return _event(conn, expected, action, sha, digest, who)
 
 
-def set_pin(conn: Connection, expected: Pointer, pinned: bool, who: Who) -> None:
+def set_pin(conn: Connection, expected: Pointer, pinned: bool, who: Who) -> tuple[int, datetime]:
     _swap(
         conn,
         expected,
@@ -278,4 +290,4 @@ def set_pin(conn: Connection, expected: Pointer, pinned: bool, who: Who) -> None
             "pinned_by": who.actor if pinned else None,
         },
     )
-    _event(conn, expected, "pin" if pinned else "unpin", expected.sha, expected.digest, who)
+    return _event(conn, expected, "pin" if pinned else "unpin", expected.sha, expected.digest, who)

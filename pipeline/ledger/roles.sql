@@ -4,7 +4,8 @@
 -- envctl_staging     what the staging trigger uses: records versions, test runs and
 --                    pipeline runs; moves, pins and records events of *.staging only
 -- envctl_production  what the production trigger and operators use: all of the above,
---                    and moves production and fallback (promote, rollback, pin)
+--                    and moves production and fallback (promote, rollback, pin); signs off
+-- envctl_tester      what testers use: reads everything, records sign-offs, nothing else
 --
 -- Nobody but the owner of the tables updates or deletes an event, a version or a test
 -- run (a version's `pruned_at` mark aside): history is never rewritten. The owner creates and migrates the schema.
@@ -16,6 +17,7 @@
 --   psql "postgresql://OWNER@HOST/DB" -v ON_ERROR_STOP=1 -f pipeline/ledger/roles.sql
 --   CREATE ROLE ci_staging LOGIN PASSWORD '...' IN ROLE envctl_staging;
 --   CREATE ROLE ci_production LOGIN PASSWORD '...' IN ROLE envctl_production;
+--   CREATE ROLE tess LOGIN PASSWORD '...' IN ROLE envctl_tester;
 --
 -- Applying it twice changes nothing. Row-level security enforces the stages; the
 -- owner is exempt (it is not one of these roles).
@@ -30,6 +32,9 @@ BEGIN
   END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'envctl_production') THEN
     CREATE ROLE envctl_production NOLOGIN IN ROLE envctl_reader;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'envctl_tester') THEN
+    CREATE ROLE envctl_tester NOLOGIN IN ROLE envctl_reader;
   END IF;
 END
 $$;
@@ -101,7 +106,10 @@ CREATE POLICY envctl_staging_insert ON pipeline_runs FOR INSERT TO envctl_stagin
 CREATE POLICY envctl_staging_update ON pipeline_runs FOR UPDATE TO envctl_staging
   USING (branch = 'staging') WITH CHECK (branch = 'staging');
 
--- Testers' sign-offs (`envctl signoff`): insert-only, by either writer.
+-- Testers' sign-offs (`envctl signoff`): insert-only, by people: testers and operators.
+-- Not the staging trigger's role (CI does not sign off; envctl refuses it too).
 GRANT SELECT ON signoffs TO envctl_reader;
-GRANT INSERT ON signoffs TO envctl_staging, envctl_production;
-GRANT USAGE ON SEQUENCE signoffs_id_seq TO envctl_staging, envctl_production;
+REVOKE INSERT ON signoffs FROM envctl_staging;
+REVOKE USAGE ON SEQUENCE signoffs_id_seq FROM envctl_staging;
+GRANT INSERT ON signoffs TO envctl_tester, envctl_production;
+GRANT USAGE ON SEQUENCE signoffs_id_seq TO envctl_tester, envctl_production;

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from pipeline.ledger.db import Ledger, _aware, now, signoffs
 
@@ -46,13 +47,18 @@ class Signoff:
 
 
 def record(ledger: Ledger, *, image: str, sha: str, digest: str, actor: str, reason: str | None) -> Signoff:
-    signoff = Signoff(at=now(), image=image, sha=sha, digest=digest, actor=actor, reason=reason)
     with ledger.transaction() as conn:
-        conn.execute(
-            signoffs.insert().values(
-                at=signoff.at, image=image, sha=sha, digest=digest, actor=actor, reason=reason
-            )
+        return insert(conn, image=image, sha=sha, digest=digest, actor=actor, reason=reason)
+
+
+def insert(conn: Connection, *, image: str, sha: str, digest: str, actor: str, reason: str | None) -> Signoff:
+    """Append a sign-off inside the caller's transaction."""
+    signoff = Signoff(at=now(), image=image, sha=sha, digest=digest, actor=actor, reason=reason)
+    conn.execute(
+        signoffs.insert().values(
+            at=signoff.at, image=image, sha=sha, digest=digest, actor=actor, reason=reason
         )
+    )
     return signoff
 
 

@@ -52,6 +52,9 @@ OWNED = (
 )
 
 
+NOTIFY_ENV = "ENVCTL_NOTIFY_URL"
+
+
 @dataclass(frozen=True, kw_only=True)
 class SetupConfig:
     """What `cloud setup` makes: where, from which repository, with which substitutions."""
@@ -65,6 +68,10 @@ class SetupConfig:
     artifacts_bucket: str
     configs: dict[str, str]  # by branch: the text of cloudbuild/<branch>.yaml from the operator's checkout
     ledger_secret: str = "envctl-ledger-staging-password"  # the base refresh's, a staging run
+    notify_secret: str = ""  # a secret holding the webhook URL (ENVCTL_NOTIFY_URL); none: no events
+
+    def notify_version(self) -> str:
+        return f"projects/{self.where.project}/secrets/{self.notify_secret}/versions/latest"
 
     def secret_of(self, branch: str) -> str:
         """The Secret Manager version holding `branch`'s ledger password (a role of its own)."""
@@ -199,6 +206,12 @@ def pipeline_build(config: SetupConfig, branch: str) -> Any:
         for secret in (data.get("availableSecrets") or {}).get("secretManager") or []:
             if secret.get("env") == "ENVCTL_LEDGER_PASSWORD":
                 secret["versionName"] = config.secret_of(branch)
+        if config.notify_secret:  # the webhook URL may hold a token: a secret, like the password
+            for step in data.get("steps") or []:
+                if "ENVCTL_LEDGER_PASSWORD" in (step.get("secretEnv") or []):
+                    step["secretEnv"] = [*step["secretEnv"], NOTIFY_ENV]
+            secrets = data.setdefault("availableSecrets", {}).setdefault("secretManager", [])
+            secrets.append({"versionName": config.notify_version(), "env": NOTIFY_ENV})
         return cb.Build.from_json(json.dumps(data), ignore_unknown_fields=False)
     except (KeyError, AttributeError, ValueError, yaml.YAMLError) as e:
         raise UsageError(f"cloudbuild/{branch}.yaml is not a Cloud Build config envctl can use: {e}") from e
@@ -234,11 +247,16 @@ def _refresh_build(config: SetupConfig) -> Any:
                     "ENVCTL_CI_RUN_ID=$BUILD_ID",
                     "DOCKER_HOST=unix:///var/run/docker.sock",
                 ],
-                secret_env=["ENVCTL_LEDGER_PASSWORD"],
+                secret_env=["ENVCTL_LEDGER_PASSWORD"] + ([NOTIFY_ENV] if config.notify_secret else []),
             ),
         ],
         available_secrets=cb.Secrets(
             secret_manager=[cb.SecretManagerSecret(version_name=secret, env="ENVCTL_LEDGER_PASSWORD")]
+            + (
+                [cb.SecretManagerSecret(version_name=config.notify_version(), env=NOTIFY_ENV)]
+                if config.notify_secret
+                else []
+            )
         ),
         options=cb.BuildOptions(logging=cb.BuildOptions.LoggingMode.CLOUD_LOGGING_ONLY),
         timeout="7200s",

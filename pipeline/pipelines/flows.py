@@ -31,7 +31,7 @@ from pipeline.ledger.db import Ledger, Version, now, reused_labels, test_runs_fo
 from pipeline.ledger.pointers import EnvId, current
 from pipeline.promote.moves import promote
 from pipeline.promote.policy import evidence, evidence_for
-from pipeline.publish.tags import repair
+from pipeline.publish.tags import TagState, repair
 from pipeline.settings import Settings
 from pipeline.source import GitTree
 from pipeline.spec import model as spec_module
@@ -177,13 +177,16 @@ def _retag(
     return ledger.record_version(version)
 
 
-def _republish(ledger: Ledger, publisher: Publisher, version: Version) -> list[str]:
+def _republish(settings: Settings, ledger: Ledger, publisher: Publisher, version: Version) -> list[str]:
     """Put back the tags of a done commit that the registry lost: `<image>:<sha>` and `:staging`."""
     fixed = []
     if publisher.digest_of(version.image, version.sha) != version.digest:
         publisher.tag(version.image, version.digest, version.sha)
         fixed.append(publisher.tag_ref(version.image, version.sha))
-    return fixed + repair(ledger, publisher, version.image, ["staging"])
+    found: list[TagState] = []
+    fixed += repair(ledger, publisher, version.image, ["staging"], found=found)
+    notify.drifts(settings, publisher, found, repaired=True)
+    return fixed
 
 
 def _artifacts_of(ledger: Ledger, version: Version, run_id: str | None) -> str | None:
@@ -268,7 +271,7 @@ def staging_image(
     if pointer is not None and pointer.sha == tree.sha and done is not None and not force_all:
         verdict.digest = done.digest
         verdict.detail = f"staging already points at {tree.sha[:12]}"
-        fixed = _republish(ledger, publisher, done)
+        fixed = _republish(settings, ledger, publisher, done)
         if fixed:
             verdict.detail += "; " + "; ".join(
                 f"republished {ref}, which the registry had lost" for ref in fixed
@@ -412,46 +415,49 @@ def run_pipeline(
     if only is not None:
         images = [image for image in images if image in only]
     for image in images:
-        with image_lock(settings, ledger, image):
-            try:
-                if branch == "staging":
-                    verdict = staging_image(
-                        settings,
-                        repo,
-                        tree,
-                        image,
-                        ledger,
-                        run_id,
-                        force_all=force_all,
-                        reason=(only or {}).get(image),
-                        allow_cpu=allow_cpu,
+        # the image's events (moves, repairs, verdict) go out after its lock is released,
+        # within one deadline
+        with notify.deferred(settings):
+            with image_lock(settings, ledger, image):
+                try:
+                    if branch == "staging":
+                        verdict = staging_image(
+                            settings,
+                            repo,
+                            tree,
+                            image,
+                            ledger,
+                            run_id,
+                            force_all=force_all,
+                            reason=(only or {}).get(image),
+                            allow_cpu=allow_cpu,
+                        )
+                    else:
+                        verdict = production_image(settings, tree, image, ledger, run_id)
+                except BuildFailed as e:
+                    verdict = ImageVerdict(image=image, state="failed", detail=str(e), sha=tree.sha)
+                except Refused as e:
+                    verdict = ImageVerdict(image=image, state="refused", detail=str(e), sha=tree.sha)
+                except Unavailable as e:
+                    verdict = ImageVerdict(
+                        image=image, state="error", detail=str(e), sha=tree.sha, unavailable=True
                     )
-                else:
-                    verdict = production_image(settings, tree, image, ledger, run_id)
-            except BuildFailed as e:
-                verdict = ImageVerdict(image=image, state="failed", detail=str(e), sha=tree.sha)
-            except Refused as e:
-                verdict = ImageVerdict(image=image, state="refused", detail=str(e), sha=tree.sha)
-            except Unavailable as e:
-                verdict = ImageVerdict(
-                    image=image, state="error", detail=str(e), sha=tree.sha, unavailable=True
-                )
-            except EnvctlError as e:
-                verdict = ImageVerdict(
-                    image=image, state="failed", detail=str(e).replace("\n", " | "), sha=tree.sha
-                )
-        outcome.verdicts[image] = verdict
-        output.info(f"{image}: {verdict.state}" + (f": {verdict.detail}" if verdict.detail else ""))
-        notify.send(
-            settings,
-            notify.verdict_event(
-                image=image,
-                branch=branch,
-                run_id=run_id,
-                state=verdict.state,
-                sha=verdict.sha,
-                digest=verdict.digest,
-                detail=verdict.detail,
-            ),
-        )
+                except EnvctlError as e:
+                    verdict = ImageVerdict(
+                        image=image, state="failed", detail=str(e).replace("\n", " | "), sha=tree.sha
+                    )
+            outcome.verdicts[image] = verdict
+            output.info(f"{image}: {verdict.state}" + (f": {verdict.detail}" if verdict.detail else ""))
+            notify.send(
+                settings,
+                notify.verdict_event(
+                    image=image,
+                    branch=branch,
+                    run_id=run_id,
+                    state=verdict.state,
+                    sha=verdict.sha,
+                    digest=verdict.digest,
+                    detail=verdict.detail,
+                ),
+            )
     return outcome

@@ -85,13 +85,28 @@ def _decide(reasons: list[str], force: bool, what: str) -> list[str]:
     return reasons
 
 
+ACTOR_MAX = 256  # the ledger's column
+
+
 def actor(settings: Settings) -> str:
-    """ENVCTL_ACTOR, else git user.name of the repository, else the OS user."""
+    """ENVCTL_ACTOR, else git user.name of the repository, else the OS user (self-declared).
+
+    `UsageError` for a blank ENVCTL_ACTOR or a name longer than the ledger keeps.
+    """
+    who = _actor(settings).strip()
+    if not who:
+        raise UsageError("ENVCTL_ACTOR is blank; set it to your name (or unset it to use git user.name)")
+    if len(who) > ACTOR_MAX:
+        raise UsageError(f"the actor name is {len(who)} characters long; give at most {ACTOR_MAX}")
+    return who
+
+
+def _actor(settings: Settings) -> str:
     if settings.actor:
         return settings.actor
     try:
         name = _git_user_name(settings.repo)
-        if name:
+        if name and name.strip():
             return name
     except Exception as e:  # any git or config problem: fall through to the OS user
         log.debug("no git user.name: %s", e)
@@ -194,20 +209,51 @@ def required_signoffs(settings: Settings, version: Version) -> int | None:
     """`promotion.production.signoffs` of the image's spec at the version's commit.
 
     None when that commit can't be read (a commit this clone lacks: a version known only
-    to the ledger, or no repository here).
+    to the ledger, no repository here, no git, a spec that no longer parses).
     """
+    return _rule_at(settings, version.image, version.sha)
+
+
+def _rule_at(settings: Settings, image: str, sha: str) -> int | None:
+    from git.exc import GitError
+
     from pipeline.source import open_repo, resolve
     from pipeline.spec import model as spec_module
 
     try:
-        tree = resolve(open_repo(settings.repo), version.sha)
-        text = tree.read(spec_module.spec_path(version.image))
+        tree = resolve(open_repo(settings.repo), sha)
+        text = tree.read(spec_module.spec_path(image))
         if text is None:
             return 0  # no spec at that commit: no rule of it
-        return spec_module.parse(text, spec_module.spec_path(version.image)).promotion.production.signoffs
-    except UsageError as e:
-        log.debug("no spec of %s at %s: %s", version.image, version.sha[:12], e)
+        return spec_module.parse(text, spec_module.spec_path(image)).promotion.production.signoffs
+    except (UsageError, GitError, OSError, ValueError) as e:
+        log.debug("no spec of %s at %s: %s", image, sha[:12], type(e).__name__)
         return None
+
+
+def _signoff_rule(
+    settings: Settings, ledger: Ledger, version: Version, rule: int | None
+) -> tuple[Signoffs | None, str | None]:
+    """Production's sign-offs for `version`, and the refusal when a rule can't be read.
+
+    The rule is the larger of the spec's at the version's commit (or `rule`, given) and at
+    current production's commit: promoting an old commit does not escape a newer rule.
+    """
+    rules = {version.sha: rule if rule is not None else _rule_at(settings, version.image, version.sha)}
+    current = envs.current(ledger, version.image, "production")
+    if current is not None and current.sha is not None and current.sha not in rules:
+        rules[current.sha] = _rule_at(settings, version.image, current.sha)
+    unread = [sha for sha, n in rules.items() if n is None]
+    if unread:
+        return None, (
+            f"can't read the sign-off rule of {unread[0][:12]} in {settings.repo}; "
+            "fetch it or use --force (recorded)"
+        )
+    return signoffs_of(ledger, version, max(n or 0 for n in rules.values())), None
+
+
+def _ever_in_production(ledger: Ledger, image: str, digest: str) -> bool:
+    return any(e.to_digest == digest for e in envs.history(ledger, image, "production"))
 
 
 def signoffs_of(ledger: Ledger, version: Version, required: int) -> Signoffs | None:
@@ -217,7 +263,13 @@ def signoffs_of(ledger: Ledger, version: Version, required: int) -> Signoffs | N
     from pipeline.ledger import signoffs
 
     signed = signoffs.people(signoffs.for_digest(ledger, version.image, version.digest))
-    return Signoffs(required=required, people=tuple(signed), staging=f"{version.image}.staging")
+    return Signoffs(
+        required=required,
+        people=tuple(signed),
+        staging=f"{version.image}.staging",
+        sha=version.sha,
+        digest=version.digest,
+    )
 
 
 def _ready(ledger: Ledger, publisher: Publisher, version: Version) -> None:
@@ -258,19 +310,9 @@ def promote(
     publisher = publisher or publisher_for(settings)
     proof = evidence_for(ledger, version) if env.stage == "production" else None
     _ready(ledger, publisher, version)
-    signed = None
+    signed, unread = None, None
     if env.stage == "production":
-        required = signoffs_required
-        if required is None:
-            required = required_signoffs(settings, version)
-        if required is None:
-            log.warning(
-                "no spec of %s at %s in %s; production asks no sign-off of it",
-                version.image,
-                version.sha[:12],
-                settings.repo,
-            )
-        signed = signoffs_of(ledger, version, required or 0)
+        signed, unread = _signoff_rule(settings, ledger, version, signoffs_required)
     forced_over: list[str] = []
 
     def decide(seen: dict[Stage, Pointer]) -> list[Change]:
@@ -297,7 +339,7 @@ def promote(
             descends=ahead,
             pinned=pinned,
             signoffs=signed,
-        )
+        ) + ([unread] if unread else [])
         forced_over[:] = _decide(reasons, force, f"promotion of {version.sha[:12]} to {env}")
         who = _who(settings, reason, forced_over)
         changes = []
@@ -320,7 +362,7 @@ def promote(
             _notify(settings, changes)
     else:
         stages: list[Stage] = [env.stage, "fallback"] if env.stage == "production" else [env.stage]
-        outcome.republished.extend(repair(ledger, publisher, env.image, stages))
+        outcome.republished.extend(_repair(settings, ledger, publisher, env.image, stages))
     return outcome
 
 
@@ -338,8 +380,12 @@ def rollback(
     envs.check_image_name(image)
     envs.require_known(ledger, image)
     chosen = find_version(ledger, image, to) if to else None
+    signed, unread = None, None
     if chosen is not None:
         not_pruned(chosen)
+        if not _ever_in_production(ledger, image, chosen.digest):
+            # a version production never ran is a promotion by another name: its sign-offs apply
+            signed, unread = _signoff_rule(settings, ledger, chosen, None)
     publisher = publisher or publisher_for(settings)
     publisher.require()
     forced_over: list[str] = []
@@ -373,7 +419,8 @@ def rollback(
             evidence=proof,
             descends=None,
             pinned=[f"{image}.production"] if production.pinned else [],
-        )
+            signoffs=signed if chosen is not None else None,
+        ) + ([unread] if unread and chosen is not None else [])
         forced_over[:] = _decide(reasons, force, f"rollback of {image}.production to {sha[:12]}")
         if publisher.digest_of(image, digest) is None:
             raise Unavailable(
@@ -391,7 +438,7 @@ def rollback(
         finally:
             _notify(settings, changes)
     else:
-        outcome.republished.extend(repair(ledger, publisher, image, ["production"]))
+        outcome.republished.extend(_repair(settings, ledger, publisher, image, ["production"]))
     return outcome
 
 
@@ -404,16 +451,31 @@ def set_pin(settings: Settings, ledger: Ledger, env: EnvId, *, pinned: bool, rea
         pointer = envs.read(conn, env.image, env.stage)
         if pointer.pinned == pinned:
             return False
-        envs.set_pin(conn, pointer, pinned, who)
+        event_id, at = envs.set_pin(conn, pointer, pinned, who)
     change = Change(
         expected=pointer,
         sha=pointer.sha or "",
         digest=pointer.digest or "",
         action="pin" if pinned else "unpin",
         who=who,
+        event_id=event_id,
+        at=at,
     )
     _notify(settings, [change])
     return True
+
+
+def _repair(
+    settings: Settings, ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage]
+) -> list[str]:
+    """`repair` the tags of `stages`, with one `drift` event (repaired) per tag put back."""
+    from pipeline import notify
+    from pipeline.publish.tags import TagState
+
+    found: list[TagState] = []
+    fixed = repair(ledger, publisher, image, stages, found=found)
+    notify.drifts(settings, publisher, found, repaired=True)
+    return fixed
 
 
 def _notify(settings: Settings, changes: list[Change]) -> None:
@@ -435,6 +497,8 @@ def _notify(settings: Settings, changes: list[Change]) -> None:
                 reason=c.who.reason,
                 forced=c.who.forced,
                 ci_run_id=c.who.ci_run_id,
+                event_id=c.event_id,
+                at=c.at,
             ),
         )
 

@@ -67,6 +67,8 @@ class Signoffs:
     required: int
     people: tuple[str, ...] = ()
     staging: str = "IMAGE.staging"  # the environment testers sign
+    sha: str = ""  # the version's commit and digest: what a sign-off must name
+    digest: str = ""
 
 
 def counts_for(run: TestRun, *, sha: str, test_key: str | None) -> bool:
@@ -116,7 +118,13 @@ def refusals(
         signed = f"signed by {', '.join(signoffs.people)}" if signoffs.people else "nobody signed yet"
         reasons.append(
             f"{target} has {len(signoffs.people)} of the {signoffs.required} testers' sign-offs "
-            f"production needs ({signed}); testers run `envctl signoff {signoffs.staging}`"
+            f"production needs ({signed})"
+            + (
+                f"; testers sign {signoffs.digest} with "
+                f"`envctl signoff {signoffs.staging} --rev {signoffs.sha[:12]}`"
+                if signoffs.digest
+                else f"; testers run `envctl signoff {signoffs.staging}`"
+            )
         )
     if descends is False:
         reasons.append(

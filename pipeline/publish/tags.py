@@ -109,8 +109,17 @@ def publish(ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage
             ) from e
 
 
-def repair(ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage]) -> list[str]:
+def repair(
+    ledger: Ledger,
+    publisher: Publisher,
+    image: str,
+    stages: list[Stage],
+    *,
+    found: list[TagState] | None = None,
+) -> list[str]:
     """Republish the tags of `stages` that the registry lost or moved; the references republished.
+
+    `found` gets the state of each tag republished (what the drift was), for notifications.
 
     The no-op paths call this: a command killed between the ledger's commit and the tag
     write left the ledger right and the tag wrong, and a re-run puts the tag back.
@@ -120,9 +129,14 @@ def repair(ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage]
     fixed = []
     for stage in stages:
         pointer = environments.current(ledger, image, stage)
-        if pointer is None or tag_state(publisher, pointer).drift is None:
+        if pointer is None:
+            continue
+        state = tag_state(publisher, pointer)
+        if state.drift is None:
             continue
         publish(ledger, publisher, image, [stage])
+        if found is not None:
+            found.append(state)
         fixed.append(publisher.tag_ref(image, stage))
     return fixed
 

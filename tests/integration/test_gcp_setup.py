@@ -297,3 +297,23 @@ def test_missing_credentials_are_exit_3_naming_the_login(fakes: Fakes, tmp_path:
     (line,) = result.stderr.strip().splitlines()
     assert "gcloud auth application-default login" in line and "Traceback" not in result.stderr
     assert fakes.cloudbuild.writes() == [] and fakes.registry.sent() == []
+
+
+def test_a_notify_secret_reaches_every_trigger_as_a_secret(fakes: Fakes) -> None:
+    env = {**fakes.env(), "ENVCTL_GCP_NOTIFY_SECRET": "envctl-notify-url"}
+    result = envctl("cloud", "setup", *FLAGS, cwd=fakes.root, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    version = f"projects/{PROJECT}/secrets/envctl-notify-url/versions/latest"
+    for name in ("envctl-staging", "envctl-production", "envctl-base-refresh"):
+        trigger = fakes.cloudbuild.trigger_named(name)
+        assert trigger is not None
+        found = {s.env: s.version_name for s in trigger.build.available_secrets.secret_manager}
+        assert found["ENVCTL_NOTIFY_URL"] == version, name
+        holders = [list(step.secret_env) for step in trigger.build.steps if step.secret_env]
+        assert holders and all(h[-1] == "ENVCTL_NOTIFY_URL" for h in holders), name
+    # without it, no trigger names the secret (a missing secret would fail every build)
+    code, _, err = fakes.setup(*FLAGS)
+    assert code == 0, err
+    again = fakes.cloudbuild.trigger_named("envctl-staging")
+    assert again is not None
+    assert "ENVCTL_NOTIFY_URL" not in {s.env for s in again.build.available_secrets.secret_manager}

@@ -124,12 +124,42 @@ def test_the_staging_role_moves_staging_but_never_production(roles: tuple[World,
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         staging.sql("UPDATE versions SET pruned_at = now()")
 
-    # Staging still moves, and pins its own environment; testers sign off with this role.
+    # Staging still moves, and pins its own environment; it does not sign off (testers do).
     assert staging.envctl("promote", f"{img}.staging", "--rev", world.sha["c3"]).returncode == 0
     assert staging.envctl("pin", f"{img}.staging", "--reason", "freeze").returncode == 0
-    signed = staging.envctl("signoff", f"{img}.staging")
+    refused(staging.envctl("signoff", f"{img}.staging"))
+    assert world.json("status", img)[0]["signoffs"] == []
+
+
+def test_the_tester_role_only_signs_off(
+    roles: tuple[World, Role, Role], login_role: Callable[..., tuple[str, str]]
+) -> None:
+    world, staging, _production = roles
+    img = world.image
+    assert staging.envctl("promote", f"{img}.staging", "--rev", world.sha["c2"]).returncode == 0
+    tester = Role(world, *login_role("envctl_tester"))
+    signed = tester.envctl("signoff", f"{img}.staging", "--rev", world.sha["c2"][:12])
     assert signed.returncode == 0, signed.stderr
     assert world.json("status", img)[0]["signoffs"] == ["Image Owner"]  # git user.name
+    before = snapshot(world)
+    for attempt in (
+        ("promote", f"{img}.staging", "--rev", world.sha["c3"]),
+        ("pin", f"{img}.staging", "--reason", "held by a tester"),
+    ):
+        refused(tester.envctl(*attempt))
+        assert snapshot(world) == before, attempt
+    for statement in (
+        "UPDATE signoffs SET actor = 'forged'",
+        "DELETE FROM signoffs",
+        f"INSERT INTO events (at, image, stage, action, actor, forced) "
+        f"VALUES (now(), '{img}', 'staging', 'promote', 'x', false)",
+        "UPDATE environments SET pinned = true",
+        "UPDATE versions SET pruned_at = now()",
+        "INSERT INTO test_runs (run_id) VALUES ('forged')",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            tester.sql(statement)
+    assert snapshot(world) == before
 
 
 def test_the_production_role_promotes_and_rolls_back(roles: tuple[World, Role, Role]) -> None:

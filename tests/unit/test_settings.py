@@ -180,15 +180,15 @@ def test_token_service_hosts_come_only_from_the_environment(tmp_path: Path) -> N
     assert OciPublisher.for_settings(settings).registry.auth_hosts == ("auth.example", "b.example")
 
 
-def test_notify_url_comes_from_pyproject_or_the_environment_and_stays_out_of_repr(tmp_path: Path) -> None:
-    repo = _repo(tmp_path, 'notify_url = "https://chat.example/hooks/T1/SECRET"\n')
-    settings = load(repo=repo, env={})
+def test_notify_url_comes_only_from_the_environment_and_stays_out_of_repr(tmp_path: Path) -> None:
+    repo = _repo(tmp_path, 'notify_url = "https://evil.example/collect"\n')
+    with pytest.raises(ConfigError, match="'notify_url' may only come from the environment"):
+        load(repo=repo, env={})
+    settings = load(
+        repo=_repo(tmp_path / "b"), env={"ENVCTL_NOTIFY_URL": "https://chat.example/hooks/T1/SECRET"}
+    )
     assert settings.notify_url == "https://chat.example/hooks/T1/SECRET"
     assert "SECRET" not in repr(settings)
-    assert (
-        load(repo=repo, env={"ENVCTL_NOTIFY_URL": "http://127.0.0.1:9/x"}).notify_url
-        == "http://127.0.0.1:9/x"
-    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,272 @@
+"""Sign-offs without the stack: which rule production applies, and who may sign what.
+
+Real git repositories, a SQLite ledger, and `envctl signoff` in child processes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import git
+import pytest
+import sqlalchemy as sa
+
+from pipeline.errors import Refused
+from pipeline.ledger import db, signoffs
+from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
+from pipeline.ledger.pointers import Change, Pointer, Stage, Who, compare_and_swap, history
+from pipeline.promote import moves
+from pipeline.promote.policy import refusals
+from pipeline.settings import Settings
+from tests.helpers import envctl
+
+IMAGE = "team.task"
+SPEC = """\
+image: team.task
+build:
+  dockerfile: docker/Dockerfile
+  context: docker
+  base: {{local: localhost:5000/dlc/base-cpu:local, gcp: us-docker.pkg.dev/x/y/base-cpu.py310}}
+tests:
+  notebooks: [test-notebooks/*.ipynb]
+promotion:
+  production:
+    signoffs: {n}
+"""
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@x", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def _commit(repo: Path, signoffs: int) -> str:
+    (repo / "environments").mkdir(exist_ok=True)
+    (repo / "environments" / f"{IMAGE}.yaml").write_text(SPEC.format(n=signoffs))
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", f"signoffs {signoffs}")
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def _version(ledger: Ledger, sha: str) -> Version:
+    version = Version(
+        image=IMAGE,
+        sha=sha,
+        tree="0" * 40,
+        inputs_key=sha,
+        build_key=sha,
+        digest="sha256:" + sha.ljust(64, "0")[:64],
+        image_ref="",
+        size=None,
+        reused_from=None,
+        labels={},
+        sbom={},
+        created_at=now(),
+    )
+    ledger.record_version(version)
+    return version
+
+
+def _production(ledger: Ledger, version: Version) -> None:
+    def decide(seen: dict[Stage, Pointer]) -> list[Change]:
+        return [
+            Change(
+                expected=seen["production"],
+                sha=version.sha,
+                digest=version.digest,
+                action="promote",
+                who=Who(actor="t"),
+            )
+        ]
+
+    compare_and_swap(ledger, IMAGE, decide)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[Settings, Ledger, Path]:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    return Settings(repo=repo), Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}"), repo
+
+
+def test_an_old_commit_does_not_escape_the_newer_rule_of_production(
+    world: tuple[Settings, Ledger, Path],
+) -> None:
+    settings, ledger, repo = world
+    old = _version(ledger, _commit(repo, 0))
+    new = _version(ledger, _commit(repo, 2))
+    _production(ledger, new)
+    signed, unread = moves._signoff_rule(settings, ledger, old, None)
+    assert unread is None and signed is not None and signed.required == 2
+    # the version's own rule counts too when production's is lower
+    _production(ledger, old)
+    signed, _ = moves._signoff_rule(settings, ledger, new, None)
+    assert signed is not None and signed.required == 2
+
+
+def test_an_unreadable_rule_is_a_refusal_not_zero(
+    world: tuple[Settings, Ledger, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, ledger, repo = world
+    here = _version(ledger, _commit(repo, 1))
+    absent = _version(ledger, "f" * 40)  # a commit this clone lacks
+    signed, unread = moves._signoff_rule(settings, ledger, absent, None)
+    assert signed is None and unread == (
+        f"can't read the sign-off rule of {'f' * 12} in {repo}; fetch it or use --force (recorded)"
+    )
+    assert moves.required_signoffs(settings, absent) is None
+    # no git program at all: None, not a GitCommandNotFound traceback
+    monkeypatch.setattr(git.Git, "GIT_PYTHON_GIT_EXECUTABLE", "/nonexistent/git")
+    assert moves.required_signoffs(settings, here) is None
+
+
+def test_rollback_to_a_version_production_never_ran_needs_its_signoffs(
+    world: tuple[Settings, Ledger, Path],
+) -> None:
+    settings, ledger, repo = world
+    ran = _version(ledger, _commit(repo, 2))
+    never = _version(ledger, _commit(repo, 2))
+    _production(ledger, ran)
+    assert moves._ever_in_production(ledger, IMAGE, ran.digest)
+    assert not moves._ever_in_production(ledger, IMAGE, never.digest)
+    # the refusal comes before the registry is asked for the digest (the local registry answers `require`)
+    with pytest.raises(Refused, match="0 of the 2 testers' sign-offs") as caught:
+        moves.rollback(settings, ledger, IMAGE, to=never.sha[:12])
+    assert "no test evidence" in str(caught.value)
+    _production(ledger, never)
+    with pytest.raises(Refused) as back:  # back to what production ran: no sign-off asked
+        moves.rollback(settings, ledger, IMAGE, to=ran.sha[:12])
+    assert "sign-off" not in str(back.value) and "no test evidence" in str(back.value)
+
+
+def _tested(ledger: Ledger, version: Version, passed: bool = True) -> None:
+    record_test_run(
+        ledger,
+        TestRun(
+            run_id=uuid.uuid4().hex,
+            image=IMAGE,
+            sha=version.sha,
+            digest=version.digest,
+            passed=passed,
+            summary={},
+            artifacts="",
+            started_at=now(),
+            finished_at=now(),
+        ),
+    )
+
+
+def _staging(ledger: Ledger, version: Version) -> None:
+    def decide(seen: dict[Stage, Pointer]) -> list[Change]:
+        return [
+            Change(
+                expected=seen["staging"],
+                sha=version.sha,
+                digest=version.digest,
+                action="promote",
+                who=Who(actor="t"),
+            )
+        ]
+
+    compare_and_swap(ledger, IMAGE, decide)
+
+
+def test_a_tester_signs_the_version_they_tried_with_rev(
+    tmp_path: Path, world: tuple[Settings, Ledger, Path]
+) -> None:
+    _, ledger, repo = world
+    tried = _version(ledger, _commit(repo, 1))
+    untested = _version(ledger, _commit(repo, 1))
+    _tested(ledger, tried)
+    _staging(ledger, untested)  # staging moved on after the tester tried `tried`
+    env = {"ENVCTL_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}", "ENVCTL_ACTOR": "tess"}
+    signed = envctl("signoff", f"{IMAGE}.staging", "--rev", tried.sha[:12], "--json", cwd=repo, env=env)
+    assert signed.returncode == 0, signed.stderr
+    assert (json.loads(signed.stdout)["digest"], json.loads(signed.stdout)["sha"]) == (
+        tried.digest,
+        tried.sha,
+    )
+    refused = envctl("signoff", f"{IMAGE}.staging", "--rev", untested.sha[:12], cwd=repo, env=env)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"envctl: error: {IMAGE} {untested.sha[:12]} ({untested.digest[:19]}) has not passed its tests; "
+        "testers sign off only tested versions"
+    ]
+    now_ = envctl("signoff", f"{IMAGE}.staging", "--json", cwd=repo, env=env)  # no --rev: what staging runs
+    assert json.loads(now_.stdout)["digest"] == untested.digest
+    # a promotion short of sign-offs says which digest to sign, and how
+    reasons = refusals(
+        stage="production",
+        target="x",
+        evidence=None,
+        descends=None,
+        pinned=[],
+        signoffs=moves.signoffs_of(ledger, tried, 2),
+    )
+    assert reasons == [
+        f"x has 1 of the 2 testers' sign-offs production needs (signed by tess); testers sign "
+        f"{tried.digest} with `envctl signoff {IMAGE}.staging --rev {tried.sha[:12]}`"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ({"ENVCTL_ACTOR": "   "}, "ENVCTL_ACTOR is blank"),
+        ({"ENVCTL_ACTOR": "x" * 300}, "the actor name is 300 characters long; give at most 256"),
+        (
+            {"ENVCTL_ACTOR": "tess", "ENVCTL_CI_RUN_ID": "build-7"},
+            "CI (ENVCTL_CI_RUN_ID or CI is set) may not sign off",
+        ),
+        ({"ENVCTL_ACTOR": "tess", "CI": "true"}, "CI (ENVCTL_CI_RUN_ID or CI is set) may not sign off"),
+    ],
+)
+def test_a_signoff_needs_a_person(
+    tmp_path: Path, world: tuple[Settings, Ledger, Path], extra: dict[str, str], said: str
+) -> None:
+    _, ledger, repo = world
+    version = _version(ledger, _commit(repo, 1))
+    _staging(ledger, version)
+    env = {"ENVCTL_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}", **extra}
+    result = envctl("signoff", f"{IMAGE}.staging", cwd=repo, env=env)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("envctl: error: ") and said in line
+    assert signoffs.for_image(ledger, IMAGE) == []
+
+
+def test_history_orders_by_time_then_moves_before_signoffs(
+    tmp_path: Path, world: tuple[Settings, Ledger, Path]
+) -> None:
+    _, ledger, repo = world
+    first, second = _version(ledger, _commit(repo, 1)), _version(ledger, _commit(repo, 1))
+    _staging(ledger, first)
+    [moved] = history(ledger, IMAGE)
+    with ledger.transaction() as conn:  # a sign-off stamped the very microsecond of the move, and one earlier
+        signoffs.insert(conn, image=IMAGE, sha=first.sha, digest=first.digest, actor="late", reason=None)
+        conn.execute(sa.update(db.signoffs).where(db.signoffs.c.actor == "late").values(at=moved.at))
+        signoffs.insert(conn, image=IMAGE, sha=first.sha, digest=first.digest, actor="early", reason=None)
+        conn.execute(
+            sa.update(db.signoffs)
+            .where(db.signoffs.c.actor == "early")
+            .values(at=moved.at - timedelta(seconds=1))
+        )
+    _staging(ledger, second)
+    env = {"ENVCTL_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    shown = envctl("history", IMAGE, "--json", cwd=repo, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert [(e["action"], e["actor"]) for e in json.loads(shown.stdout)] == [
+        ("signoff", "early"),
+        ("promote", "t"),
+        ("signoff", "late"),
+        ("promote", "t"),
+    ]
