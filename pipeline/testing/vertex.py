@@ -36,6 +36,7 @@ from pipeline.testing.params import MalformedNotebook, load_notebook, plan
 from pipeline.testing.stage import new_run_id
 from pipeline.testing.vertex_jobs import (
     TERMINAL,
+    WAITING,
     Folder,
     JobEnd,
     Task,
@@ -59,6 +60,7 @@ class _Live:
     started: float
     deadline: float
     state: str = "JOB_STATE_QUEUED"
+    started_running: bool = False  # seen past QUEUED/PENDING at least once
 
 
 @dataclass
@@ -288,6 +290,7 @@ def _poll(run: _Run, live: _Live) -> JobEnd | None:
     with gcp.translated(f"Vertex AI custom job {live.name}", api="aiplatform"):
         job = run.jobs.get_custom_job(name=live.name, **run.call)
     live.state = job.state.name
+    live.started_running = live.started_running or live.state not in WAITING
     seconds = time.monotonic() - live.started
     if live.state in TERMINAL:
         return JobEnd(state=live.state, error_code=job.error.code, error=job.error.message, seconds=seconds)
@@ -295,7 +298,12 @@ def _poll(run: _Run, live: _Live) -> JobEnd | None:
         return None
     log.info("%s outlived its deadline (%s); cancelling it", live.name, live.state)
     _cancel(run, live.name)
-    return JobEnd(state="JOB_STATE_CANCELLED", deadline_hit=True, seconds=seconds)
+    return JobEnd(
+        state="JOB_STATE_CANCELLED",
+        deadline_hit=True,
+        never_started=not live.started_running,
+        seconds=seconds,
+    )
 
 
 def _cancel(run: _Run, name: str) -> None:
@@ -341,6 +349,7 @@ def _finish(run: _Run, task: Task, end: JobEnd) -> Result:
         error_code=end.error_code,
         error=end.error,
         deadline_hit=end.deadline_hit,
+        never_started=end.never_started,
         seconds=end.seconds,
         logs=logs,
     )

@@ -344,24 +344,32 @@ def test_a_job_past_its_own_timeout_is_stopped_and_classified_timeout(
     assert vertex.jobs[name].job.error.code == 4
 
 
-def test_a_job_that_outlives_the_outer_deadline_is_cancelled(
+def test_a_job_still_waiting_for_a_machine_at_the_deadline_is_cancelled_as_capacity(
     images: dict[str, str],
     fakes: tuple[FakeVertex, FakeStorage],
     tmp_path: Path,
 ) -> None:
     vertex, storage = fakes
-    vertex.scenario("passes.ipynb", "stuck")  # waits for a machine that never comes
+    vertex.scenario("passes.ipynb", "stuck")  # waits for a machine that never comes (a GPU stockout)
     world = gpu_world(
         tmp_path, on_artifact_registry(images["tests"]), ["passes.ipynb"], {**GPU, "timeout": 2}
     )
     result = gcp_test(world, vertex, storage, "--json", ENVCTL_GCP_VERTEX_GRACE="1")
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 3, result.stderr
+    assert "no evidence was recorded" in result.stderr.strip().splitlines()[-1]
     (found,) = json.loads(result.stdout)["results"]
-    assert found["outcome"] == "timeout", found
-    assert found["error"] == "still running after its timeout of 2 s; cancelled by envctl"
+    assert found["outcome"] == "quota", found
+    assert found["error"] == (
+        "no capacity or quota for 1 x NVIDIA_TESLA_T4 on n1-standard-8: the job waited 2 s for a "
+        "machine without starting; envctl cancelled it"
+    )
+    assert "cloud.region" in found["hint"] and "try again later" in found["hint"]
     (name,) = vertex.jobs
+    assert "JOB_STATE_RUNNING" not in vertex.jobs[name].states
     assert [r.path for r in vertex.sent("POST") if r.path.endswith(":cancel")] == [f"/v1/{name}:cancel"]
     assert vertex.jobs[name].states[-2:] == ["JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"]
+    version = world.ledger().get_version(world.image, world.sha)
+    assert version is not None and db.test_runs_for(world.ledger(), world.image, version.digest) == []
 
 
 # -- capacity and image pull: the parts failed, not the version --------------------------------
