@@ -44,6 +44,7 @@ from pipeline.testing.vertex_jobs import (
     classify_job,
     custom_job,
     job_timeout,
+    labels,
     notebook_task,
     smoke_task,
 )
@@ -314,10 +315,45 @@ def _cancel(run: _Run, name: str) -> None:
 
 
 def _cancel_all(run: _Run) -> None:
+    """Cancel the run's jobs: those it polls, and any created unbeknown to it (its label finds them).
+
+    Ctrl-C or a client timeout during `create_custom_job` can leave a job the runner
+    never got the name of; every job carries `envctl-run=<run id>`.
+    """
+    known = set(run.live)
     for name in list(run.live):
         _cancel(run, name)
         log.warning("cancelled %s", name)
     run.live.clear()
+    for name in _unknown_jobs(run, known):
+        _cancel(run, name)
+        log.warning("cancelled %s (created, but its creation did not answer)", name)
+
+
+def _unknown_jobs(run: _Run, known: set[str]) -> list[str]:
+    """The run's jobs (by label) not in `known` and not ended; [] when they can't be listed."""
+    value = labels(run.run_id)
+    try:
+        found = run.jobs.list_custom_jobs(
+            request={"parent": run.parent, "filter": f'labels.envctl-run="{value}"'},
+            timeout=min(run.call["timeout"], 30.0),
+            retry=None,
+        )
+        return [
+            str(job.name)
+            for job in found
+            if job.name not in known and job.state.name not in TERMINAL | {"JOB_STATE_CANCELLING"}
+        ]
+    except Exception as e:
+        log.warning(
+            "could not list the jobs of run %s to cancel them: %s; list them with `gcloud ai custom-jobs "
+            "list --region %s --filter labels.envctl-run=%s`",
+            run.run_id,
+            gcp.short(e),
+            run.parent.rsplit("/", 1)[-1],
+            value,
+        )
+        return []
 
 
 def _download(run: _Run, relative: str, target: str) -> bool:

@@ -469,6 +469,31 @@ def test_ctrl_c_cancels_every_job_it_started(
     assert version is not None and db.test_runs_for(world.ledger(), world.image, version.digest) == []
 
 
+def test_a_job_whose_create_did_not_answer_is_found_by_its_label_and_cancelled(
+    images: dict[str, str],
+    fakes: tuple[FakeVertex, FakeStorage],
+    tmp_path: Path,
+) -> None:
+    vertex, storage = fakes
+    vertex.scenario("passes.ipynb", "slow-create")  # created, but the answer comes after the client gave up
+    world = gpu_world(tmp_path, on_artifact_registry(images["tests"]), ["passes.ipynb"], GPU, timeout=120)
+    result = gcp_test(world, vertex, storage, "--json", ENVCTL_GCP_TIMEOUT="2")
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("envctl: error: ")
+    (name,) = vertex.jobs
+    listed = [
+        r for r in vertex.sent("GET") if r.path == "/v1/projects/proj/locations/europe-west4/customJobs"
+    ]
+    (run_label,) = {j.labels["envctl-run"] for j in vertex.created()}
+    assert [r.param("filter") for r in listed] == [f'labels.envctl-run="{run_label}"']
+    assert [r.path for r in vertex.sent("POST") if r.path.endswith(":cancel")] == [f"/v1/{name}:cancel"]
+    assert f"cancelled {name} (created, but its creation did not answer)" in result.stderr
+    vertex.wait_all()
+    assert vertex.state_of(name) == "JOB_STATE_CANCELLED"
+    assert containers_with(FAKE_LABEL) == []
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 
