@@ -299,6 +299,7 @@ def _poll(run: _Run, live: _Live) -> JobEnd | None:
         return None
     log.info("%s outlived its deadline (%s); cancelling it", live.name, live.state)
     _cancel(run, live.name)
+    _check_cancelled(run, live.name)
     return JobEnd(
         state="JOB_STATE_CANCELLED",
         deadline_hit=True,
@@ -312,6 +313,26 @@ def _cancel(run: _Run, name: str) -> None:
         run.jobs.cancel_custom_job(name=name, timeout=min(run.call["timeout"], 30.0), retry=None)
     except Exception as e:  # it may have ended meanwhile; a later read says how
         log.warning("could not cancel %s: %s", name, gcp.short(e))
+
+
+def _check_cancelled(run: _Run, name: str) -> None:
+    """Warn, with the command that does it, when the job is neither cancelled nor ended."""
+    try:
+        state = str(run.jobs.get_custom_job(name=name, **run.call).state.name)
+    except Exception as e:
+        state = f"unknown ({gcp.short(e)})"
+    if state in TERMINAL or state == "JOB_STATE_CANCELLING":
+        return
+    _, project, _, region, _, job_id = name.split("/")
+    log.warning(
+        "%s is %s although envctl cancelled it; it may still hold (and bill) its machine: cancel it with "
+        "`gcloud ai custom-jobs cancel %s --project %s --region %s`",
+        name,
+        state,
+        job_id,
+        project,
+        region,
+    )
 
 
 def _cancel_all(run: _Run) -> None:

@@ -30,6 +30,7 @@ from pipeline.build.engine import connect
 from pipeline.ledger import db
 from pipeline.ledger.db import Version, now
 from tests.gcpfakes.aiplatform import FAKE_LABEL, FakeVertex, remove_fake_containers
+from tests.gcpfakes.rest import GoogleError
 from tests.gcpfakes.storage import FakeStorage
 from tests.helpers import ENVCTL, cli_env, envctl
 from tests.integration.test_test_stage import World, by_name, containers_with, make_image, make_world
@@ -370,6 +371,36 @@ def test_a_job_still_waiting_for_a_machine_at_the_deadline_is_cancelled_as_capac
     assert vertex.jobs[name].states[-2:] == ["JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"]
     version = world.ledger().get_version(world.image, world.sha)
     assert version is not None and db.test_runs_for(world.ledger(), world.image, version.digest) == []
+
+
+def test_a_cancel_that_fails_at_the_deadline_is_reported_with_the_command(
+    images: dict[str, str],
+    fakes: tuple[FakeVertex, FakeStorage],
+    tmp_path: Path,
+) -> None:
+    vertex, storage = fakes
+    vertex.scenario("passes.ipynb", "stuck")
+    vertex.fail("POST", r"/v1/.*:cancel", GoogleError("INTERNAL", "Internal error encountered."))
+    try:
+        world = gpu_world(
+            tmp_path, on_artifact_registry(images["tests"]), ["passes.ipynb"], {**GPU, "timeout": 2}
+        )
+        result = gcp_test(world, vertex, storage, "--json", ENVCTL_GCP_VERTEX_GRACE="1")
+    finally:
+        vertex.clear_failures()
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    (name,) = vertex.jobs
+    assert vertex.state_of(name) == "JOB_STATE_PENDING"  # the cancel did not happen
+    job_id = name.rsplit("/", 1)[-1]
+    (warning,) = [line for line in result.stderr.splitlines() if "although envctl cancelled it" in line]
+    assert f"{name} is JOB_STATE_PENDING although envctl cancelled it" in warning
+    assert warning.endswith(f"`gcloud ai custom-jobs cancel {job_id} --project proj --region europe-west4`")
+    # After the cancel, the job was read again.
+    gets = [r.path for r in vertex.sent("GET") if r.path == f"/v1/{name}"]
+    cancel_at = [i for i, r in enumerate(vertex.sent()) if r.path.endswith(":cancel")]
+    assert len(cancel_at) == 1 and len(gets) >= 2
+    assert any(r.path == f"/v1/{name}" for r in vertex.sent()[cancel_at[0] + 1 :])
 
 
 # -- capacity and image pull: the parts failed, not the version --------------------------------
