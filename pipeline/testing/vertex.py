@@ -115,6 +115,12 @@ class VertexTestRunner:
                 f"{version.image} at {version.sha[:12]} is recorded as {version.image_ref}, not by digest; "
                 f"rebuild it with `envctl build {version.image} --rev {version.sha}`"
             )
+        if not spec.cloud.service_account:
+            warn(
+                f"{spec.image}'s test jobs run as the Vertex AI service agent, which may read far more than "
+                "they need: set cloud.service_account to an account with only roles/storage.objectAdmin on "
+                "the artifacts folder and roles/artifactregistry.reader (README: Tests on Vertex AI)"
+            )
         from google.cloud import aiplatform_v1 as aip
 
         where = gcp.location(self.settings, need_repository=False)

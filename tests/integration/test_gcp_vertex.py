@@ -233,6 +233,7 @@ def test_a_gpu_spec_runs_as_vertex_jobs_and_is_classified_as_locally(gpu_run: An
     assert "ran on: Vertex AI n1-standard-8 + 1 x NVIDIA_TESLA_T4 (europe-west4)" in result.stderr
     assert sorted(vertex.states.values()) == ["JOB_STATE_FAILED"] * 2 + ["JOB_STATE_SUCCEEDED"] * 2
     assert containers_with(FAKE_LABEL) == []
+    assert "Vertex AI service agent" not in result.stderr  # the spec names its service account
 
 
 def test_the_executed_notebook_comes_back_through_cloud_storage(gpu_run: Any) -> None:
@@ -452,6 +453,27 @@ def test_an_image_vertex_cannot_pull_is_image_pull(
     assert found["error"].startswith(f"Vertex AI could not pull {gone}: Unable to pull the container image")
     assert "roles/artifactregistry.reader" in found["hint"]
     assert "notebook-tests@proj.iam.gserviceaccount.com" in found["hint"]
+
+
+def test_without_a_service_account_it_warns_once_that_jobs_run_as_the_service_agent(
+    images: dict[str, str],
+    fakes: tuple[FakeVertex, FakeStorage],
+    tmp_path: Path,
+) -> None:
+    vertex, storage = fakes
+    vertex.scenario("passes.ipynb", "quota")  # refused at create: no container needed
+    cloud = {k: v for k, v in GPU.items() if k != "service_account"}
+    world = gpu_world(tmp_path, on_artifact_registry(images["tests"]), ["passes.ipynb"], cloud)
+    result = gcp_test(world, vertex, storage, "--json")
+    assert result.returncode == 3, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "Vertex AI service agent" in line]
+    assert warnings == [
+        f"warning: {world.image}'s test jobs run as the Vertex AI service agent, which may read far more "
+        "than they need: set cloud.service_account to an account with only roles/storage.objectAdmin on "
+        "the artifacts folder and roles/artifactregistry.reader (README: Tests on Vertex AI)"
+    ]
+    (job,) = vertex.created()
+    assert job.job_spec.service_account == ""
 
 
 # -- Ctrl-C ------------------------------------------------------------------------------------
