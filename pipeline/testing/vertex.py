@@ -110,11 +110,7 @@ class VertexTestRunner:
         on_warning: Sink | None = None,
     ) -> TestReport:
         warn: Sink = on_warning or log.warning
-        if "@sha256:" not in version.image_ref:
-            raise UsageError(
-                f"{version.image} at {version.sha[:12]} is recorded as {version.image_ref}, not by digest; "
-                f"rebuild it with `envctl build {version.image} --rev {version.sha}`"
-            )
+        _check_image_ref(self.settings, version)
         if not spec.cloud.service_account:
             warn(
                 f"{spec.image}'s test jobs run as the Vertex AI service agent, which may read far more than "
@@ -224,6 +220,25 @@ class VertexTestRunner:
                 ),
             )
         return report
+
+
+def _check_image_ref(settings: Settings, version: Version) -> None:
+    """Vertex AI runs the version by its own digest from Artifact Registry; else exit 2 saying what to fix.
+
+    With an aiplatform endpoint override (a fake or an emulator) any registry host will do.
+    """
+    ref, digest = version.image_ref, version.digest
+    rebuild = f"`ENVCTL_BACKEND=gcp envctl build {version.image} --rev {version.sha}`"
+    what = f"{version.image} at {version.sha[:12]} is recorded as {ref}"
+    if not digest.startswith("sha256:") or not ref.endswith(f"@{digest}"):
+        raise UsageError(f"{what}, not by its digest {digest}; rebuild it with {rebuild}")
+    host = ref.split("/", 1)[0]
+    if not gcp.is_artifact_registry(host) and gcp.endpoint(settings, "aiplatform") is None:
+        raise UsageError(
+            f"{what}, which is not in Artifact Registry (REGION-docker.pkg.dev), where Vertex AI pulls "
+            f"test images from; set ENVCTL_REGISTRY=REGION-docker.pkg.dev/PROJECT/REPOSITORY and rebuild "
+            f"it with {rebuild}"
+        )
 
 
 def _upload_inputs(run: _Run, tree: Tree, root: str) -> None:

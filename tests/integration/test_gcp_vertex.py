@@ -550,6 +550,50 @@ def test_a_job_whose_create_did_not_answer_is_found_by_its_label_and_cancelled(
 # -- bad input ---------------------------------------------------------------------------------
 
 
+def test_an_image_ref_not_by_the_versions_digest_is_refused(
+    images: dict[str, str],
+    fakes: tuple[FakeVertex, FakeStorage],
+    tmp_path: Path,
+) -> None:
+    vertex, storage = fakes
+    ref = on_artifact_registry(images["tests"])
+    other = "sha256:" + "1" * 64
+    # `@sha256:` is in it, but not the version's own digest: the check reads the whole reference.
+    world = gpu_world(tmp_path, f"{ref.split('@')[0]}@{other}", ["passes.ipynb"], GPU)
+    with world.ledger().transaction() as conn:
+        table = db.versions
+        conn.execute(table.update().where(table.c.image == world.image).values(digest=ref.split("@")[1]))
+    result = gcp_test(world, vertex, storage)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("envctl: ")]
+    assert errors == [
+        f"envctl: error: {world.image} at {world.sha[:12]} is recorded as {ref.split('@')[0]}@{other}, "
+        f"not by its digest {ref.split('@')[1]}; rebuild it with "
+        f"`ENVCTL_BACKEND=gcp envctl build {world.image} --rev {world.sha}`"
+    ]
+    assert vertex.sent() == []
+
+
+def test_an_image_outside_artifact_registry_is_refused(
+    images: dict[str, str],
+    fakes: tuple[FakeVertex, FakeStorage],
+    tmp_path: Path,
+) -> None:
+    vertex, storage = fakes
+    local = images["tests"]  # localhost:5000/...@sha256:...: by digest, but not in Artifact Registry
+    world = gpu_world(tmp_path, local, ["passes.ipynb"], GPU)
+    result = gcp_test(world, vertex, storage, ENVCTL_GCP_ENDPOINTS="")
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("envctl: ")]
+    assert errors == [
+        f"envctl: error: {world.image} at {world.sha[:12]} is recorded as {local}, which is not in "
+        "Artifact Registry (REGION-docker.pkg.dev), where Vertex AI pulls test images from; set "
+        "ENVCTL_REGISTRY=REGION-docker.pkg.dev/PROJECT/REPOSITORY and rebuild it with "
+        f"`ENVCTL_BACKEND=gcp envctl build {world.image} --rev {world.sha}`"
+    ]
+    assert vertex.sent() == []
+
+
 def test_without_an_artifacts_bucket_it_says_what_to_set(
     images: dict[str, str],
     fakes: tuple[FakeVertex, FakeStorage],
