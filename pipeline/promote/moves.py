@@ -24,7 +24,7 @@ from pipeline.ledger import pointers as envs
 from pipeline.ledger.db import Ledger, Version
 from pipeline.ledger.pointers import Change, EnvId, Pointer, Stage, Who
 from pipeline.proc import run
-from pipeline.promote.policy import Evidence, Signoffs, evidence, evidence_for, refusals
+from pipeline.promote.policy import Evidence, Signoffs, asked_by, evidence, evidence_for, refusals
 from pipeline.publish.tags import publish, repair
 from pipeline.settings import Settings
 
@@ -308,7 +308,11 @@ def promote(
     envs.require_known(ledger, env.image)
     version = resolve_version(settings, ledger, env.image, rev)
     publisher = publisher or publisher_for(settings)
-    proof = evidence_for(ledger, version) if env.stage == "production" else None
+    proof = (
+        evidence_for(ledger, version, asked=asked_by(settings, version))
+        if env.stage == "production"
+        else None
+    )
     _ready(ledger, publisher, version)
     signed, unread = None, None
     if env.stage == "production":
@@ -409,7 +413,7 @@ def rollback(
         if target is not None and target.digest == digest:
             not_pruned(target)
         proof = (
-            evidence_for(ledger, target)
+            evidence_for(ledger, target, asked=asked_by(settings, target))
             if target is not None and target.digest == digest
             else evidence(ledger, image, digest, sha=sha, test_key=None)
         )

@@ -13,16 +13,25 @@ spec): that many distinct people must have run `envctl signoff` on the version's
 Where a run ran is part of its worth: a run on the CPU (`envctl test --allow-cpu`) of a
 spec that asks for an accelerator proves nothing about the GPU code paths, so production
 refuses it unless forced (the accelerator is in the tests key, so such a run can only
-count for a spec that asks for the same one).
+count for a spec that asks for the same one). The rule reads the accelerator from the
+version's spec too (`asked_by`), so a run recorded before envctl kept where runs ran
+(no `ran_on`) does not pass for a spec that asks for one either.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, assert_never
+import logging
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, assert_never
 
+from pipeline.errors import UsageError
 from pipeline.ledger.db import Ledger, TestRun, Version, test_runs_for
 from pipeline.ledger.pointers import Stage
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,12 +42,13 @@ class Evidence:
     passed: bool
     run_id: str | None = None  # the run that decides
     ran_on: dict[str, Any] | None = None  # where it ran (None: before envctl recorded it)
+    asked: str | None = None  # the accelerator the version's spec asks for (None: none or unknown)
 
     @property
     def cpu_for_accelerator(self) -> str | None:
-        """The accelerator the spec asked for when the deciding run ran without one; else None."""
+        """The accelerator the spec asks for when the deciding run ran without one (or didn't say)."""
         where = self.ran_on or {}
-        asked = where.get("asked")
+        asked = self.asked or where.get("asked")
         return str(asked) if asked and not where.get("accelerator") else None
 
 
@@ -84,8 +94,29 @@ def evidence(ledger: Ledger, image: str, digest: str, *, sha: str, test_key: str
     return Evidence(runs=len(runs), passed=runs[-1].passed, run_id=runs[-1].run_id, ran_on=runs[-1].ran_on)
 
 
-def evidence_for(ledger: Ledger, version: Version) -> Evidence:
-    return evidence(ledger, version.image, version.digest, sha=version.sha, test_key=version.test_key)
+def evidence_for(ledger: Ledger, version: Version, *, asked: str | None = None) -> Evidence:
+    """The version's evidence; `asked`: the accelerator its spec asks for (`asked_by`)."""
+    found = evidence(ledger, version.image, version.digest, sha=version.sha, test_key=version.test_key)
+    return replace(found, asked=asked)
+
+
+def asked_by(settings: Settings, version: Version | None) -> str | None:
+    """The accelerator (`1 x NVIDIA_TESLA_T4`) of the spec at the version's commit; None: none or unknown."""
+    if version is None:
+        return None
+    from pipeline.source import open_repo, resolve
+    from pipeline.spec import model as spec_module
+
+    try:
+        tree = resolve(open_repo(settings.repo), version.sha)
+        text = tree.read(spec_module.spec_path(version.image))
+        if text is None:
+            return None
+        wanted = spec_module.parse(text, spec_module.spec_path(version.image)).cloud.accelerator
+    except UsageError as e:
+        log.debug("no spec of %s at %s: %s", version.image, version.sha[:12], e)
+        return None
+    return None if wanted is None else str(wanted)
 
 
 def refusals(
@@ -110,8 +141,9 @@ def refusals(
         elif not evidence.passed:
             reasons.append(f"the latest test run of {target} failed")
         elif stage == "production" and evidence.cpu_for_accelerator:
+            where = "ran on the CPU" if evidence.ran_on else "does not record where it ran (it is that old)"
             reasons.append(
-                f"the test run {evidence.run_id} of {target} ran on the CPU but its spec asks for "
+                f"the test run {evidence.run_id} of {target} {where} but its spec asks for "
                 f"{evidence.cpu_for_accelerator}; test it on Vertex AI (ENVCTL_BACKEND=gcp) first"
             )
     if signoffs is not None and len(signoffs.people) < signoffs.required:

@@ -36,6 +36,7 @@ from pipeline.testing.params import MalformedNotebook, load_notebook, plan
 from pipeline.testing.stage import new_run_id
 from pipeline.testing.vertex_jobs import (
     TERMINAL,
+    WAITING,
     Folder,
     JobEnd,
     Task,
@@ -43,6 +44,7 @@ from pipeline.testing.vertex_jobs import (
     classify_job,
     custom_job,
     job_timeout,
+    labels,
     notebook_task,
     smoke_task,
 )
@@ -59,6 +61,7 @@ class _Live:
     started: float
     deadline: float
     state: str = "JOB_STATE_QUEUED"
+    started_running: bool = False  # seen past QUEUED/PENDING at least once
 
 
 @dataclass
@@ -107,10 +110,12 @@ class VertexTestRunner:
         on_warning: Sink | None = None,
     ) -> TestReport:
         warn: Sink = on_warning or log.warning
-        if "@sha256:" not in version.image_ref:
-            raise UsageError(
-                f"{version.image} at {version.sha[:12]} is recorded as {version.image_ref}, not by digest; "
-                f"rebuild it with `envctl build {version.image} --rev {version.sha}`"
+        _check_image_ref(self.settings, version)
+        if not spec.cloud.service_account:
+            warn(
+                f"{spec.image}'s test jobs run as the Vertex AI service agent, which may read far more than "
+                "they need: set cloud.service_account to an account with only roles/storage.objectAdmin on "
+                "the artifacts folder and roles/artifactregistry.reader (README: Tests on Vertex AI)"
             )
         from google.cloud import aiplatform_v1 as aip
 
@@ -217,6 +222,25 @@ class VertexTestRunner:
         return report
 
 
+def _check_image_ref(settings: Settings, version: Version) -> None:
+    """Vertex AI runs the version by its own digest from Artifact Registry; else exit 2 saying what to fix.
+
+    With an aiplatform endpoint override (a fake or an emulator) any registry host will do.
+    """
+    ref, digest = version.image_ref, version.digest
+    rebuild = f"`ENVCTL_BACKEND=gcp envctl build {version.image} --rev {version.sha}`"
+    what = f"{version.image} at {version.sha[:12]} is recorded as {ref}"
+    if not digest.startswith("sha256:") or not ref.endswith(f"@{digest}"):
+        raise UsageError(f"{what}, not by its digest {digest}; rebuild it with {rebuild}")
+    host = ref.split("/", 1)[0]
+    if not gcp.is_artifact_registry(host) and gcp.endpoint(settings, "aiplatform") is None:
+        raise UsageError(
+            f"{what}, which is not in Artifact Registry (REGION-docker.pkg.dev), where Vertex AI pulls "
+            f"test images from; set ENVCTL_REGISTRY=REGION-docker.pkg.dev/PROJECT/REPOSITORY and rebuild "
+            f"it with {rebuild}"
+        )
+
+
 def _upload_inputs(run: _Run, tree: Tree, root: str) -> None:
     """Every file under the notebooks' common folder, to `RUN/in/` (the jobs copy their folder)."""
     where = f"Cloud Storage folder {run.folder.uri('in')}"
@@ -288,6 +312,7 @@ def _poll(run: _Run, live: _Live) -> JobEnd | None:
     with gcp.translated(f"Vertex AI custom job {live.name}", api="aiplatform"):
         job = run.jobs.get_custom_job(name=live.name, **run.call)
     live.state = job.state.name
+    live.started_running = live.started_running or live.state not in WAITING
     seconds = time.monotonic() - live.started
     if live.state in TERMINAL:
         return JobEnd(state=live.state, error_code=job.error.code, error=job.error.message, seconds=seconds)
@@ -295,7 +320,13 @@ def _poll(run: _Run, live: _Live) -> JobEnd | None:
         return None
     log.info("%s outlived its deadline (%s); cancelling it", live.name, live.state)
     _cancel(run, live.name)
-    return JobEnd(state="JOB_STATE_CANCELLED", deadline_hit=True, seconds=seconds)
+    _check_cancelled(run, live.name)
+    return JobEnd(
+        state="JOB_STATE_CANCELLED",
+        deadline_hit=True,
+        never_started=not live.started_running,
+        seconds=seconds,
+    )
 
 
 def _cancel(run: _Run, name: str) -> None:
@@ -305,11 +336,66 @@ def _cancel(run: _Run, name: str) -> None:
         log.warning("could not cancel %s: %s", name, gcp.short(e))
 
 
+def _check_cancelled(run: _Run, name: str) -> None:
+    """Warn, with the command that does it, when the job is neither cancelled nor ended."""
+    try:
+        state = str(run.jobs.get_custom_job(name=name, **run.call).state.name)
+    except Exception as e:
+        state = f"unknown ({gcp.short(e)})"
+    if state in TERMINAL or state == "JOB_STATE_CANCELLING":
+        return
+    _, project, _, region, _, job_id = name.split("/")
+    log.warning(
+        "%s is %s although envctl cancelled it; it may still hold (and bill) its machine: cancel it with "
+        "`gcloud ai custom-jobs cancel %s --project %s --region %s`",
+        name,
+        state,
+        job_id,
+        project,
+        region,
+    )
+
+
 def _cancel_all(run: _Run) -> None:
+    """Cancel the run's jobs: those it polls, and any created unbeknown to it (its label finds them).
+
+    Ctrl-C or a client timeout during `create_custom_job` can leave a job the runner
+    never got the name of; every job carries `envctl-run=<run id>`.
+    """
+    known = set(run.live)
     for name in list(run.live):
         _cancel(run, name)
         log.warning("cancelled %s", name)
     run.live.clear()
+    for name in _unknown_jobs(run, known):
+        _cancel(run, name)
+        log.warning("cancelled %s (created, but its creation did not answer)", name)
+
+
+def _unknown_jobs(run: _Run, known: set[str]) -> list[str]:
+    """The run's jobs (by label) not in `known` and not ended; [] when they can't be listed."""
+    value = labels(run.run_id)
+    try:
+        found = run.jobs.list_custom_jobs(
+            request={"parent": run.parent, "filter": f'labels.envctl-run="{value}"'},
+            timeout=min(run.call["timeout"], 30.0),
+            retry=None,
+        )
+        return [
+            str(job.name)
+            for job in found
+            if job.name not in known and job.state.name not in TERMINAL | {"JOB_STATE_CANCELLING"}
+        ]
+    except Exception as e:
+        log.warning(
+            "could not list the jobs of run %s to cancel them: %s; list them with `gcloud ai custom-jobs "
+            "list --region %s --filter labels.envctl-run=%s`",
+            run.run_id,
+            gcp.short(e),
+            run.parent.rsplit("/", 1)[-1],
+            value,
+        )
+        return []
 
 
 def _download(run: _Run, relative: str, target: str) -> bool:
@@ -341,6 +427,7 @@ def _finish(run: _Run, task: Task, end: JobEnd) -> Result:
         error_code=end.error_code,
         error=end.error,
         deadline_hit=end.deadline_hit,
+        never_started=end.never_started,
         seconds=end.seconds,
         logs=logs,
     )

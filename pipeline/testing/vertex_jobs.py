@@ -30,6 +30,7 @@ WRAPPER = (
     '"$@" 2>&1 | tee "$ENVCTL_LOG"'
 )
 SUCCEEDED = "JOB_STATE_SUCCEEDED"
+WAITING = frozenset({"JOB_STATE_QUEUED", "JOB_STATE_PENDING"})  # no machine yet
 TERMINAL = frozenset(
     {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
     | {"JOB_STATE_PARTIALLY_SUCCEEDED"}
@@ -219,6 +220,7 @@ class JobEnd:
     error_code: int = 0
     error: str = ""
     deadline_hit: bool = False  # envctl cancelled it at the outer deadline
+    never_started: bool = False  # ... while it still waited for a machine (QUEUED or PENDING)
     seconds: float = 0.0
     logs: str = ""
 
@@ -239,6 +241,11 @@ def classify_job(
 ) -> Verdict:
     """The verdict of one job, as the local runner classifies a container: same outcomes, same hints."""
     message = " ".join(end.error.split())
+    if end.deadline_hit and end.never_started:
+        return capacity_verdict(
+            spec,
+            f"the job waited {job_timeout(spec)} s for a machine without starting; envctl cancelled it",
+        )
     failed = end.state in {"JOB_STATE_FAILED", "JOB_STATE_EXPIRED"}
     if failed and (end.error_code == RESOURCE_EXHAUSTED or CAPACITY.search(message)):
         return capacity_verdict(spec, message)

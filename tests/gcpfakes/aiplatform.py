@@ -14,13 +14,17 @@ cancelled job's container is killed.
 Scenarios (`scenario(substring of display_name, kind)`) stand in for what can't happen
 here: "quota" (create answers RESOURCE_EXHAUSTED for the accelerator's quota),
 "stockout" (the job fails with RESOURCE_EXHAUSTED: no machines in the region) and
-"stuck" (the job waits for a machine, PENDING, until cancelled).
+"stuck" (the job waits for a machine, PENDING, until cancelled) and "slow-create" (the
+job is created but create answers only after `create_delay` seconds, past a client's
+timeout). List takes the `labels.KEY="VALUE"` filter (clauses joined by AND).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
+import re
 import shutil
 import tempfile
 import threading
@@ -71,12 +75,14 @@ class FakeVertex(FakeRestServer):
         self._ids = itertools.count(1000)
         self.route("POST", PARENT)(self._create)
         self.route("GET", JOB)(self._get)
+        self.route("GET", PARENT)(self._list)
+        self.create_delay = 5.0
         self.route("POST", JOB + r":cancel")(self._cancel)
 
     # -- for tests -----------------------------------------------------------------------
 
     def scenario(self, match: str, kind: str) -> None:
-        if kind not in {"quota", "stockout", "stuck"}:
+        if kind not in {"quota", "stockout", "stuck", "slow-create"}:
             raise ValueError(kind)
         self.scenarios[match] = kind
 
@@ -126,7 +132,29 @@ class FakeVertex(FakeRestServer):
         with self.lock:
             self.jobs[name] = kept
         threading.Thread(target=self._run, args=(kept,), name=f"fake-vertex-{name}", daemon=True).start()
+        if self._kind(job) == "slow-create":
+            time.sleep(self.create_delay)
         return proto_json(job)
+
+    def _list(self, request: FakeRequest) -> dict[str, Any]:
+        wanted: dict[str, str] = {}
+        for clause in filter(None, (c.strip() for c in request.param("filter").split(" AND "))):
+            match = re.fullmatch(r'labels\.([a-z0-9_-]+)\s*=\s*"?([a-z0-9_-]*)"?', clause)
+            if match is None:
+                raise GoogleError("INVALID_ARGUMENT", f"fake: unsupported filter {clause!r}")
+            wanted[match[1]] = match[2]
+        size = int(request.param("pageSize") or 0) or 100
+        start = int(request.param("pageToken") or 0)
+        with self.lock:
+            jobs = [
+                j.job
+                for name, j in self.jobs.items()
+                if name.startswith(request.groups["parent"] + "/")
+                and all(j.job.labels.get(k) == v for k, v in wanted.items())
+            ]
+            page = [json.loads(proto_json(j)) for j in jobs[start : start + size]]
+        more = start + size < len(jobs)
+        return {"customJobs": page, **({"nextPageToken": str(start + size)} if more else {})}
 
     def _find(self, request: FakeRequest) -> Job:
         with self.lock:

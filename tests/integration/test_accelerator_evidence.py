@@ -17,14 +17,14 @@ import pytest
 import yaml
 
 from pipeline.ledger import db
-from pipeline.ledger.db import TestRun, now, record_test_run
+from pipeline.ledger.db import TestRun, Version, now, record_test_run
 from tests import minirepo
 from tests.helpers import envctl
 from tests.integration.test_gcp_vertex import images  # noqa: F401  (a fixture: the test image)
 from tests.integration.test_test_stage import World as NotebookWorld
 from tests.integration.test_test_stage import make_world
 from tests.minirepo import git
-from tests.stageworld import World
+from tests.stageworld import BASE_LABELS, World
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.pg", "tests.stagefixtures"]
@@ -40,7 +40,7 @@ GPU = {
 }
 
 
-def evidence(world: World, name: str, ran_on: dict[str, object]) -> str:
+def evidence(world: World, name: str, ran_on: dict[str, object] | None) -> str:
     run_id = uuid.uuid4().hex
     record_test_run(
         world.ledger,
@@ -84,6 +84,77 @@ def test_production_refuses_cpu_evidence_for_a_gpu_spec_unless_forced(world: Wor
     described = world.envctl("describe", f"{img}.production")
     assert described.returncode == 0, described.stderr
     assert f"ran on       local CPU, although the spec asks for {ASKED}" in described.stdout
+
+
+GPU_SPEC = """\
+image: {image}
+build:
+  dockerfile: docker/Dockerfile
+  context: docker
+  base: {{local: localhost:5000/dlc/base-cpu:local, gcp: us-docker.pkg.dev/x/y/base-cpu.py310}}
+tests:
+  notebooks: [test-notebooks/*.ipynb]
+cloud:
+  machine_type: n1-standard-8
+  accelerator: {{type: NVIDIA_TESLA_T4, count: 1}}
+"""
+
+
+def gpu_commit(world: World, name: str, like: str) -> None:
+    """A commit on main whose spec asks for a T4, recorded as a version of `like`'s digest."""
+    (world.repo / "environments").mkdir(exist_ok=True)
+    (world.repo / "environments" / f"{world.image}.yaml").write_text(GPU_SPEC.format(image=world.image))
+    (world.repo / "file").write_text(name)
+    git(world.repo, "add", "-A")
+    git(world.repo, "commit", "-q", "-m", name)
+    world.sha[name] = git(world.repo, "rev-parse", "HEAD")
+    world.digest[name] = world.digest[like]
+    world.ledger.record_version(
+        Version(
+            image=world.image,
+            sha=world.sha[name],
+            tree=git(world.repo, "rev-parse", f"{world.sha[name]}^{{tree}}"),
+            inputs_key=name,
+            build_key=f"{name}-key",
+            digest=world.digest[name],
+            image_ref=f"localhost:5000/{world.image}@{world.digest[name]}",
+            size=None,
+            reused_from=None,
+            labels=BASE_LABELS,
+            sbom={},
+            created_at=now(),
+        )
+    )
+
+
+def test_production_refuses_a_run_older_than_ran_on_for_a_gpu_spec_unless_forced(world: World) -> None:
+    """A run recorded before envctl kept where runs ran (ran_on NULL) is no GPU evidence either."""
+    img = world.image
+    gpu_commit(world, "c4", like="c3")
+    old_run = evidence(world, "c4", None)
+    (run,) = db.test_runs_for(world.ledger, img, world.digest["c4"])
+    assert run.ran_on is None
+    refused = world.envctl("promote", f"{img}.production", "--rev", world.sha["c4"])
+    assert refused.returncode == 1, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line == (
+        f"envctl: error: promotion of {world.sha['c4'][:12]} to {img}.production refused: the test run "
+        f"{old_run} of {world.sha['c4'][:12]} does not record where it ran (it is that old) but its spec "
+        f"asks for {ASKED}; test it on Vertex AI (ENVCTL_BACKEND=gcp) first; --force overrides (and is "
+        "recorded)"
+    )
+    assert world.pointer("production") is None
+    # The same old run of a commit whose spec asks for no accelerator still counts.
+    evidence(world, "c3", None)
+    assert world.envctl("promote", f"{img}.production", "--rev", world.sha["c3"]).returncode == 0
+
+    forced = world.envctl(
+        "promote", f"{img}.production", "--rev", world.sha["c4"], "--force", "--reason", "old"
+    )
+    assert forced.returncode == 0, forced.stderr
+    events = [e for e in world.json("history", img) if e["environment"] == f"{img}.production"]
+    assert [e for e in events if "does not record where it ran" in (e["reason"] or "")] != []
+    assert world.pointer("production") == world.sha["c4"]
 
 
 def test_a_vertex_run_with_the_accelerator_is_accepted_and_described(world: World) -> None:

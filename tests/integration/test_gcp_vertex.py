@@ -30,6 +30,7 @@ from pipeline.build.engine import connect
 from pipeline.ledger import db
 from pipeline.ledger.db import Version, now
 from tests.gcpfakes.aiplatform import FAKE_LABEL, FakeVertex, remove_fake_containers
+from tests.gcpfakes.rest import GoogleError
 from tests.gcpfakes.storage import FakeStorage
 from tests.helpers import ENVCTL, cli_env, envctl
 from tests.integration.test_test_stage import World, by_name, containers_with, make_image, make_world
@@ -232,6 +233,7 @@ def test_a_gpu_spec_runs_as_vertex_jobs_and_is_classified_as_locally(gpu_run: An
     assert "ran on: Vertex AI n1-standard-8 + 1 x NVIDIA_TESLA_T4 (europe-west4)" in result.stderr
     assert sorted(vertex.states.values()) == ["JOB_STATE_FAILED"] * 2 + ["JOB_STATE_SUCCEEDED"] * 2
     assert containers_with(FAKE_LABEL) == []
+    assert "Vertex AI service agent" not in result.stderr  # the spec names its service account
 
 
 def test_the_executed_notebook_comes_back_through_cloud_storage(gpu_run: Any) -> None:
@@ -344,24 +346,62 @@ def test_a_job_past_its_own_timeout_is_stopped_and_classified_timeout(
     assert vertex.jobs[name].job.error.code == 4
 
 
-def test_a_job_that_outlives_the_outer_deadline_is_cancelled(
+def test_a_job_still_waiting_for_a_machine_at_the_deadline_is_cancelled_as_capacity(
     images: dict[str, str],
     fakes: tuple[FakeVertex, FakeStorage],
     tmp_path: Path,
 ) -> None:
     vertex, storage = fakes
-    vertex.scenario("passes.ipynb", "stuck")  # waits for a machine that never comes
+    vertex.scenario("passes.ipynb", "stuck")  # waits for a machine that never comes (a GPU stockout)
     world = gpu_world(
         tmp_path, on_artifact_registry(images["tests"]), ["passes.ipynb"], {**GPU, "timeout": 2}
     )
     result = gcp_test(world, vertex, storage, "--json", ENVCTL_GCP_VERTEX_GRACE="1")
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 3, result.stderr
+    assert "no evidence was recorded" in result.stderr.strip().splitlines()[-1]
     (found,) = json.loads(result.stdout)["results"]
-    assert found["outcome"] == "timeout", found
-    assert found["error"] == "still running after its timeout of 2 s; cancelled by envctl"
+    assert found["outcome"] == "quota", found
+    assert found["error"] == (
+        "no capacity or quota for 1 x NVIDIA_TESLA_T4 on n1-standard-8: the job waited 2 s for a "
+        "machine without starting; envctl cancelled it"
+    )
+    assert "cloud.region" in found["hint"] and "try again later" in found["hint"]
     (name,) = vertex.jobs
+    assert "JOB_STATE_RUNNING" not in vertex.jobs[name].states
     assert [r.path for r in vertex.sent("POST") if r.path.endswith(":cancel")] == [f"/v1/{name}:cancel"]
     assert vertex.jobs[name].states[-2:] == ["JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"]
+    version = world.ledger().get_version(world.image, world.sha)
+    assert version is not None and db.test_runs_for(world.ledger(), world.image, version.digest) == []
+
+
+def test_a_cancel_that_fails_at_the_deadline_is_reported_with_the_command(
+    images: dict[str, str],
+    fakes: tuple[FakeVertex, FakeStorage],
+    tmp_path: Path,
+) -> None:
+    vertex, storage = fakes
+    vertex.scenario("passes.ipynb", "stuck")
+    vertex.fail("POST", r"/v1/.*:cancel", GoogleError("INTERNAL", "Internal error encountered."))
+    try:
+        world = gpu_world(
+            tmp_path, on_artifact_registry(images["tests"]), ["passes.ipynb"], {**GPU, "timeout": 2}
+        )
+        result = gcp_test(world, vertex, storage, "--json", ENVCTL_GCP_VERTEX_GRACE="1")
+    finally:
+        vertex.clear_failures()
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    (name,) = vertex.jobs
+    assert vertex.state_of(name) == "JOB_STATE_PENDING"  # the cancel did not happen
+    job_id = name.rsplit("/", 1)[-1]
+    (warning,) = [line for line in result.stderr.splitlines() if "although envctl cancelled it" in line]
+    assert f"{name} is JOB_STATE_PENDING although envctl cancelled it" in warning
+    assert warning.endswith(f"`gcloud ai custom-jobs cancel {job_id} --project proj --region europe-west4`")
+    # After the cancel, the job was read again.
+    gets = [r.path for r in vertex.sent("GET") if r.path == f"/v1/{name}"]
+    cancel_at = [i for i, r in enumerate(vertex.sent()) if r.path.endswith(":cancel")]
+    assert len(cancel_at) == 1 and len(gets) >= 2
+    assert any(r.path == f"/v1/{name}" for r in vertex.sent()[cancel_at[0] + 1 :])
 
 
 # -- capacity and image pull: the parts failed, not the version --------------------------------
@@ -415,6 +455,27 @@ def test_an_image_vertex_cannot_pull_is_image_pull(
     assert "notebook-tests@proj.iam.gserviceaccount.com" in found["hint"]
 
 
+def test_without_a_service_account_it_warns_once_that_jobs_run_as_the_service_agent(
+    images: dict[str, str],
+    fakes: tuple[FakeVertex, FakeStorage],
+    tmp_path: Path,
+) -> None:
+    vertex, storage = fakes
+    vertex.scenario("passes.ipynb", "quota")  # refused at create: no container needed
+    cloud = {k: v for k, v in GPU.items() if k != "service_account"}
+    world = gpu_world(tmp_path, on_artifact_registry(images["tests"]), ["passes.ipynb"], cloud)
+    result = gcp_test(world, vertex, storage, "--json")
+    assert result.returncode == 3, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "Vertex AI service agent" in line]
+    assert warnings == [
+        f"warning: {world.image}'s test jobs run as the Vertex AI service agent, which may read far more "
+        "than they need: set cloud.service_account to an account with only roles/storage.objectAdmin on "
+        "the artifacts folder and roles/artifactregistry.reader (README: Tests on Vertex AI)"
+    ]
+    (job,) = vertex.created()
+    assert job.job_spec.service_account == ""
+
+
 # -- Ctrl-C ------------------------------------------------------------------------------------
 
 
@@ -461,7 +522,76 @@ def test_ctrl_c_cancels_every_job_it_started(
     assert version is not None and db.test_runs_for(world.ledger(), world.image, version.digest) == []
 
 
+def test_a_job_whose_create_did_not_answer_is_found_by_its_label_and_cancelled(
+    images: dict[str, str],
+    fakes: tuple[FakeVertex, FakeStorage],
+    tmp_path: Path,
+) -> None:
+    vertex, storage = fakes
+    vertex.scenario("passes.ipynb", "slow-create")  # created, but the answer comes after the client gave up
+    world = gpu_world(tmp_path, on_artifact_registry(images["tests"]), ["passes.ipynb"], GPU, timeout=120)
+    result = gcp_test(world, vertex, storage, "--json", ENVCTL_GCP_TIMEOUT="2")
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("envctl: error: ")
+    (name,) = vertex.jobs
+    listed = [
+        r for r in vertex.sent("GET") if r.path == "/v1/projects/proj/locations/europe-west4/customJobs"
+    ]
+    (run_label,) = {j.labels["envctl-run"] for j in vertex.created()}
+    assert [r.param("filter") for r in listed] == [f'labels.envctl-run="{run_label}"']
+    assert [r.path for r in vertex.sent("POST") if r.path.endswith(":cancel")] == [f"/v1/{name}:cancel"]
+    assert f"cancelled {name} (created, but its creation did not answer)" in result.stderr
+    vertex.wait_all()
+    assert vertex.state_of(name) == "JOB_STATE_CANCELLED"
+    assert containers_with(FAKE_LABEL) == []
+
+
 # -- bad input ---------------------------------------------------------------------------------
+
+
+def test_an_image_ref_not_by_the_versions_digest_is_refused(
+    images: dict[str, str],
+    fakes: tuple[FakeVertex, FakeStorage],
+    tmp_path: Path,
+) -> None:
+    vertex, storage = fakes
+    ref = on_artifact_registry(images["tests"])
+    other = "sha256:" + "1" * 64
+    # `@sha256:` is in it, but not the version's own digest: the check reads the whole reference.
+    world = gpu_world(tmp_path, f"{ref.split('@')[0]}@{other}", ["passes.ipynb"], GPU)
+    with world.ledger().transaction() as conn:
+        table = db.versions
+        conn.execute(table.update().where(table.c.image == world.image).values(digest=ref.split("@")[1]))
+    result = gcp_test(world, vertex, storage)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("envctl: ")]
+    assert errors == [
+        f"envctl: error: {world.image} at {world.sha[:12]} is recorded as {ref.split('@')[0]}@{other}, "
+        f"not by its digest {ref.split('@')[1]}; rebuild it with "
+        f"`ENVCTL_BACKEND=gcp envctl build {world.image} --rev {world.sha}`"
+    ]
+    assert vertex.sent() == []
+
+
+def test_an_image_outside_artifact_registry_is_refused(
+    images: dict[str, str],
+    fakes: tuple[FakeVertex, FakeStorage],
+    tmp_path: Path,
+) -> None:
+    vertex, storage = fakes
+    local = images["tests"]  # localhost:5000/...@sha256:...: by digest, but not in Artifact Registry
+    world = gpu_world(tmp_path, local, ["passes.ipynb"], GPU)
+    result = gcp_test(world, vertex, storage, ENVCTL_GCP_ENDPOINTS="")
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("envctl: ")]
+    assert errors == [
+        f"envctl: error: {world.image} at {world.sha[:12]} is recorded as {local}, which is not in "
+        "Artifact Registry (REGION-docker.pkg.dev), where Vertex AI pulls test images from; set "
+        "ENVCTL_REGISTRY=REGION-docker.pkg.dev/PROJECT/REPOSITORY and rebuild it with "
+        f"`ENVCTL_BACKEND=gcp envctl build {world.image} --rev {world.sha}`"
+    ]
+    assert vertex.sent() == []
 
 
 def test_without_an_artifacts_bucket_it_says_what_to_set(

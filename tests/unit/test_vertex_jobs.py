@@ -138,6 +138,12 @@ def test_an_accelerator_vertex_does_not_know_is_bad_input() -> None:
             "stopped by",
         ),
         (JobEnd(state="JOB_STATE_CANCELLED", deadline_hit=True), None, "timeout", "cancelled by envctl"),
+        (
+            JobEnd(state="JOB_STATE_CANCELLED", deadline_hit=True, never_started=True),
+            None,
+            "quota",
+            "waited 720 s for a machine without starting",
+        ),
         (JobEnd(state="JOB_STATE_CANCELLED"), None, "infrastructure", "cancelled outside envctl"),
         (
             JobEnd(state="JOB_STATE_FAILED", error_code=13, error="Internal error occurred."),
