@@ -52,13 +52,14 @@ GPU = {
 NOTEBOOKS = ["fit.ipynb", "imports.ipynb", "text.ipynb"]
 
 
-@pytest.fixture
-def example(tmp_path: Path) -> Iterator[tuple[World, World, dict[str, Any]]]:
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, World, dict[str, Any]]]:
     """The example repo with a GPU spec, built locally once; a gcp world holding its AR version.
 
     Yields (local world, gcp world, the build's JSON). Only the tag this build made (its
     own commit's) is removed afterwards, never the image by ID: the bytes may be shared.
     """
+    tmp_path = tmp_path_factory.mktemp("example")
     repo = copy_example(tmp_path / "repo")
     path = repo / "environments" / f"{IMAGE}.yaml"
     spec = yaml.safe_load(path.read_text())
@@ -209,3 +210,73 @@ def test_the_example_image_with_a_gpu_spec_passes_on_vertex_ai(
     assert run.artifacts == f"gs://{BUCKET}/runs/{run_id}/"
     # The local world's ledger saw only the build.
     assert db.test_runs_for(local.ledger(), IMAGE, built["digest"]) == []
+
+
+def test_a_notebook_of_the_example_that_fails_on_vertex_ai_is_classified_at_its_cell(
+    example: tuple[World, World, dict[str, Any]],
+    fakes: tuple[FakeVertex, FakeStorage],
+    tmp_path: Path,
+) -> None:
+    """The same image (no second build) at a commit that asks fit.ipynb for more than it reaches."""
+    local, _, built = example
+    vertex, storage = fakes
+    repo = tmp_path / "repo"
+    git(local.repo, "clone", "-q", "-b", "staging", str(local.repo), str(repo))
+    git(repo, "config", "user.email", "owner@example.com")
+    git(repo, "config", "user.name", "Image Owner")
+    path = repo / "environments" / f"{IMAGE}.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["tests"]["notebook_parameters"]["fit.ipynb"]["min_accuracy"] = 1.01
+    path.write_text(yaml.safe_dump(spec))
+    git(repo, "commit", "-q", "-am", "fit.ipynb asks for more than it can reach")
+    sha = git(repo, "rev-parse", "HEAD")
+    world = World(repo=repo, image=IMAGE, sha=sha, state=tmp_path / "gcp")
+    version = local.ledger().get_version(IMAGE, local.sha)
+    assert version is not None
+    world.ledger().record_version(
+        dataclasses.replace(
+            version,
+            sha=sha,
+            tree=git(repo, "rev-parse", "HEAD^{tree}"),
+            image_ref=on_artifact_registry(version.image_ref),
+        )
+    )
+
+    result = envctl(
+        "test",
+        IMAGE,
+        "--rev",
+        "staging",
+        "--json",
+        "--jobs",
+        "2",
+        cwd=repo,
+        env=gcp_env(world, vertex, storage),
+        timeout=1200,
+    )
+    vertex.wait_all()
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"envctl: error: 1 of 5 tests failed for {IMAGE} at {sha[:12]}"
+    )
+    found = by_name(json.loads(result.stdout))
+    fit = found.pop("fit.ipynb")
+    assert fit["outcome"] == "failed", fit
+    assert fit["error"].startswith("AssertionError: accuracy ") and fit["error"].endswith(" is below 1.01")
+    # The source notebook's last cell (markdown, parameters, fit, assert), as the local runner says it.
+    assert (fit["cell_index"], fit["line"]) == (3, 1)
+    assert fit["source_line"].startswith("assert accuracy >= min_accuracy")
+    assert fit["hint"] == "an assertion failed at cell 3, line 1; the image no longer meets this test"
+    assert {r["outcome"] for r in found.values()} == {"passed"}
+    states = sorted(vertex.state_of(name) for name in vertex.jobs)
+    assert states == ["JOB_STATE_FAILED"] + ["JOB_STATE_SUCCEEDED"] * 4
+    (job,) = [j for j in vertex.created() if j.display_name.endswith("fit.ipynb")]
+    assert json.loads(list(job.job_spec.worker_pool_specs[0].container_spec.args)[4]) == {
+        "min_accuracy": 1.01,
+        "seed": 7,
+    }
+    (run,) = db.test_runs_for(world.ledger(), IMAGE, built["digest"])
+    assert run.passed is False and run.ran_on is not None
+    assert run.ran_on["accelerator"] == {"type": "NVIDIA_TESLA_T4", "count": 1}
+    assert containers_with(FAKE_LABEL) == []
