@@ -32,13 +32,9 @@ def group() -> None:
 @click.option("--artifacts-bucket", help="gs://BUCKET for the test runs' artifacts.")
 @click.option(
     "--refresh-schedule",
-    default="0 6 * * *",
-    show_default=True,
-    help="Cron schedule of the Cloud Scheduler job that runs envctl-base-refresh.",
+    help="Cron schedule of the Cloud Scheduler job that runs envctl-base-refresh (default: 0 6 * * *).",
 )
-@click.option(
-    "--refresh-timezone", default="UTC", show_default=True, help="The schedule's time zone (tz name)."
-)
+@click.option("--refresh-timezone", help="The schedule's time zone, a tz name (default: UTC).")
 @click.option(
     "--scheduler-service-account",
     help="Email of the service account the schedule calls the trigger as (without it: no schedule).",
@@ -60,8 +56,8 @@ def setup_command(
     staging_ledger_url: str | None,
     production_ledger_url: str | None,
     artifacts_bucket: str | None,
-    refresh_schedule: str,
-    refresh_timezone: str,
+    refresh_schedule: str | None,
+    refresh_timezone: str | None,
     scheduler_service_account: str | None,
     dry_run: bool,
     as_json: bool,
@@ -105,9 +101,9 @@ def setup_command(
         configs={branch: _config_text(settings.repo, branch) for branch in ("staging", "production")},
         ledger_secret=settings.gcp_ledger_secret,
         notify_secret=settings.gcp_notify_secret,
-        refresh_schedule=refresh_schedule,
-        refresh_timezone=refresh_timezone,
-        scheduler_service_account=scheduler_service_account or "",
+        refresh_schedule=refresh_schedule or settings.gcp_refresh_schedule,
+        refresh_timezone=refresh_timezone or settings.gcp_refresh_timezone,
+        scheduler_service_account=scheduler_service_account or settings.gcp_scheduler_service_account,
     )
     result = setup(config, Google(settings), dry_run=dry_run)
     if as_json or dry_run:

@@ -452,3 +452,19 @@ def test_a_disabled_scheduler_api_is_exit_3_naming_the_command(fakes: Fakes) -> 
     assert code == 3, err
     assert "gcloud services enable cloudscheduler.googleapis.com" in err and "Traceback" not in err
     assert fakes.scheduler.writes() == []
+
+
+def test_the_schedule_reads_its_options_from_settings(fakes: Fakes) -> None:
+    env = {
+        **fakes.env(),
+        "ENVCTL_GCP_SCHEDULER_SERVICE_ACCOUNT": SA,
+        "ENVCTL_GCP_REFRESH_SCHEDULE": "45 2 * * *",
+        "ENVCTL_GCP_REFRESH_TIMEZONE": "America/New_York",
+    }
+    result = envctl("cloud", "setup", *FLAGS, "--json", cwd=fakes.root, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["schedule"] == "created"
+    job = fakes.scheduler.job(JOB)
+    assert job is not None
+    assert (job.schedule, job.time_zone) == ("45 2 * * *", "America/New_York")
+    assert job.http_target.oauth_token.service_account_email == SA
