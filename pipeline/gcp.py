@@ -6,7 +6,7 @@ libraries are imported inside the functions below.
 - Where: `location(settings)` reads project, region and repository from the registry
   setting `REGION-docker.pkg.dev/PROJECT/REPOSITORY` (`gcp_project` and `gcp_region`
   fill what it doesn't name); `endpoints(settings)` reads `gcp_endpoints`
-  (`cloudbuild=http://127.0.0.1:8001,artifactregistry=…,storage=…,aiplatform=…`) to send an API to
+  (`cloudbuild=http://127.0.0.1:8001,artifactregistry=…,storage=…,aiplatform=…,scheduler=…`) to send an API to
   an emulator or a test fake, with the REST transport.
 - Who: Application Default Credentials through google-auth; anonymous credentials when
   the API's endpoint is on loopback. Missing or expired credentials are `Unavailable`
@@ -35,11 +35,12 @@ if TYPE_CHECKING:
     from google.cloud.artifactregistry_v1 import ArtifactRegistryClient
     from google.cloud.devtools.cloudbuild_v1 import CloudBuildClient
     from google.cloud.notebooks_v2 import NotebookServiceClient
+    from google.cloud.scheduler_v1 import CloudSchedulerClient
     from google.cloud.storage import Client as StorageClient
 
     from pipeline.settings import Settings
 
-Api = Literal["cloudbuild", "artifactregistry", "storage", "notebooks", "aiplatform"]
+Api = Literal["cloudbuild", "artifactregistry", "storage", "notebooks", "aiplatform", "scheduler"]
 APIS: tuple[Api, ...] = get_args(Api)
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 LOGIN_FIX = (
@@ -53,6 +54,7 @@ ROLE = {
     "storage": "roles/storage.objectAdmin",
     "notebooks": "roles/notebooks.admin",
     "aiplatform": "roles/aiplatform.user",
+    "scheduler": "roles/cloudscheduler.admin",
 }
 SERVICE = {
     "cloudbuild": "cloudbuild.googleapis.com",
@@ -60,6 +62,7 @@ SERVICE = {
     "storage": "storage.googleapis.com",
     "notebooks": "notebooks.googleapis.com",
     "aiplatform": "aiplatform.googleapis.com",
+    "scheduler": "cloudscheduler.googleapis.com",
 }
 
 
@@ -318,6 +321,16 @@ class Google:
             kwargs["transport"] = "rest"
             self._clients["notebooks"] = NotebookServiceClient(**kwargs)
         client: NotebookServiceClient = self._clients["notebooks"]
+        return client
+
+    def scheduler(self) -> CloudSchedulerClient:
+        if "scheduler" not in self._clients:
+            from google.cloud.scheduler_v1 import CloudSchedulerClient
+
+            kwargs, _url = self._options("scheduler")
+            kwargs["transport"] = "rest"
+            self._clients["scheduler"] = CloudSchedulerClient(**kwargs)
+        client: CloudSchedulerClient = self._clients["scheduler"]
         return client
 
     def job_service(self, region: str) -> JobServiceClient:

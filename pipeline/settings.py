@@ -46,7 +46,7 @@ class Settings:
     gcp_project: str = ""
     gcp_region: str = ""
     gcp_endpoints: str = (
-        ""  # `API=URL,…` (cloudbuild, artifactregistry, storage, notebooks, aiplatform): fakes
+        ""  # `API=URL,…` (cloudbuild, artifactregistry, storage, notebooks, aiplatform, scheduler): fakes
     )
     gcp_timeout: int = 60  # seconds one Google API call may take, retries included
     gcp_retry: bool = True  # retry transient Google API errors within gcp_timeout
@@ -62,6 +62,9 @@ class Settings:
     gcp_artifacts_bucket: str = ""  # ... gs:// bucket of the test runs' artifacts
     gcp_ledger_secret: str = "envctl-ledger-staging-password"  # ... the base refresh's ledger password secret
     gcp_notify_secret: str = ""  # `cloud setup`: a Secret Manager secret holding ENVCTL_NOTIFY_URL
+    gcp_scheduler_service_account: str = ""  # `cloud setup`: the base refresh's schedule calls as it
+    gcp_refresh_schedule: str = "0 6 * * *"  # ... cron of the Cloud Scheduler job envctl-base-refresh
+    gcp_refresh_timezone: str = "UTC"  # ... its time zone
     docker_host: str = ""
     notify_command: tuple[str, ...] = ()  # gets each event as JSON on stdin (argument list, no shell)
     notify_url: str = field(default="", repr=False)  # a webhook POSTed each event; may hold a token

@@ -30,6 +30,15 @@ def group() -> None:
 )
 @click.option("--production-ledger-url", help="The production trigger's ledger URL, over --ledger-url.")
 @click.option("--artifacts-bucket", help="gs://BUCKET for the test runs' artifacts.")
+@click.option(
+    "--refresh-schedule",
+    help="Cron schedule of the Cloud Scheduler job that runs envctl-base-refresh (default: 0 6 * * *).",
+)
+@click.option("--refresh-timezone", help="The schedule's time zone, a tz name (default: UTC).")
+@click.option(
+    "--scheduler-service-account",
+    help="Email of the service account the schedule calls the trigger as (without it: no schedule).",
+)
 @click.option("--dry-run", is_flag=True, help="Print every write as JSON and send none.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @deprecated_repo
@@ -47,6 +56,9 @@ def setup_command(
     staging_ledger_url: str | None,
     production_ledger_url: str | None,
     artifacts_bucket: str | None,
+    refresh_schedule: str | None,
+    refresh_timezone: str | None,
+    scheduler_service_account: str | None,
     dry_run: bool,
     as_json: bool,
     repo: Path | None,
@@ -56,8 +68,9 @@ def setup_command(
     \b
     Triggers: envctl-staging (^staging$), envctl-production (^production$), each with
     cloudbuild/<branch>.yaml of THIS checkout inline (a push can't change what runs),
-    and envctl-base-refresh (manual; run it from Cloud Scheduler). A second run sends
-    no write and says "nothing to change".
+    and envctl-base-refresh (manual), and the Cloud Scheduler job envctl-base-refresh
+    that runs it on --refresh-schedule as --scheduler-service-account (without that
+    flag, no job). A second run sends no write and says "nothing to change".
     Every option can come from settings (gcp_project, gcp_connection, ...).
 
     \b
@@ -88,12 +101,25 @@ def setup_command(
         configs={branch: _config_text(settings.repo, branch) for branch in ("staging", "production")},
         ledger_secret=settings.gcp_ledger_secret,
         notify_secret=settings.gcp_notify_secret,
+        refresh_schedule=refresh_schedule or settings.gcp_refresh_schedule,
+        refresh_timezone=refresh_timezone or settings.gcp_refresh_timezone,
+        scheduler_service_account=scheduler_service_account or settings.gcp_scheduler_service_account,
     )
     result = setup(config, Google(settings), dry_run=dry_run)
     if as_json or dry_run:
         emit_json(result.to_json())
     for name, action in sorted(result.triggers.items()):
         output.info(f"{name}: {'would be ' + action if dry_run and action != 'unchanged' else action}")
+    if not config.scheduler_service_account:
+        output.info(
+            "schedule: not created (no --scheduler-service-account); to run envctl-base-refresh on "
+            "--refresh-schedule, run `cloud setup` again with --scheduler-service-account "
+            "NAME@PROJECT.iam.gserviceaccount.com (it needs roles/cloudbuild.builds.editor)"
+        )
+    else:
+        action = result.schedule
+        shown = "would be " + action if dry_run and action != "unchanged" else action
+        output.info(f"schedule {config.job_name}: {shown}")
     if not result.changed:
         output.info("nothing to change")
     elif dry_run:

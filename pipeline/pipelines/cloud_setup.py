@@ -2,11 +2,13 @@
 
 Checks that the Artifact Registry Docker repository exists, then creates or updates
 three Cloud Build triggers: staging (`^staging$`), production (`^production$`) and the
-base refresh (a manual trigger that
-Cloud Scheduler runs; its command is `envctl pipeline run --branch staging --refresh-base`,
-`pipeline.pipelines.refresh`). Only the fields envctl owns are compared and written
-(an update names them in its update mask), so a second run sends no write, and fields a
-user set by hand (a service account, other substitutions) are kept. A dry run reads and
+base refresh (a manual trigger; its command is `envctl pipeline run --branch staging
+--refresh-base`, `pipeline.pipelines.refresh`), and the Cloud Scheduler job
+`envctl-base-refresh` that runs the base refresh on a schedule (POST to the trigger's
+`:run` with an OAuth token of `--scheduler-service-account`; without one, no job).
+Only the fields envctl owns are compared and written (an update names them in its
+update mask), so a second run sends no write, and fields a user set by hand (a service
+account, other substitutions, a job's retry policy) are kept. A dry run reads and
 prints, as JSON, every write it would send.
 
 The staging and production triggers carry their build inline, read at setup time from
@@ -53,6 +55,11 @@ OWNED = (
 
 
 NOTIFY_ENV = "ENVCTL_NOTIFY_URL"
+REFRESH = "envctl-base-refresh"  # the trigger's name, and the Cloud Scheduler job's
+# The Cloud Scheduler job fields envctl writes (its update mask); state, times, retries are the service's.
+JOB_OWNED = ("description", "schedule", "time_zone", "http_target")
+CRON = re.compile(r"^\S+( \S+){4}$")
+SERVICE_ACCOUNT = re.compile(r"^[a-z0-9-]+@[a-z0-9.-]+\.gserviceaccount\.com$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +76,13 @@ class SetupConfig:
     configs: dict[str, str]  # by branch: the text of cloudbuild/<branch>.yaml from the operator's checkout
     ledger_secret: str = "envctl-ledger-staging-password"  # the base refresh's, a staging run
     notify_secret: str = ""  # a secret holding the webhook URL (ENVCTL_NOTIFY_URL); none: no events
+    refresh_schedule: str = "0 6 * * *"  # cron, the Cloud Scheduler job's
+    refresh_timezone: str = "UTC"
+    scheduler_service_account: str = ""  # the job calls the trigger as it; none: no job
+
+    @property
+    def job_name(self) -> str:
+        return f"{self.where.parent}/jobs/{REFRESH}"
 
     def notify_version(self) -> str:
         return f"projects/{self.where.project}/secrets/{self.notify_secret}/versions/latest"
@@ -118,6 +132,18 @@ class SetupConfig:
                     f"--{branch}-ledger-url (or --ledger-url): the pipelines need a ledger they all reach "
                     "(PostgreSQL, e.g. Cloud SQL), not a SQLite file"
                 )
+        if not CRON.match(self.refresh_schedule):
+            raise UsageError(
+                f"--refresh-schedule {self.refresh_schedule!r}: expected a cron schedule of 5 fields, "
+                "e.g. '0 6 * * *'"
+            )
+        if not self.refresh_timezone.strip() or " " in self.refresh_timezone:
+            raise UsageError(f"--refresh-timezone {self.refresh_timezone!r}: expected a tz name, e.g. UTC")
+        if self.scheduler_service_account and not SERVICE_ACCOUNT.match(self.scheduler_service_account):
+            raise UsageError(
+                f"--scheduler-service-account {self.scheduler_service_account!r}: expected a service "
+                "account's email, NAME@PROJECT.iam.gserviceaccount.com"
+            )
         if not self.artifacts_bucket.startswith("gs://"):
             raise UsageError(f"--artifacts-bucket {self.artifacts_bucket!r}: expected gs://BUCKET")
 
@@ -177,10 +203,10 @@ def desired_triggers(config: SetupConfig) -> list[Any]:
         )
     triggers.append(
         cb.BuildTrigger(
-            name="envctl-base-refresh",
+            name=REFRESH,
             description=(
-                "envctl: rebuild on the newest base images (run by Cloud Scheduler; "
-                "made by `envctl cloud setup`)"
+                "envctl: rebuild on the newest base images (run by the Cloud Scheduler job "
+                "envctl-base-refresh; made by `envctl cloud setup`)"
             ),
             tags=["envctl"],
             source_to_build=repo,
@@ -304,6 +330,7 @@ class Change:
 class SetupResult:
     repository: str
     triggers: dict[str, str] = field(default_factory=dict)  # name -> created, updated, unchanged
+    schedule: str = "not created"  # the Cloud Scheduler job: created, updated, unchanged, not created
     changes: list[Change] = field(default_factory=list)
     dry_run: bool = False
 
@@ -316,6 +343,7 @@ class SetupResult:
             "dry_run": self.dry_run,
             "repository": self.repository,
             "triggers": self.triggers,
+            "schedule": self.schedule,
             "requests": [c.to_json() for c in self.changes],
             "changed": self.changed,
         }
@@ -343,6 +371,7 @@ def setup(config: SetupConfig, google: Google, *, dry_run: bool = False) -> Setu
             "packages, not Docker images; name a Docker repository"
         )
     client = google.cloud_build()
+    refresh_id = ""
     for wanted in desired_triggers(config):
         name = f"{where.parent}/triggers/{wanted.name}"
         what = f"the Cloud Build trigger {name}"
@@ -360,8 +389,10 @@ def setup(config: SetupConfig, google: Google, *, dry_run: bool = False) -> Setu
             result.changes.append(Change("CreateBuildTrigger", name, as_json(request)))
             result.triggers[wanted.name] = "created"
             if not dry_run:
-                _send(what, client.create_build_trigger, request, google)
+                made = _send(what, client.create_build_trigger, request, google)
+                refresh_id = made.id if wanted.name == REFRESH else refresh_id
             continue
+        refresh_id = existing.id if wanted.name == REFRESH else refresh_id
         if owned(existing) == owned(wanted):
             result.triggers[wanted.name] = "unchanged"
             continue
@@ -376,15 +407,97 @@ def setup(config: SetupConfig, google: Google, *, dry_run: bool = False) -> Setu
         result.triggers[wanted.name] = "updated"
         if not dry_run:
             _send(what, client.update_build_trigger, request, google)
+    if config.scheduler_service_account:
+        _schedule(config, google, result, refresh_id or f"<the id of {REFRESH}, once created>")
     return result
 
 
-def _send(what: str, method: Callable[..., Any], request: Any, google: Google) -> None:
+def _send(
+    what: str, method: Callable[..., Any], request: Any, google: Google, *, api: str = "cloudbuild"
+) -> Any:
     from pipeline.gcp import translated
 
-    with translated(what, api="cloudbuild"):
-        method(request=request, **google.call())
+    with translated(what, api=api):
+        answer = method(request=request, **google.call())
     output.info(f"{what}: written")
+    return answer
+
+
+def run_uri(config: SetupConfig, trigger_id: str) -> str:
+    """The Cloud Build REST URL that runs the trigger `trigger_id` (regional: the location in the path)."""
+    return f"https://cloudbuild.googleapis.com/v1/{config.where.parent}/triggers/{trigger_id}:run"
+
+
+def desired_job(config: SetupConfig, trigger_id: str) -> Any:
+    """The Cloud Scheduler job that runs the base-refresh trigger on `refresh_schedule` (owned fields)."""
+    from google.cloud import scheduler_v1 as cs
+
+    # RunBuildTriggerRequest on the regional path: the body is the whole request.
+    body = {"projectId": config.where.project, "triggerId": trigger_id, "source": {"branchName": "staging"}}
+    return cs.Job(
+        name=config.job_name,
+        description=f"envctl: runs the Cloud Build trigger {REFRESH} (made by `envctl cloud setup`)",
+        schedule=config.refresh_schedule,
+        time_zone=config.refresh_timezone,
+        http_target=cs.HttpTarget(
+            uri=run_uri(config, trigger_id),
+            http_method=cs.HttpMethod.POST,
+            headers={"Content-Type": "application/json"},
+            body=json.dumps(body, sort_keys=True).encode(),
+            oauth_token=cs.OAuthToken(
+                service_account_email=config.scheduler_service_account,
+                scope="https://www.googleapis.com/auth/cloud-platform",
+            ),
+        ),
+    )
+
+
+def job_owned(job: Any) -> dict[str, Any]:
+    """The fields of `job` envctl owns, as JSON; of its headers, envctl's only (the service adds some)."""
+    data = as_json(job)
+    kept = {key: data[key] for key in JOB_OWNED if key in data and data[key] not in ({}, [], "")}
+    target = kept.get("http_target")
+    if target is not None:
+        target["headers"] = {k: v for k, v in (target.get("headers") or {}).items() if k == "Content-Type"}
+    return kept
+
+
+def _schedule(config: SetupConfig, google: Google, result: SetupResult, trigger_id: str) -> None:
+    """Create or update the Cloud Scheduler job; a dry run reads and records, and sends nothing."""
+    from google.api_core import exceptions as gapi
+    from google.cloud import scheduler_v1 as cs
+
+    from pipeline.gcp import translated
+
+    client = google.scheduler()
+    name = config.job_name
+    what = f"the Cloud Scheduler job {name}"
+    wanted = desired_job(config, trigger_id)
+    with translated(what, api="scheduler"):
+        try:
+            existing = client.get_job(name=name, **google.call())
+        except gapi.NotFound:
+            existing = None
+    if existing is None:
+        request = cs.CreateJobRequest(parent=config.where.parent, job=wanted)
+        result.changes.append(Change("CreateJob", name, as_json(request)))
+        result.schedule = "created"
+        if not result.dry_run:
+            _send(what, client.create_job, request, google, api="scheduler")
+        return
+    if job_owned(existing) == job_owned(wanted):
+        result.schedule = "unchanged"
+        return
+    merged = cs.Job.deserialize(cs.Job.serialize(existing))
+    headers = {**dict(existing.http_target.headers), **dict(wanted.http_target.headers)}
+    for key in JOB_OWNED:
+        setattr(merged, key, getattr(wanted, key))
+    merged.http_target.headers = headers  # the service's own headers stay
+    request = cs.UpdateJobRequest(job=merged, update_mask={"paths": list(JOB_OWNED)})
+    result.changes.append(Change("UpdateJob", name, as_json(request)))
+    result.schedule = "updated"
+    if not result.dry_run:
+        _send(what, client.update_job, request, google, api="scheduler")
 
 
 def _merge(existing: Any, wanted: Any) -> Any:

@@ -371,6 +371,11 @@ class CloudBuildFake(FakeRestServer):
     def _run_trigger(self, request: FakeRequest) -> str:
         project, location = self._location(request, "name")
         trigger = self._find_trigger(request)
+        wanted = request.json().get("triggerId")
+        if wanted and wanted not in {trigger.id, trigger.name}:
+            raise GoogleError(
+                "INVALID_ARGUMENT", f"trigger_id {wanted} does not name {trigger.resource_name}"
+            )
         source = request.json().get("source") or {}
         build = copy.deepcopy(trigger.build) if trigger.build else Build()
         build.build_trigger_id = trigger.id

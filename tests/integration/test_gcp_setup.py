@@ -1,9 +1,10 @@
-"""`envctl cloud setup` through the real Cloud Build and Artifact Registry clients, against fakes."""
+"""`envctl cloud setup` through the real Cloud Build, Artifact Registry and Cloud Scheduler clients, against fakes."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from google.cloud.devtools import cloudbuild_v1 as cb
 from tests.gcpfakes.artifactregistry import FakeArtifactRegistry
 from tests.gcpfakes.cloudbuild import CloudBuildFake
 from tests.gcpfakes.rest import GoogleError, service_disabled
+from tests.gcpfakes.scheduler import CloudSchedulerFake
 from tests.helpers import ROOT, envctl
 
 PROJECT, REGION, REPOSITORY = "proj", "europe-west4", "images"
@@ -29,15 +31,26 @@ FLAGS = [
 ]  # fmt: skip
 
 
+SA = f"envctl-scheduler@{PROJECT}.iam.gserviceaccount.com"
+JOB = f"{PARENT}/jobs/envctl-base-refresh"
+
+
 class Fakes:
-    def __init__(self, cloudbuild: CloudBuildFake, registry: FakeArtifactRegistry, root: Path) -> None:
-        self.cloudbuild, self.registry, self.root = cloudbuild, registry, root
+    def __init__(
+        self,
+        cloudbuild: CloudBuildFake,
+        registry: FakeArtifactRegistry,
+        scheduler: CloudSchedulerFake,
+        root: Path,
+    ) -> None:
+        self.cloudbuild, self.registry, self.scheduler, self.root = cloudbuild, registry, scheduler, root
 
     def env(self) -> dict[str, str]:
         return {
             "ENVCTL_BACKEND": "gcp",
             "ENVCTL_GCP_ENDPOINTS": (
-                f"cloudbuild={self.cloudbuild.endpoint},artifactregistry={self.registry.endpoint}"
+                f"cloudbuild={self.cloudbuild.endpoint},artifactregistry={self.registry.endpoint},"
+                f"scheduler={self.scheduler.endpoint}"
             ),
             "ENVCTL_GCP_TIMEOUT": "5",
             "ENVCTL_GCP_RETRY": "false",
@@ -53,8 +66,8 @@ class Fakes:
 def fakes(tmp_path: Path) -> Iterator[Fakes]:
     shutil.copytree(ROOT / "cloudbuild", tmp_path / "cloudbuild")
     registry = FakeArtifactRegistry(f"{PARENT}/repositories/{REPOSITORY}")
-    with CloudBuildFake() as cloudbuild, registry:
-        yield Fakes(cloudbuild, registry, tmp_path)
+    with CloudBuildFake() as cloudbuild, registry, CloudSchedulerFake() as scheduler:
+        yield Fakes(cloudbuild, registry, scheduler, tmp_path)
 
 
 def test_setup_creates_three_triggers_then_a_second_run_changes_nothing(fakes: Fakes) -> None:
@@ -317,3 +330,141 @@ def test_a_notify_secret_reaches_every_trigger_as_a_secret(fakes: Fakes) -> None
     again = fakes.cloudbuild.trigger_named("envctl-staging")
     assert again is not None
     assert "ENVCTL_NOTIFY_URL" not in {s.env for s in again.build.available_secrets.secret_manager}
+
+
+# -- the Cloud Scheduler job that runs the base refresh -----------------------------------
+
+
+def test_setup_schedules_the_base_refresh_trigger_as_the_service_account(fakes: Fakes) -> None:
+    flags = [*FLAGS, "--scheduler-service-account", SA]
+    flags += ["--refresh-schedule", "30 5 * * 1", "--refresh-timezone", "Europe/Amsterdam"]
+    code, out, err = fakes.setup(*flags, "--json")
+    assert code == 0, err
+    assert json.loads(out)["schedule"] == "created"
+    assert f"schedule {JOB}: created" in err
+    refresh = fakes.cloudbuild.trigger_named("envctl-base-refresh")
+    job = fakes.scheduler.job(JOB)
+    assert refresh is not None and job is not None and refresh.id
+    assert (job.schedule, job.time_zone) == ("30 5 * * 1", "Europe/Amsterdam")
+    target = job.http_target
+    assert target.uri == f"https://cloudbuild.googleapis.com/v1/{PARENT}/triggers/{refresh.id}:run"
+    assert target.http_method.name == "POST"
+    assert target.oauth_token.service_account_email == SA
+    assert target.oauth_token.scope == "https://www.googleapis.com/auth/cloud-platform"
+    assert target.headers["Content-Type"] == "application/json"
+    assert json.loads(target.body) == {
+        "projectId": PROJECT, "triggerId": refresh.id, "source": {"branchName": "staging"},
+    }  # fmt: skip
+    (create,) = fakes.scheduler.writes()
+    assert (create.method, create.path) == ("POST", f"/v1/{PARENT}/jobs")
+    assert create.json()["name"] == JOB
+
+    # What the job sends is a RunBuildTrigger the Cloud Build API takes: fire it once.
+    path = target.uri.removeprefix("https://cloudbuild.googleapis.com")
+    fire = urllib.request.Request(
+        fakes.cloudbuild.endpoint + path, data=target.body, method="POST", headers=dict(target.headers)
+    )
+    with urllib.request.urlopen(fire, timeout=10) as answer:
+        assert answer.status == 200
+    assert [b.build_trigger_id for b in fakes.cloudbuild.builds.values()] == [refresh.id]
+
+    # A second run sends no write; a changed schedule updates the job and keeps the rest.
+    cloudbuild_writes = len(fakes.cloudbuild.writes())
+    code, out, err = fakes.setup(*flags, "--json")
+    assert code == 0, err
+    assert json.loads(out)["schedule"] == "unchanged" and json.loads(out)["changed"] is False
+    assert len(fakes.scheduler.writes()) == 1
+    assert len(fakes.cloudbuild.writes()) == cloudbuild_writes
+    with fakes.scheduler.lock:
+        fakes.scheduler.jobs[JOB].retry_config.retry_count = 3  # set by hand: the user's
+    changed = ["0 7 * * *" if f == "30 5 * * 1" else f for f in flags]
+    code, out, err = fakes.setup(*changed, "--json")
+    assert code == 0, err
+    assert json.loads(out)["schedule"] == "updated"
+    assert json.loads(out)["triggers"]["envctl-base-refresh"] == "unchanged"
+    (patch,) = fakes.scheduler.sent("PATCH")
+    assert patch.path == f"/v1/{JOB}"
+    assert set(patch.param("updateMask").split(",")) == {"description", "schedule", "timeZone", "httpTarget"}
+    updated = fakes.scheduler.job(JOB)
+    assert updated is not None
+    assert (updated.schedule, updated.time_zone) == ("0 7 * * *", "Europe/Amsterdam")
+    assert updated.retry_config.retry_count == 3
+    assert updated.http_target.uri == target.uri
+    assert updated.http_target.headers["User-Agent"] == "Google-Cloud-Scheduler"  # the service's header
+
+
+def test_without_a_scheduler_service_account_one_line_says_so_and_no_job_is_made(fakes: Fakes) -> None:
+    code, out, err = fakes.setup(*FLAGS, "--json")
+    assert code == 0, err
+    assert json.loads(out)["schedule"] == "not created"
+    (line,) = [line for line in err.splitlines() if "schedule" in line]
+    assert "not created" in line and "--scheduler-service-account" in line
+    assert fakes.scheduler.sent() == [] and fakes.scheduler.jobs == {}
+    assert fakes.cloudbuild.trigger_named("envctl-base-refresh") is not None
+
+
+def test_dry_run_plans_the_job_and_sends_no_write(fakes: Fakes) -> None:
+    flags = [*FLAGS, "--scheduler-service-account", SA]
+    code, out, err = fakes.setup(*flags, "--dry-run")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert [r["method"] for r in plan["requests"]] == ["CreateBuildTrigger"] * 3 + ["CreateJob"]
+    job = plan["requests"][-1]["request"]["job"]
+    assert job["name"] == JOB and job["schedule"] == "0 6 * * *" and job["time_zone"] == "UTC"
+    assert "would be created" in err
+    assert fakes.scheduler.writes() == [] and fakes.scheduler.jobs == {}
+    assert fakes.cloudbuild.writes() == []
+
+    assert fakes.setup(*flags)[0] == 0
+    writes = len(fakes.scheduler.writes())
+    code, out, err = fakes.setup(*flags, "--refresh-schedule", "15 3 * * *", "--dry-run")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert [r["method"] for r in plan["requests"]] == ["UpdateJob"]
+    refresh = fakes.cloudbuild.trigger_named("envctl-base-refresh")
+    assert refresh is not None
+    assert plan["requests"][0]["request"]["job"]["http_target"]["uri"].endswith(f"/triggers/{refresh.id}:run")
+    assert len(fakes.scheduler.writes()) == writes
+    job_now = fakes.scheduler.job(JOB)
+    assert job_now is not None and job_now.schedule == "0 6 * * *"
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--refresh-schedule", "every day"], "--refresh-schedule"),
+        (["--scheduler-service-account", "someone@example.com"], "--scheduler-service-account"),
+    ],
+)
+def test_a_bad_schedule_or_service_account_is_exit_2_before_any_request(
+    fakes: Fakes, extra: list[str], named: str
+) -> None:
+    code, _, err = fakes.setup(*FLAGS, "--scheduler-service-account", SA, *extra)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("envctl: error:") and named in line
+    assert fakes.scheduler.sent() == [] and fakes.cloudbuild.sent() == [] and fakes.registry.sent() == []
+
+
+def test_a_disabled_scheduler_api_is_exit_3_naming_the_command(fakes: Fakes) -> None:
+    fakes.scheduler.fail("GET", r".*/jobs/.*", service_disabled("cloudscheduler.googleapis.com", PROJECT))
+    code, _, err = fakes.setup(*FLAGS, "--scheduler-service-account", SA)
+    assert code == 3, err
+    assert "gcloud services enable cloudscheduler.googleapis.com" in err and "Traceback" not in err
+    assert fakes.scheduler.writes() == []
+
+
+def test_the_schedule_reads_its_options_from_settings(fakes: Fakes) -> None:
+    env = {
+        **fakes.env(),
+        "ENVCTL_GCP_SCHEDULER_SERVICE_ACCOUNT": SA,
+        "ENVCTL_GCP_REFRESH_SCHEDULE": "45 2 * * *",
+        "ENVCTL_GCP_REFRESH_TIMEZONE": "America/New_York",
+    }
+    result = envctl("cloud", "setup", *FLAGS, "--json", cwd=fakes.root, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["schedule"] == "created"
+    job = fakes.scheduler.job(JOB)
+    assert job is not None
+    assert (job.schedule, job.time_zone) == ("45 2 * * *", "America/New_York")
+    assert job.http_target.oauth_token.service_account_email == SA
