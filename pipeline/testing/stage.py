@@ -31,7 +31,7 @@ from pipeline.spec.lint.writes import notebook_folders
 from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
 from pipeline.testing.checks import run_checks
-from pipeline.testing.keep import store_for
+from pipeline.testing.keep import ArtifactStore, store_for
 from pipeline.testing.model import LOCAL_CPU, Result, TestReport, Verdict
 from pipeline.testing.params import MalformedNotebook, load_notebook, plan
 from pipeline.testing.runner import Cancelled, Limits, SharedContainer, Tracker, ensure_image, sweep
@@ -277,10 +277,28 @@ def run_tests(
             "asked": None if spec.cloud.accelerator is None else str(spec.cloud.accelerator),
         },
     )
+    return keep_and_record(report, store, run_dir, ledger, spec, tree, version, started)
+
+
+def keep_and_record(
+    report: TestReport,
+    store: ArtifactStore,
+    run_dir: Path,
+    ledger: Ledger | None,
+    spec: Spec,
+    tree: Tree,
+    version: Version,
+    started: datetime,
+) -> TestReport:
+    """Write the run's reports, keep its artifacts, then record it as evidence (every runner).
+
+    The artifacts are kept first: evidence must name artifacts that exist. A run whose
+    parts failed (infrastructure) records no evidence either way: the version wasn't tested.
+    """
+    run_id = report.run_id
     artifacts.write_reports(report)
-    kept = store.keep(run_dir, run_id)  # before the evidence: it must name artifacts that exist
+    kept = store.keep(run_dir, run_id)
     if report.infrastructure_failed:
-        # The parts failed, not the version: no evidence either way.
         log.warning("run %s hit an infrastructure error; no evidence recorded", run_id)
     elif ledger is not None:
         record_test_run(

@@ -23,17 +23,17 @@ from typing import Any
 
 from pipeline import gcp
 from pipeline.errors import UsageError
-from pipeline.ledger.db import Ledger, TestRun, Version, record_test_run
+from pipeline.ledger.db import Ledger, Version
 from pipeline.settings import Settings
 from pipeline.source import Tree
 from pipeline.spec import model as spec_module
-from pipeline.spec.keys import common_root, tests_key
+from pipeline.spec.keys import common_root
 from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
 from pipeline.testing.keep import store_for
 from pipeline.testing.model import Result, TestReport, Verdict
 from pipeline.testing.params import MalformedNotebook, load_notebook, plan
-from pipeline.testing.stage import new_run_id
+from pipeline.testing.stage import keep_and_record, new_run_id
 from pipeline.testing.vertex_jobs import (
     TERMINAL,
     WAITING,
@@ -198,28 +198,7 @@ class VertexTestRunner:
             ran_on=ran_on(spec, region),
             kept_at=store.where(run.run_dir, run_id),
         )
-        artifacts.write_reports(report)
-        kept = store.keep(run.run_dir, run_id)  # before the evidence: it must name artifacts that exist
-        if report.infrastructure_failed:
-            log.warning("run %s hit an infrastructure error; no evidence recorded", run_id)
-        elif ledger is not None:
-            record_test_run(
-                ledger,
-                TestRun(
-                    run_id=run_id,
-                    image=spec.image,
-                    sha=version.sha,
-                    digest=version.digest,
-                    passed=report.passed,
-                    summary=report.to_json(),
-                    artifacts=kept,
-                    started_at=started,
-                    finished_at=datetime.fromisoformat(report.finished_at),
-                    test_key=tests_key(spec, tree),
-                    ran_on=report.ran_on,
-                ),
-            )
-        return report
+        return keep_and_record(report, store, run.run_dir, ledger, spec, tree, version, started)
 
 
 def _check_image_ref(settings: Settings, version: Version) -> None:
