@@ -241,12 +241,17 @@ def build_version(
             settings, spec, tree, existing, publisher.tag_ref(image, scratch), builder, on_line, no_cache
         )
         if digest != existing.digest:
-            _drop_scratch(ledger, publisher, image, digest, scratch)
+            dropped = _drop_scratch(ledger, publisher, image, digest, scratch)
             raise Unavailable(
                 f"{image} {tree.sha[:12]}: the rebuild gave {digest}, not the recorded {existing.digest} "
                 "(the same bytes come back only from the build cache that made them), and a version's "
                 f"digest never changes; {tree.sha[:12]} can't be brought back: commit a change and build "
-                "that commit (the rebuild's bytes were deleted)"
+                "that commit "
+                + (
+                    "(the rebuild's bytes were deleted)"
+                    if dropped
+                    else f"(its bytes stay as {publisher.tag_ref(image, scratch)}: this account may not delete)"
+                )
             )
         publisher.tag(image, existing.digest, tree.sha)
         return BuildResult(_unpruned(ledger, existing), "built")
@@ -374,11 +379,16 @@ def _rebuild(
     return builder.build(request, on_line=on_line).digest
 
 
-def _drop_scratch(ledger: Ledger, publisher: Publisher, image: str, digest: str, scratch: str) -> None:
-    """Delete a failed rebuild's scratch tag and bytes, unless a version of the ledger is that digest."""
+def _drop_scratch(ledger: Ledger, publisher: Publisher, image: str, digest: str, scratch: str) -> bool:
+    """Delete a failed rebuild's scratch tag and bytes, unless a version of the ledger is that digest.
+
+    Whether they are gone: a builder's account may lack the right to delete (prune's).
+    """
     if any(v.digest == digest for v in ledger.list_versions(image)):
-        return
+        return True
     try:
         publisher.delete(image, digest, [scratch])
     except EnvctlError as e:
         output.warn(f"could not delete {publisher.tag_ref(image, scratch)}: {e}")
+        return False
+    return True

@@ -151,7 +151,7 @@ def test_a_second_commit_with_the_same_inputs_sends_no_build(cloud: Cloud) -> No
 
 def test_a_rebuild_of_a_pruned_version_giving_other_bytes_refuses_and_cleans_up(cloud: Cloud) -> None:
     from pipeline.ledger.db import now
-    from tests.gcpfakes.artifactregistry import package_id
+    from tests.gcpfakes.artifactregistry import REPO_ADMIN, package_id
 
     code, out, err = cloud.build()
     assert code == 0, err
@@ -163,11 +163,20 @@ def test_a_rebuild_of_a_pruned_version_giving_other_bytes_refuses_and_cleans_up(
         package.tags.clear()
     cloud.ledger().set_pruned(image, first["digest"], now())
 
+    # A builder's account may not delete (prune's may): the scratch tag stays, and it says so.
     code, out, err = cloud.build()  # Cloud Build has no cache of it: another digest comes back
     assert code == 3, err
     assert "can't be brought back: commit a change" in err and "Traceback" not in err
-    assert cloud.registry.tags_of(REPOSITORY_NAME, image) == {}  # no envctl-rebuild-<sha> left
-    assert package.versions == {}  # nor the rebuild's bytes
+    assert "were deleted" not in err and "could not delete" in err and "envctl-rebuild-" in err
+    left = cloud.registry.tags_of(REPOSITORY_NAME, image)
+    assert list(left) == [f"envctl-rebuild-{first['sha']}"]
+
+    cloud.registry.granted = REPO_ADMIN  # with the right to delete, nothing of the rebuild stays
+    code, out, err = cloud.build()
+    assert code == 3, err
+    assert "the rebuild's bytes were deleted" in err
+    assert cloud.registry.tags_of(REPOSITORY_NAME, image) == {}, err  # no envctl-rebuild-<sha> left
+    assert set(package.versions) == set(left.values())  # nor this rebuild's bytes (only the first's)
     kept = cloud.ledger().get_version(image, first["sha"])
     assert kept is not None and kept.digest == first["digest"] and kept.pruned_at is not None
 
