@@ -250,7 +250,7 @@ def build_version(
                 + (
                     "(the rebuild's bytes were deleted)"
                     if dropped
-                    else f"(its bytes stay as {publisher.tag_ref(image, scratch)}: this account may not delete)"
+                    else f"(its bytes stay as {publisher.tag_ref(image, scratch)}: no right to delete)"
                 )
             )
         publisher.tag(image, existing.digest, tree.sha)
