@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.errors import Refused
+from pipeline.errors import Refused, Unavailable
 from pipeline.ledger.db import Ledger, environments, events, now, versions
 from pipeline.ledger.model import STAGES as STAGES
 from pipeline.ledger.model import EnvId as EnvId
@@ -266,7 +266,8 @@ def _event(
         )
     )
     key = result.inserted_primary_key
-    assert key is not None
+    if key is None:
+        raise Unavailable("the ledger recorded the event but gave back no id for it")
     return int(key[0]), at
 
 

@@ -12,7 +12,7 @@ def test_userinfo_becomes_an_auth_conf_entry() -> None:
     clean, auth = without_userinfo("https://ci%40corp:s3cr%2Ft@mirror.example:8443/debian")
     assert clean == "https://mirror.example:8443/debian"
     assert auth == "machine mirror.example:8443/debian login ci@corp password s3cr/t\n"
-    assert without_userinfo("http://deb.debian.org/debian") == ("http://deb.debian.org/debian", "")
+    assert without_userinfo("http://mirror.invalid/debian") == ("http://mirror.invalid/debian", "")
 
 
 def test_every_url_loses_its_userinfo() -> None:
