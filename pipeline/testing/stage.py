@@ -33,7 +33,7 @@ from pipeline.testing import artifacts
 from pipeline.testing.checks import run_checks
 from pipeline.testing.keep import ArtifactStore, store_for
 from pipeline.testing.model import LOCAL_CPU, Result, TestReport, Verdict
-from pipeline.testing.params import MalformedNotebook, load_notebook, plan
+from pipeline.testing.params import MalformedNotebook, NotebookPlan, load_notebook, plan
 from pipeline.testing.runner import Cancelled, Limits, SharedContainer, Tracker, ensure_image, sweep
 from pipeline.testing.tasks import Run, Sink, render_html, run_notebook, run_smoke
 
@@ -207,14 +207,9 @@ def run_tests(
         shutil.rmtree(work, ignore_errors=True)
         raise
     for index, path in enumerate(paths):
-        try:
-            job = plan(spec, path, load_notebook(tree.read(path) or b"", path))
-        except MalformedNotebook as e:
-            error = str(e).removeprefix(path).lstrip(": ")
-            verdict = Verdict(
-                outcome="malformed", error=error, hint=f"fix {path} (open it in Jupyter and save)"
-            )
-            results[index] = Result(name=path, kind="notebook", verdict=verdict, seconds=0.0)
+        job = plan_notebook(spec, tree, path)
+        if isinstance(job, Result):
+            results[index] = job
             continue
         for message in job.warnings:
             warn(message)
@@ -278,6 +273,16 @@ def run_tests(
         },
     )
     return keep_and_record(report, store, run_dir, ledger, spec, tree, version, started)
+
+
+def plan_notebook(spec: Spec, tree: Tree, path: str) -> NotebookPlan | Result:
+    """The notebook's papermill plan, or its `malformed` result when it can't be read (every runner)."""
+    try:
+        return plan(spec, path, load_notebook(tree.read(path) or b"", path))
+    except MalformedNotebook as e:
+        error = str(e).removeprefix(path).lstrip(": ")
+        verdict = Verdict(outcome="malformed", error=error, hint=f"fix {path} (open it in Jupyter and save)")
+        return Result(name=path, kind="notebook", verdict=verdict, seconds=0.0)
 
 
 def keep_and_record(

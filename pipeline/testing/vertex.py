@@ -31,9 +31,8 @@ from pipeline.spec.keys import common_root
 from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
 from pipeline.testing.keep import store_for
-from pipeline.testing.model import Result, TestReport, Verdict
-from pipeline.testing.params import MalformedNotebook, load_notebook, plan
-from pipeline.testing.stage import keep_and_record, new_run_id
+from pipeline.testing.model import Result, TestReport
+from pipeline.testing.stage import keep_and_record, new_run_id, plan_notebook
 from pipeline.testing.vertex_jobs import (
     TERMINAL,
     WAITING,
@@ -143,14 +142,9 @@ class VertexTestRunner:
         tasks: list[Task] = []
         warnings: list[str] = []
         for index, path in enumerate(paths):
-            try:
-                job = plan(spec, path, load_notebook(tree.read(path) or b"", path))
-            except MalformedNotebook as e:
-                error = str(e).removeprefix(path).lstrip(": ")
-                verdict = Verdict(
-                    outcome="malformed", error=error, hint=f"fix {path} (open it in Jupyter and save)"
-                )
-                results[index] = Result(name=path, kind="notebook", verdict=verdict, seconds=0.0)
+            job = plan_notebook(spec, tree, path)
+            if isinstance(job, Result):
+                results[index] = job
                 continue
             for message in job.warnings:
                 warn(message)
