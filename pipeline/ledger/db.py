@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -434,10 +436,34 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # transactions are ours: BEGIN IMMEDIATE
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        _wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+SQLITE_BUSY_MS = 30_000
+
+
+def _wal(cursor: Any) -> None:
+    """Put the ledger in WAL mode (kept in the file) unless it already is.
+
+    Entering WAL mode on a new file can answer "database is locked" at once, without the
+    busy handler, while another process creates the same ledger; two hooks that start
+    together do. So it is retried until the busy timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
 
 def _redact(url: str) -> str:
