@@ -206,14 +206,7 @@ def run_tests(
         sweep(client, run_id)
         shutil.rmtree(work, ignore_errors=True)
         raise
-    for index, path in enumerate(paths):
-        job = plan_notebook(spec, tree, path)
-        if isinstance(job, Result):
-            results[index] = job
-            continue
-        for message in job.warnings:
-            warn(message)
-        warnings.extend(job.warnings)
+    for index, path, job in plan_notebooks(spec, tree, paths, results, warnings, warn):
         tasks[index] = (path, "notebook", partial(run_notebook, run, index, job))
     for number, command in enumerate(spec.tests.smoke):
         tasks[len(paths) + number] = (
@@ -283,6 +276,27 @@ def plan_notebook(spec: Spec, tree: Tree, path: str) -> NotebookPlan | Result:
         error = str(e).removeprefix(path).lstrip(": ")
         verdict = Verdict(outcome="malformed", error=error, hint=f"fix {path} (open it in Jupyter and save)")
         return Result(name=path, kind="notebook", verdict=verdict, seconds=0.0)
+
+
+def plan_notebooks(
+    spec: Spec, tree: Tree, paths: list[str], results: dict[int, Result], warnings: list[str], warn: Sink
+) -> list[tuple[int, str, NotebookPlan]]:
+    """The notebooks to run, by index and path (every runner).
+
+    A notebook that can't be read gets its `malformed` result in `results` instead; each
+    plan's warnings are said through `warn` and added to `warnings`.
+    """
+    planned: list[tuple[int, str, NotebookPlan]] = []
+    for index, path in enumerate(paths):
+        job = plan_notebook(spec, tree, path)
+        if isinstance(job, Result):
+            results[index] = job
+            continue
+        for message in job.warnings:
+            warn(message)
+        warnings.extend(job.warnings)
+        planned.append((index, path, job))
+    return planned
 
 
 def keep_and_record(

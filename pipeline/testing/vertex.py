@@ -32,7 +32,7 @@ from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
 from pipeline.testing.keep import store_for
 from pipeline.testing.model import Result, TestReport
-from pipeline.testing.stage import keep_and_record, new_run_id, plan_notebook
+from pipeline.testing.stage import keep_and_record, new_run_id, plan_notebooks
 from pipeline.testing.vertex_jobs import (
     TERMINAL,
     WAITING,
@@ -141,14 +141,7 @@ class VertexTestRunner:
         results: dict[int, Result] = {}
         tasks: list[Task] = []
         warnings: list[str] = []
-        for index, path in enumerate(paths):
-            job = plan_notebook(spec, tree, path)
-            if isinstance(job, Result):
-                results[index] = job
-                continue
-            for message in job.warnings:
-                warn(message)
-            warnings.extend(job.warnings)
+        for index, path, job in plan_notebooks(spec, tree, paths, results, warnings, warn):
             relative = path[len(root) + 1 :] if root else path
             tasks.append(notebook_task(spec, folder, index, job, relative))
         for number, command in enumerate(spec.tests.smoke):
