@@ -85,6 +85,32 @@ class World:
             ),
         )
 
+    def commit_spec(self, name: str, spec: str, like: str) -> None:
+        """A commit `name` on main whose spec is `spec`, recorded as a version of `like`'s digest."""
+        (self.repo / "environments").mkdir(exist_ok=True)
+        (self.repo / "environments" / f"{self.image}.yaml").write_text(spec)
+        (self.repo / "file").write_text(name)
+        git(self.repo, "add", "-A")
+        git(self.repo, "commit", "-q", "-m", name)
+        self.sha[name] = git(self.repo, "rev-parse", "HEAD")
+        self.digest[name] = self.digest[like]
+        self.ledger.record_version(
+            Version(
+                image=self.image,
+                sha=self.sha[name],
+                tree=git(self.repo, "rev-parse", f"{self.sha[name]}^{{tree}}"),
+                inputs_key=name,
+                build_key=f"{name}-key",
+                digest=self.digest[name],
+                image_ref=f"localhost:5000/{self.image}@{self.digest[name]}",
+                size=None,
+                reused_from=None,
+                labels=BASE_LABELS,
+                sbom={},
+                created_at=now(),
+            )
+        )
+
     def status(self) -> dict[str, dict[str, Any]]:
         return {e["stage"]: e for e in self.json("status", self.image)}
 

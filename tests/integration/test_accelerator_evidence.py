@@ -17,14 +17,14 @@ import pytest
 import yaml
 
 from pipeline.ledger import db
-from pipeline.ledger.db import TestRun, Version, now, record_test_run
+from pipeline.ledger.db import TestRun, now, record_test_run
 from tests import minirepo
 from tests.helpers import envctl
 from tests.integration.test_gcp_vertex import images  # noqa: F401  (a fixture: the test image)
 from tests.integration.test_test_stage import World as NotebookWorld
 from tests.integration.test_test_stage import make_world
 from tests.minirepo import git
-from tests.stageworld import BASE_LABELS, World
+from tests.stageworld import World
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.pg", "tests.stagefixtures"]
@@ -102,29 +102,7 @@ cloud:
 
 def gpu_commit(world: World, name: str, like: str) -> None:
     """A commit on main whose spec asks for a T4, recorded as a version of `like`'s digest."""
-    (world.repo / "environments").mkdir(exist_ok=True)
-    (world.repo / "environments" / f"{world.image}.yaml").write_text(GPU_SPEC.format(image=world.image))
-    (world.repo / "file").write_text(name)
-    git(world.repo, "add", "-A")
-    git(world.repo, "commit", "-q", "-m", name)
-    world.sha[name] = git(world.repo, "rev-parse", "HEAD")
-    world.digest[name] = world.digest[like]
-    world.ledger.record_version(
-        Version(
-            image=world.image,
-            sha=world.sha[name],
-            tree=git(world.repo, "rev-parse", f"{world.sha[name]}^{{tree}}"),
-            inputs_key=name,
-            build_key=f"{name}-key",
-            digest=world.digest[name],
-            image_ref=f"localhost:5000/{world.image}@{world.digest[name]}",
-            size=None,
-            reused_from=None,
-            labels=BASE_LABELS,
-            sbom={},
-            created_at=now(),
-        )
-    )
+    world.commit_spec(name, GPU_SPEC.format(image=world.image), like)
 
 
 def test_production_refuses_a_run_older_than_ran_on_for_a_gpu_spec_unless_forced(world: World) -> None:

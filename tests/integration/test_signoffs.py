@@ -11,10 +11,9 @@ import subprocess
 
 import pytest
 
-from pipeline.ledger.db import Version, now
 from tests.helpers import envctl
 from tests.integration.test_environments import one_line_error
-from tests.stageworld import BASE_LABELS, World, git
+from tests.stageworld import World
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.pg", "tests.stagefixtures"]
@@ -35,29 +34,7 @@ promotion:
 
 def commit_with_spec(world: World, name: str, like: str) -> None:
     """A commit on main whose spec asks production for 2 sign-offs, as a version of `like`'s digest."""
-    (world.repo / "environments").mkdir(exist_ok=True)
-    (world.repo / "environments" / f"{world.image}.yaml").write_text(SPEC.format(image=world.image))
-    (world.repo / "file").write_text(name)
-    git(world.repo, "add", "-A")
-    git(world.repo, "commit", "-q", "-m", name)
-    world.sha[name] = git(world.repo, "rev-parse", "HEAD")
-    world.digest[name] = world.digest[like]
-    world.ledger.record_version(
-        Version(
-            image=world.image,
-            sha=world.sha[name],
-            tree=git(world.repo, "rev-parse", f"{world.sha[name]}^{{tree}}"),
-            inputs_key=name,
-            build_key=f"{name}-key",
-            digest=world.digest[name],
-            image_ref=f"localhost:5000/{world.image}@{world.digest[name]}",
-            size=None,
-            reused_from=None,
-            labels=BASE_LABELS,
-            sbom={},
-            created_at=now(),
-        )
-    )
+    world.commit_spec(name, SPEC.format(image=world.image), like)
     world.evidence(name, True)
 
 

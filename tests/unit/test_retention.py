@@ -6,7 +6,6 @@ test_gcp_prune); what it deletes is asserted on the fake's state.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,40 +16,18 @@ pytest.importorskip("google.cloud.artifactregistry_v1")
 
 from pipeline.errors import Refused
 from pipeline.ledger import pointers
-from pipeline.ledger.db import REFRESH_LABEL, Ledger, TestRun, Version, now, record_test_run
-from pipeline.ledger.pointers import Change, EnvId, Who
+from pipeline.ledger.db import REFRESH_LABEL, Ledger, TestRun, now, record_test_run
+from pipeline.ledger.pointers import EnvId
 from pipeline.pipelines.flows import _retag
 from pipeline.pipelines.retention import plan_image, prune
 from pipeline.promote.moves import promote
 from pipeline.publish.artifact_registry import ArtifactRegistryPublisher
-from pipeline.settings import Settings, load
+from pipeline.settings import Settings
 from pipeline.source import resolve
-from tests.gcpfakes.artifactregistry import REPO_ADMIN, FakeArtifactRegistry
+from tests.arversions import DIGESTS, IMAGE, OLD, REPOSITORY, SHAS, make_version, point
+from tests.gcpfakes.artifactregistry import FakeArtifactRegistry
 
-IMAGE = "team.task"
-REPOSITORY = "projects/proj/locations/europe-west4/repositories/repo"
-REGISTRY = "europe-west4-docker.pkg.dev/proj/repo"
-NAMES = "ABCDEF"
-SHAS = {name: name.lower() * 40 for name in NAMES}
-DIGESTS = {name: "sha256:" + f"{ord(name):02x}" * 32 for name in NAMES}
-OLD = timedelta(days=10)
-
-
-def _version(name: str, age: timedelta = OLD, **labels: str) -> Version:
-    return Version(
-        image=IMAGE,
-        sha=SHAS[name],
-        tree="0" * 40,
-        inputs_key=name,
-        build_key=name,
-        digest=DIGESTS[name],
-        image_ref=f"{REGISTRY}/{IMAGE}@{DIGESTS[name]}",
-        size=None,
-        reused_from=None,
-        labels=labels,
-        sbom={},
-        created_at=now() - age,
-    )
+pytest_plugins = ["tests.arfixtures"]
 
 
 def _tested(ledger: Ledger, name: str) -> None:
@@ -71,43 +48,10 @@ def _tested(ledger: Ledger, name: str) -> None:
     )
 
 
-def _point(ledger: Ledger, stage: pointers.Stage, name: str) -> None:
-    who = Who(actor="tester", ci_run_id=None, reason=None, forced=False)
-    pointers.compare_and_swap(
-        ledger,
-        IMAGE,
-        lambda seen: [
-            Change(expected=seen[stage], sha=SHAS[name], digest=DIGESTS[name], action="promote", who=who)
-        ],
-    )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeArtifactRegistry]:
-    with FakeArtifactRegistry(REPOSITORY) as server:
-        server.granted = REPO_ADMIN
-        yield server
-
-
-@pytest.fixture
-def settings(fake: FakeArtifactRegistry, tmp_path: Path) -> Settings:
-    return load(
-        repo=tmp_path,
-        env={
-            "ENVCTL_BACKEND": "gcp",
-            "ENVCTL_REGISTRY": REGISTRY,
-            "ENVCTL_GCP_ENDPOINTS": f"artifactregistry={fake.endpoint}",
-            "ENVCTL_GCP_TIMEOUT": "5",
-            "ENVCTL_GCP_RETRY": "0",
-            "ENVCTL_STATE_DIR": str(tmp_path / "state"),
-        },
-    )
-
-
 def _ledger(tmp_path: Path, fake: FakeArtifactRegistry, names: str) -> Ledger:
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
     for name in names:
-        ledger.record_version(_version(name))
+        ledger.record_version(make_version(name))
         _tested(ledger, name)
         fake.push(REPOSITORY, IMAGE, DIGESTS[name], tags=(SHAS[name],))
     return ledger
@@ -118,12 +62,12 @@ def test_plan_keeps_pointers_pins_instances_history_recent_and_untested(
 ) -> None:
     ledger = _ledger(tmp_path, fake, "ABCD")
     # E: built an hour ago and tested; F: built 3 days ago, never tested (awaiting its test).
-    ledger.record_version(_version("E", timedelta(hours=1)))
+    ledger.record_version(make_version("E", timedelta(hours=1)))
     _tested(ledger, "E")
-    ledger.record_version(_version("F", timedelta(days=3)))
-    _point(ledger, "staging", "A")
-    _point(ledger, "staging", "B")  # A: one back in staging's history
-    _point(ledger, "production", "B")
+    ledger.record_version(make_version("F", timedelta(days=3)))
+    point(ledger, "staging", "A")
+    point(ledger, "staging", "B")  # A: one back in staging's history
+    point(ledger, "production", "B")
     in_use = {DIGESTS["C"]: "alice-lab"}  # what `instances list` reads: C runs in an instance
 
     plan = plan_image(ledger, IMAGE, keep=2, older_than=timedelta(days=1), in_use=in_use)
@@ -145,7 +89,7 @@ def test_pinned_pointer_keeps_its_version(
     from pipeline.promote.moves import set_pin
 
     ledger = _ledger(tmp_path, fake, "AB")
-    _point(ledger, "production", "A")
+    point(ledger, "production", "A")
     assert set_pin(settings, ledger, EnvId(IMAGE, "production"), pinned=True, reason="freeze")
     plan = plan_image(ledger, IMAGE, keep=0, older_than=None, in_use={})
     assert plan.kept == {DIGESTS["A"]: [f"{IMAGE}.production (pinned)"]}
@@ -178,7 +122,7 @@ def test_prune_keeps_a_candidate_a_pointer_took_after_the_plan(
     publisher = ArtifactRegistryPublisher.for_settings(settings)
     plan = plan_image(ledger, IMAGE, keep=0, older_than=None, in_use={})
     assert sorted(c.digest for c in plan.prune) == sorted(DIGESTS.values())[:2]
-    _point(ledger, "staging", "A")  # a promotion lands between the plan and the delete
+    point(ledger, "staging", "A")  # a promotion lands between the plan and the delete
     _delete(ledger, publisher, plan)
     assert plan.pruned == [DIGESTS["B"]]
     assert "points at" in plan.skipped[DIGESTS["A"]]
@@ -196,7 +140,7 @@ def test_retag_of_a_refresh_build_drops_the_refresh_label_and_pruned_mark(
     repo.index.commit("T")
     tree = resolve(repo, "HEAD")
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
-    refreshed = ledger.record_version(_version("A", **{REFRESH_LABEL: SHAS["B"]}))
+    refreshed = ledger.record_version(make_version("A", **{REFRESH_LABEL: SHAS["B"]}))
     assert refreshed.origin == SHAS["B"]
     fake.push(REPOSITORY, IMAGE, DIGESTS["A"], tags=(SHAS["A"],))
     publisher = ArtifactRegistryPublisher.for_settings(settings)
@@ -224,8 +168,8 @@ def test_production_takes_an_unpruned_tested_version_before_a_pruned_one_of_the_
     tree = resolve(open_repo(mini.path), "staging")
     here = inputs_key(load_spec(tree, mini.image), tree)
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
-    own = replace(_version("A"), image=mini.image, sha=tree.sha, inputs_key=here)  # P's own, pruned
-    other = replace(_version("B"), image=mini.image, inputs_key=here)  # same tree, still served
+    own = replace(make_version("A"), image=mini.image, sha=tree.sha, inputs_key=here)  # P's own, pruned
+    other = replace(make_version("B"), image=mini.image, inputs_key=here)  # same tree, still served
     for version in (own, other):
         ledger.record_version(version)
         at = now() - OLD
