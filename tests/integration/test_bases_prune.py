@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,47 +26,20 @@ import requests
 from pipeline.build.engine import ContextFile, build, connect, context_tar, push
 from pipeline.errors import Unavailable
 from pipeline.ledger.db import Ledger
-from pipeline.publish.oci import Registry, docker_credentials
+from pipeline.publish.oci import Registry
 from tests import minirepo
 from tests.helpers import envctl
+from tests.ownstack import Stack, own_stack
 
 pytestmark = pytest.mark.integration
 
 SHARED_BASE = "localhost:5000/dlc/base-cpu:local"
 
 
-@dataclass(frozen=True)
-class Stack:
-    env: dict[str, str]
-    host: str
-    state: Path
-    docker_config: Path
-
-    def storage_bytes(self) -> int:
-        total = 0
-        for root, _dirs, files in os.walk(self.state / "stack" / "registry"):
-            total += sum((Path(root) / f).lstat().st_size for f in files)
-        return total
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("bases")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    env = {
-        "ENVCTL_STATE_DIR": str(root / "state"),
-        "ENVCTL_REGISTRY": f"localhost:{port}",
-        "ENVCTL_REGISTRY_LISTEN": f"127.0.0.1:{port}",
-        "DOCKER_CONFIG": str(root / "docker"),
-    }
-    try:
-        up = envctl("stack", "up", "--skip-base", env=env)
-        assert up.returncode == 0, up.stderr
-        yield Stack(env, f"localhost:{port}", root / "state", root / "docker")
-    finally:
-        envctl("stack", "down", env=env)
+    with own_stack(tmp_path_factory.mktemp("bases")) as private:
+        yield private
 
 
 def push_base(stack: Stack, name: str, marker: str) -> str:
@@ -81,7 +51,7 @@ def push_base(stack: Stack, name: str, marker: str) -> str:
         {"Dockerfile": ContextFile(dockerfile.encode()), "marker": ContextFile(marker.encode())}
     )
     build(client, context=context, dockerfile="Dockerfile", tag=ref, buildargs={}, labels={})
-    credentials = docker_credentials(stack.host, stack.docker_config / "config.json")
+    credentials = stack.credentials()
     return push(client, ref, auth=credentials)
 
 
@@ -268,7 +238,7 @@ def test_stack_up_restarts_a_registry_started_without_deletes(stack: Stack) -> N
     ref = f"{stack.host}/guard/tiny:1"
     context = context_tar({"Dockerfile": ContextFile(b"FROM scratch\nCOPY m /m\n"), "m": ContextFile(b"m\n")})
     build(client, context=context, dockerfile="Dockerfile", tag=ref, buildargs={}, labels={})
-    credentials = docker_credentials(stack.host, stack.docker_config / "config.json")
+    credentials = stack.credentials()
     try:
         digest = push(client, ref, auth=credentials)
         daemons.stop(settings.stack_dir, registry_server.NAME)

@@ -13,11 +13,9 @@ import contextlib
 import io
 import json
 import shutil
-import socket
 import subprocess
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,43 +24,18 @@ import requests
 
 from pipeline.build.engine import ContextFile, build, connect, context_tar, push
 from pipeline.errors import Unavailable
-from pipeline.publish.oci import MANIFEST_TYPES, Credentials, Registry, docker_credentials
+from pipeline.publish.oci import MANIFEST_TYPES, Registry
 from tests import minirepo
 from tests.helpers import envctl
+from tests.ownstack import Stack, own_stack
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass(frozen=True)
-class Stack:
-    env: dict[str, str]
-    host: str  # localhost:PORT, as image references name it
-    url: str  # http://127.0.0.1:PORT
-    state: Path
-    docker_config: Path
-
-    def credentials(self) -> Credentials:
-        return docker_credentials(self.host, self.docker_config / "config.json")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("guard")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    env = {
-        "ENVCTL_STATE_DIR": str(root / "state"),
-        "ENVCTL_REGISTRY": f"localhost:{port}",
-        "ENVCTL_REGISTRY_LISTEN": f"127.0.0.1:{port}",
-        "DOCKER_CONFIG": str(root / "docker"),
-    }
-    try:
-        up = envctl("stack", "up", "--skip-base", env=env)
-        assert up.returncode == 0, up.stderr
-        yield Stack(env, f"localhost:{port}", f"http://127.0.0.1:{port}", root / "state", root / "docker")
-    finally:
-        envctl("stack", "down", env=env)
+    with own_stack(tmp_path_factory.mktemp("guard")) as private:
+        yield private
 
 
 def snapshot(url: str) -> dict[str, dict[str, str]]:
