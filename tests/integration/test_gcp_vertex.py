@@ -28,7 +28,6 @@ from google.cloud import aiplatform_v1 as aip
 
 from pipeline.build.engine import connect
 from pipeline.ledger import db
-from pipeline.ledger.db import Version, now
 from tests.gcpfakes.aiplatform import FAKE_LABEL, FakeVertex, remove_fake_containers
 from tests.gcpfakes.rest import GoogleError
 from tests.gcpfakes.storage import FakeStorage
@@ -80,8 +79,9 @@ def images() -> Iterator[dict[str, str]]:
         client.close()
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[FakeVertex, FakeStorage]]:
+@contextlib.contextmanager
+def vertex_fakes() -> Iterator[tuple[FakeVertex, FakeStorage]]:
+    """Fake Vertex AI and Cloud Storage (BUCKET); no job or container of theirs outlives them."""
     storage = FakeStorage(buckets=(BUCKET,))
     vertex = FakeVertex(storage, images=from_artifact_registry)
     with storage, vertex:
@@ -91,6 +91,12 @@ def servers() -> Iterator[tuple[FakeVertex, FakeStorage]]:
             for job in list(vertex.jobs.values()):
                 job.cancel.set()
             remove_fake_containers()
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[FakeVertex, FakeStorage]]:
+    with vertex_fakes() as both:
+        yield both
 
 
 @pytest.fixture
@@ -123,22 +129,7 @@ def gpu_world(
     path.write_text(yaml.safe_dump(spec))
     git(world.repo, "commit", "-q", "-am", "cloud section")
     world.sha = git(world.repo, "rev-parse", "HEAD")
-    world.ledger().record_version(
-        Version(
-            image=world.image,
-            sha=world.sha,
-            tree=git(world.repo, "rev-parse", "HEAD^{tree}"),
-            inputs_key="test",
-            build_key="test",
-            digest=image_ref.split("@")[1],
-            image_ref=image_ref,
-            size=None,
-            reused_from=None,
-            labels={},
-            sbom={},
-            created_at=now(),
-        )
-    )
+    world.record(image_ref)
     return world
 
 

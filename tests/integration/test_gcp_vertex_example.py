@@ -26,15 +26,15 @@ from google.cloud import aiplatform_v1 as aip
 
 from pipeline.build.engine import connect
 from pipeline.ledger import db
-from tests.gcpfakes.aiplatform import FAKE_LABEL, FakeVertex, remove_fake_containers
+from tests.gcpfakes.aiplatform import FAKE_LABEL, FakeVertex
 from tests.gcpfakes.storage import FakeStorage
 from tests.helpers import copy_example, envctl
 from tests.integration.test_gcp_vertex import (
     BUCKET,
     REGISTRY,
-    from_artifact_registry,
     gcp_env,
     on_artifact_registry,
+    vertex_fakes,
 )
 from tests.integration.test_test_stage import World, by_name, containers_with
 from tests.minirepo import git
@@ -92,15 +92,8 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, W
 
 @pytest.fixture
 def fakes() -> Iterator[tuple[FakeVertex, FakeStorage]]:
-    storage = FakeStorage(buckets=(BUCKET,))
-    vertex = FakeVertex(storage, images=from_artifact_registry)
-    with storage, vertex:
-        try:
-            yield vertex, storage
-        finally:
-            for job in list(vertex.jobs.values()):
-                job.cancel.set()
-            remove_fake_containers()
+    with vertex_fakes() as both:
+        yield both
 
 
 def test_the_example_image_with_a_gpu_spec_passes_on_vertex_ai(

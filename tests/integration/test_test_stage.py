@@ -99,6 +99,25 @@ class World:
             raise LookupError(tree.sha)
         return settings, spec_module.load(tree, self.image), tree, version
 
+    def record(self, image_ref: str) -> None:
+        """Record the commit `sha` as a version whose image is `image_ref` (`repo@sha256:...`)."""
+        self.ledger().record_version(
+            Version(
+                image=self.image,
+                sha=self.sha,
+                tree=git(self.repo, "rev-parse", f"{self.sha}^{{tree}}"),
+                inputs_key="test",
+                build_key="test",
+                digest=image_ref.split("@")[1],
+                image_ref=image_ref,
+                size=None,
+                reused_from=None,
+                labels={},
+                sbom={},
+                created_at=now(),
+            )
+        )
+
     def test(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return envctl(
             "test", self.image, "--rev", "staging", *args, cwd=self.repo, env=self.env(), timeout=timeout
@@ -138,22 +157,7 @@ def make_world(tmp_path: Path, image_ref: str, notebooks: list[str] | dict[str, 
     git(repo, "commit", "-q", "-m", "test notebooks")
     sha = git(repo, "rev-parse", "HEAD")
     world = World(repo=repo, image=image, sha=sha, state=tmp_path / "state")
-    world.ledger().record_version(
-        Version(
-            image=image,
-            sha=sha,
-            tree=git(repo, "rev-parse", "HEAD^{tree}"),
-            inputs_key="test",
-            build_key="test",
-            digest=image_ref.split("@")[1],
-            image_ref=image_ref,
-            size=None,
-            reused_from=None,
-            labels={},
-            sbom={},
-            created_at=now(),
-        )
-    )
+    world.record(image_ref)
     return world
 
 
