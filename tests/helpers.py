@@ -48,6 +48,13 @@ def envctl(
     )
 
 
+def error_lines(result: subprocess.CompletedProcess[str], code: int) -> list[str]:
+    """The `envctl: ...` lines of a run that must exit `code`, without a traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("envctl: ")]
+
+
 def copy_example(target: Path) -> Path:
     """A copy of this repository's example image: environments/, docker/, test-notebooks/."""
     for folder in ("environments", "docker", "test-notebooks"):

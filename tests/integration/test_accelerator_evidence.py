@@ -19,7 +19,7 @@ import yaml
 from pipeline.ledger import db
 from pipeline.ledger.db import TestRun, now, record_test_run
 from tests import minirepo
-from tests.helpers import envctl
+from tests.helpers import envctl, error_lines
 from tests.integration.test_gcp_vertex import images  # noqa: F401  (a fixture: the test image)
 from tests.integration.test_test_stage import World as NotebookWorld
 from tests.integration.test_test_stage import make_world
@@ -171,8 +171,7 @@ def gpu_spec_world(tmp_path: Path, image_ref: str) -> NotebookWorld:
 def test_locally_a_gpu_spec_runs_only_with_allow_cpu(images: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
     world = gpu_spec_world(tmp_path, images["tests"])
     refused = world.test()
-    assert refused.returncode == 2, refused.stderr
-    errors = [line for line in refused.stderr.splitlines() if line.startswith("envctl: ")]
+    errors = error_lines(refused, 2)
     assert errors == [
         f"envctl: error: {world.image} asks for an accelerator ({ASKED}) and the local backend has only the "
         "CPU; run it on Vertex AI (ENVCTL_BACKEND=gcp), or on the CPU with --allow-cpu"
