@@ -265,7 +265,7 @@ def build_version(
         if publisher.digest_of(image, same.digest) is not None:
             digest = publisher.tag(image, same.digest, tree.sha)
             output.info(f"{image} {tree.sha[:12]}: inputs unchanged since {same.sha[:12]}; reusing {digest}")
-            version = _version(spec, tree, same, key, digest, publisher.image_ref(image, digest))
+            version = _reused(spec, tree, same, key, digest, publisher.image_ref(image, digest))
             return BuildResult(ledger.record_version(version), "reused")
         output.warn(
             f"{image} {tree.sha[:12]}: reused digest {same.digest} (of {same.sha[:12]}) is gone from the "
@@ -287,21 +287,9 @@ def build_version(
         labels[REFRESH_LABEL] = origin
     request = _request(spec, tree, context, tag, base_ref, labels, no_cache)
     built = builder.build(request, on_line=on_line)
-    digest, size, bill = built.digest, built.size, built.sbom
-    version = Version(
-        image=image,
-        sha=tree.sha,
-        tree=tree.tree_sha,
-        inputs_key=inputs_key(spec, tree),
-        test_key=tests_key(spec, tree),
-        build_key=key,
-        digest=digest,
-        image_ref=publisher.image_ref(image, digest),
-        size=size,
-        reused_from=None,
-        labels=labels,
-        sbom=bill,
-        created_at=now(),
+    ref = publisher.image_ref(image, built.digest)
+    version = _version(
+        spec, tree, key, built.digest, ref, size=built.size, reused_from=None, labels=labels, sbom=built.sbom
     )
     return BuildResult(ledger.record_version(version), "built")
 
@@ -315,7 +303,33 @@ def _unpruned(ledger: Ledger, version: Version) -> Version:
     return dataclasses.replace(version, pruned_at=None)
 
 
-def _version(spec: Spec, tree: GitTree, same: Version, key: str, digest: str, ref: str) -> Version:
+def _reused(spec: Spec, tree: GitTree, same: Version, key: str, digest: str, ref: str) -> Version:
+    """The version of `tree` that reuses the bytes of `same` (same inputs, same build key)."""
+    return _version(
+        spec,
+        tree,
+        key,
+        digest,
+        ref,
+        size=same.size,
+        reused_from=same.reused_from or same.sha,
+        labels=reused_labels(same.labels),
+        sbom=same.sbom,
+    )
+
+
+def _version(
+    spec: Spec,
+    tree: GitTree,
+    key: str,
+    digest: str,
+    ref: str,
+    *,
+    size: int | None,
+    reused_from: str | None,
+    labels: dict[str, str],
+    sbom: dict[str, Any],
+) -> Version:
     return Version(
         image=spec.image,
         sha=tree.sha,
@@ -325,10 +339,10 @@ def _version(spec: Spec, tree: GitTree, same: Version, key: str, digest: str, re
         build_key=key,
         digest=digest,
         image_ref=ref,
-        size=same.size,
-        reused_from=same.reused_from or same.sha,
-        labels=reused_labels(same.labels),
-        sbom=same.sbom,
+        size=size,
+        reused_from=reused_from,
+        labels=labels,
+        sbom=sbom,
         created_at=now(),
     )
 
