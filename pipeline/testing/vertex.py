@@ -14,6 +14,7 @@ any error cancel every job the run started before they propagate.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -388,15 +389,7 @@ def _finish(run: _Run, task: Task, end: JobEnd) -> Result:
                 notebook = task.notebook
     executed = artifacts.read_json(run.run_dir / notebook) if notebook else None
     logs = (run.run_dir / task.log).read_text(errors="replace")[-20_000:] if has_log else ""
-    end = JobEnd(
-        state=end.state,
-        error_code=end.error_code,
-        error=end.error,
-        deadline_hit=end.deadline_hit,
-        never_started=end.never_started,
-        seconds=end.seconds,
-        logs=logs,
-    )
+    end = dataclasses.replace(end, logs=logs)
     verdict = classify_job(run.spec, task, end, executed, image_uri=run.version.image_ref)
     return Result(
         name=task.name,
