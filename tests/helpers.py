@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socketserver
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from pipeline.publish.oci import Credentials, docker_credentials
 
@@ -53,6 +58,22 @@ def error_lines(result: subprocess.CompletedProcess[str], code: int) -> list[str
     assert result.returncode == code, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr
     return [line for line in result.stderr.splitlines() if line.startswith("envctl: ")]
+
+
+Server = TypeVar("Server", bound=socketserver.BaseServer)
+
+
+@contextlib.contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """Serve `server` on a thread of its own for the block; then shut it down and close it."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def copy_example(target: Path) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 
 from pipeline.errors import Unavailable, UsageError
 from pipeline.publish.oci import Credentials, Registry, check_realm, parse_challenge
+from tests.helpers import serving
 
 MEDIA = "application/vnd.oci.image.manifest.v1+json"
 BODY = json.dumps({"schemaVersion": 2, "mediaType": MEDIA, "layers": []}).encode()
@@ -99,13 +99,8 @@ def fake() -> Iterator[Fake]:
     server.requests_seen = []
     server.tags = {"v1": BODY}
     server.realm = ""
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_challenge_is_parsed() -> None:

@@ -7,7 +7,6 @@ Registry and Harbor do, with absolute links); the real `Registry` client reads i
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from pipeline.errors import Unavailable
 from pipeline.publish.oci import Registry
+from tests.helpers import serving
 
 
 class Paged(ThreadingHTTPServer):
@@ -45,13 +45,8 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def paged() -> Iterator[Paged]:
     server = Paged(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize(

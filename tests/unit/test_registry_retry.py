@@ -8,7 +8,6 @@ used here only to make that answer happen on demand.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 
 from pipeline.errors import Unavailable
 from pipeline.publish.oci import Registry
+from tests.helpers import serving
 
 MEDIA = "application/vnd.oci.image.manifest.v1+json"
 BODY = json.dumps({"schemaVersion": 2, "mediaType": MEDIA, "layers": []}).encode()
@@ -61,13 +61,8 @@ def flaky() -> Iterator[Flaky]:
     server = Flaky(("127.0.0.1", 0), Handler)
     server.seen = []
     server.failures_left = 0
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_transient_500_on_read_is_retried(flaky: Flaky) -> None:

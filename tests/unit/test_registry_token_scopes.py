@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from pipeline.publish.oci import Credentials, Registry
+from tests.helpers import serving
 
 MEDIA = "application/vnd.oci.image.manifest.v1+json"
 BODY = json.dumps({"schemaVersion": 2, "mediaType": MEDIA, "layers": []}).encode()
@@ -65,11 +66,8 @@ def fake() -> Iterator[Fake]:
     server = Fake(("127.0.0.1", 0), Handler)
     server.tokens_issued = []
     server.lock = threading.Lock()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield server
 
 
 def test_each_repository_keeps_its_own_token_across_concurrent_reads(fake: Fake) -> None:

@@ -10,7 +10,6 @@ import json
 import signal
 import socket
 import subprocess
-import threading
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ from pipeline.ledger import db
 from pipeline.ledger.db import Ledger, TestRun, Version, record_test_run
 from pipeline.pipelines import records
 from pipeline.report import site
-from tests.helpers import ENVCTL, cli_env, envctl
+from tests.helpers import ENVCTL, cli_env, envctl, serving
 
 IMAGE = "nlp.report"
 SHA = "a" * 40
@@ -400,9 +399,7 @@ def test_serve_answers_421_to_a_host_other_than_localhost(tmp_path: Path) -> Non
     (tmp_path / "index.html").write_text("pipeline log: secret-ish")
     httpd = serve.server(tmp_path)
     port = int(httpd.server_address[1])
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(httpd):
         for host in ("evil.example", f"evil.example:{port}", f"localhost:{port + 1}", "127.0.0.2", None):
             answer = _raw_get(port, host)
             assert answer.startswith(b"HTTP/1.0 421 "), (host, answer[:80])
@@ -410,7 +407,3 @@ def test_serve_answers_421_to_a_host_other_than_localhost(tmp_path: Path) -> Non
         for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", "127.0.0.1"):
             answer = _raw_get(port, host)
             assert answer.startswith(b"HTTP/1.0 200 ") and answer.endswith(b"secret-ish"), host
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(10)

@@ -18,6 +18,7 @@ from pipeline.ledger.model import STAGES, Pointer
 from pipeline.publish import tags
 from pipeline.publish.distribution import OciPublisher
 from pipeline.publish.oci import Registry
+from tests.helpers import serving
 
 BODY = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}'
 DIGEST = "sha256:" + hashlib.sha256(BODY).hexdigest()
@@ -69,13 +70,8 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[Counting]:
     httpd = Counting()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(httpd):
         yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _pointer(image: str, stage: str, digest: str | None) -> Pointer:
