@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socketserver
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -51,6 +53,35 @@ def envctl(
         timeout=timeout,
         check=False,
     )
+
+
+def interrupted(
+    *args: str, cwd: Path, env: dict[str, str], ready: Callable[[], bool], what: str, wait: float = 120
+) -> tuple[int, str]:
+    """Run `envctl args` in a child, press Ctrl-C once `ready()`; its exit code and stderr.
+
+    Fails with `what` when `ready()` does not hold within `wait` seconds.
+    """
+    process = subprocess.Popen(
+        [*ENVCTL, *args],
+        cwd=cwd,
+        env=cli_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + wait
+        while not ready() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        assert ready(), what
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, stderr
 
 
 def error_lines(result: subprocess.CompletedProcess[str], code: int) -> list[str]:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,7 @@ from pipeline.ledger import db
 from tests.gcpfakes.aiplatform import FAKE_LABEL, FakeVertex, remove_fake_containers
 from tests.gcpfakes.rest import GoogleError
 from tests.gcpfakes.storage import FakeStorage
-from tests.helpers import ENVCTL, cli_env, envctl, error_lines
+from tests.helpers import envctl, error_lines, interrupted
 from tests.integration.test_test_stage import World, by_name, containers_with, make_image, make_world
 from tests.minirepo import git
 
@@ -46,6 +43,15 @@ GPU = {
     "network": "projects/123456/global/networks/tests",
     "timeout": 300,
 }
+# Where a run of a spec asking for one T4 on n1-standard-8 ran: in its report, and as said.
+RAN_ON_T4 = {
+    "backend": "vertex",
+    "machine": "n1-standard-8",
+    "accelerator": {"type": "NVIDIA_TESLA_T4", "count": 1},
+    "asked": "1 x NVIDIA_TESLA_T4",
+    "region": "europe-west4",
+}
+RAN_ON_T4_SAID = "ran on: Vertex AI n1-standard-8 + 1 x NVIDIA_TESLA_T4 (europe-west4)"
 
 
 def on_artifact_registry(local_ref: str) -> str:
@@ -214,14 +220,8 @@ def test_a_gpu_spec_runs_as_vertex_jobs_and_is_classified_as_locally(gpu_run: An
     assert missing["outcome"] == "missing_module"
     assert missing["hint"] == f"add pandas to docker/{world.image}/Dockerfile"
     assert found["smoke: python -c 'import json'"]["outcome"] == "passed"
-    assert report["ran_on"] == {
-        "backend": "vertex",
-        "machine": "n1-standard-8",
-        "accelerator": {"type": "NVIDIA_TESLA_T4", "count": 1},
-        "asked": "1 x NVIDIA_TESLA_T4",
-        "region": "europe-west4",
-    }
-    assert "ran on: Vertex AI n1-standard-8 + 1 x NVIDIA_TESLA_T4 (europe-west4)" in result.stderr
+    assert report["ran_on"] == RAN_ON_T4
+    assert RAN_ON_T4_SAID in result.stderr
     assert sorted(vertex.states.values()) == ["JOB_STATE_FAILED"] * 2 + ["JOB_STATE_SUCCEEDED"] * 2
     assert containers_with(FAKE_LABEL) == []
     assert "Vertex AI service agent" not in result.stderr  # the spec names its service account
@@ -480,27 +480,21 @@ def test_ctrl_c_cancels_every_job_it_started(
     world = gpu_world(
         tmp_path, on_artifact_registry(images["tests"]), ["passes.ipynb", "hangs.ipynb"], GPU, timeout=120
     )
-    process = subprocess.Popen(
-        [*ENVCTL, "test", world.image, "--rev", "staging", "--jobs", "2"],
+    code, stderr = interrupted(
+        "test",
+        world.image,
+        "--rev",
+        "staging",
+        "--jobs",
+        "2",
         cwd=world.repo,
-        env=cli_env(gcp_env(world, vertex, storage)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (
+        env=gcp_env(world, vertex, storage),
+        ready=lambda: (
             len(vertex.jobs) == 2 and any(vertex.state_of(n) == "JOB_STATE_RUNNING" for n in vertex.jobs)
-        ):
-            time.sleep(0.2)
-        assert len(vertex.jobs) == 2, "the jobs were not created"
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, stderr
+        ),
+        what="the jobs were not created, or none ran",
+    )
+    assert code == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "envctl: aborted"
     assert stderr.count("cancelled projects/proj/locations/europe-west4/customJobs/") == 2, stderr

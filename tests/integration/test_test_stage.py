@@ -11,7 +11,6 @@ import json
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -35,7 +34,7 @@ from pipeline.source import GitTree
 from pipeline.spec import model as spec_module
 from pipeline.spec.model import Spec
 from pipeline.testing import run_tests
-from tests.helpers import BASE_IMAGE, DATA, ENVCTL, cli_env, envctl, login
+from tests.helpers import BASE_IMAGE, DATA, envctl, interrupted, login
 from tests.minirepo import git
 
 pytestmark = pytest.mark.integration
@@ -387,26 +386,17 @@ def test_image_without_papermill(images: dict[str, str], tmp_path: Path) -> None
 
 def test_ctrl_c_removes_every_container(images: dict[str, str], tmp_path: Path) -> None:
     world = make_world(tmp_path, images["tests"], ["hangs.ipynb"], timeout=120)
-    env = cli_env(world.env())
-    process = subprocess.Popen(
-        [*ENVCTL, "test", world.image, "--rev", "staging"],
+    code, stderr = interrupted(
+        "test",
+        world.image,
+        "--rev",
+        "staging",
         cwd=world.repo,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        env=world.env(),
+        ready=lambda: bool(containers_with(f"org.envctl.image={world.image}")),
+        what="no container started",
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not containers_with(f"org.envctl.image={world.image}") and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert containers_with(f"org.envctl.image={world.image}"), "no container started"
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 130, stderr
+    assert code == 130, stderr
     assert "Traceback" not in stderr
     assert containers_with(f"org.envctl.image={world.image}") == []
 
