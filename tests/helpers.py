@@ -28,6 +28,19 @@ ENVCTL = [sys.executable, "-m", "pipeline.cli.main"]
 BASE_IMAGE = os.environ.get("ENVCTL_BASE_IMAGE") or "localhost:5000/dlc/base-cpu:local"
 
 
+def spec_yaml(image: str, more: str = "") -> str:
+    """An image's spec file (docker/Dockerfile, test-notebooks/*.ipynb), with `more` YAML at its end."""
+    return (
+        f"image: {image}\n"
+        "build:\n"
+        "  dockerfile: docker/Dockerfile\n"
+        "  context: docker\n"
+        "  base: {local: localhost:5000/dlc/base-cpu:local, gcp: us-docker.pkg.dev/x/y/base-cpu.py310}\n"
+        "tests:\n"
+        "  notebooks: [test-notebooks/*.ipynb]\n" + more
+    )
+
+
 def login(host: str = "localhost:5000") -> Credentials:
     """The write credentials of a registry `envctl stack up` started (it logs the Docker client in)."""
     return docker_credentials(host)

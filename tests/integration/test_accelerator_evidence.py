@@ -19,7 +19,7 @@ import yaml
 from pipeline.ledger import db
 from pipeline.ledger.db import TestRun, now, record_test_run
 from tests import minirepo
-from tests.helpers import envctl, error_lines
+from tests.helpers import envctl, error_lines, spec_yaml
 from tests.integration.test_gcp_vertex import images  # noqa: F401  (a fixture: the test image)
 from tests.integration.test_test_stage import World as NotebookWorld
 from tests.integration.test_test_stage import make_world
@@ -87,22 +87,15 @@ def test_production_refuses_cpu_evidence_for_a_gpu_spec_unless_forced(world: Wor
 
 
 GPU_SPEC = """\
-image: {image}
-build:
-  dockerfile: docker/Dockerfile
-  context: docker
-  base: {{local: localhost:5000/dlc/base-cpu:local, gcp: us-docker.pkg.dev/x/y/base-cpu.py310}}
-tests:
-  notebooks: [test-notebooks/*.ipynb]
 cloud:
   machine_type: n1-standard-8
-  accelerator: {{type: NVIDIA_TESLA_T4, count: 1}}
+  accelerator: {type: NVIDIA_TESLA_T4, count: 1}
 """
 
 
 def gpu_commit(world: World, name: str, like: str) -> None:
     """A commit on main whose spec asks for a T4, recorded as a version of `like`'s digest."""
-    world.commit_spec(name, GPU_SPEC.format(image=world.image), like)
+    world.commit_spec(name, spec_yaml(world.image, GPU_SPEC), like)
 
 
 def test_production_refuses_a_run_older_than_ran_on_for_a_gpu_spec_unless_forced(world: World) -> None:

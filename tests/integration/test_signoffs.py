@@ -11,21 +11,14 @@ import subprocess
 
 import pytest
 
-from tests.helpers import envctl
+from tests.helpers import envctl, spec_yaml
 from tests.integration.test_environments import one_line_error
 from tests.stageworld import World
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.pg", "tests.stagefixtures"]
 
-SPEC = """\
-image: {image}
-build:
-  dockerfile: docker/Dockerfile
-  context: docker
-  base: {{local: localhost:5000/dlc/base-cpu:local, gcp: us-docker.pkg.dev/x/y/base-cpu.py310}}
-tests:
-  notebooks: [test-notebooks/*.ipynb]
+TWO_SIGNOFFS = """\
 promotion:
   production:
     signoffs: 2
@@ -34,7 +27,7 @@ promotion:
 
 def commit_with_spec(world: World, name: str, like: str) -> None:
     """A commit on main whose spec asks production for 2 sign-offs, as a version of `like`'s digest."""
-    world.commit_spec(name, SPEC.format(image=world.image), like)
+    world.commit_spec(name, spec_yaml(world.image, TWO_SIGNOFFS), like)
     world.evidence(name, True)
 
 

@@ -22,17 +22,10 @@ from pipeline.ledger.pointers import Change, Pointer, Stage, Who, compare_and_sw
 from pipeline.promote import moves
 from pipeline.promote.policy import refusals
 from pipeline.settings import Settings
-from tests.helpers import envctl
+from tests.helpers import envctl, spec_yaml
 
 IMAGE = "team.task"
-SPEC = """\
-image: team.task
-build:
-  dockerfile: docker/Dockerfile
-  context: docker
-  base: {{local: localhost:5000/dlc/base-cpu:local, gcp: us-docker.pkg.dev/x/y/base-cpu.py310}}
-tests:
-  notebooks: [test-notebooks/*.ipynb]
+SIGNOFFS = """\
 promotion:
   production:
     signoffs: {n}
@@ -50,7 +43,7 @@ def _git(repo: Path, *args: str) -> str:
 
 def _commit(repo: Path, signoffs: int) -> str:
     (repo / "environments").mkdir(exist_ok=True)
-    (repo / "environments" / f"{IMAGE}.yaml").write_text(SPEC.format(n=signoffs))
+    (repo / "environments" / f"{IMAGE}.yaml").write_text(spec_yaml(IMAGE, SIGNOFFS.format(n=signoffs)))
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "--allow-empty", "-m", f"signoffs {signoffs}")
     return _git(repo, "rev-parse", "HEAD")
