@@ -14,6 +14,7 @@ import pytest
 from pipeline.settings import Settings, load
 from tests.arversions import REGISTRY, REPOSITORY
 from tests.gcpfakes.artifactregistry import REPO_ADMIN, FakeArtifactRegistry
+from tests.pointing import artifact_registry_env
 
 
 @pytest.fixture
@@ -26,14 +27,4 @@ def fake() -> Iterator[FakeArtifactRegistry]:
 @pytest.fixture
 def settings(fake: FakeArtifactRegistry, tmp_path: Path) -> Settings:
     """The gcp backend's settings, its Artifact Registry client sent to `fake`."""
-    return load(
-        repo=tmp_path,
-        env={
-            "ENVCTL_BACKEND": "gcp",
-            "ENVCTL_REGISTRY": REGISTRY,
-            "ENVCTL_GCP_ENDPOINTS": f"artifactregistry={fake.endpoint}",
-            "ENVCTL_GCP_TIMEOUT": "5",
-            "ENVCTL_GCP_RETRY": "0",
-            "ENVCTL_STATE_DIR": str(tmp_path / "state"),
-        },
-    )
+    return load(repo=tmp_path, env=artifact_registry_env(fake.endpoint, REGISTRY, tmp_path / "state"))

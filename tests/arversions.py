@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from pipeline.ledger import pointers
 from pipeline.ledger.db import Ledger, Version, now
-from pipeline.ledger.pointers import Change, Who
+from tests.pointing import move
 
 IMAGE = "team.task"
 REPOSITORY = "projects/proj/locations/europe-west4/repositories/repo"
@@ -40,11 +40,4 @@ def make_version(name: str, age: timedelta = OLD, **labels: str) -> Version:
 
 def point(ledger: Ledger, stage: pointers.Stage, name: str) -> None:
     """Move `stage` of IMAGE to version `name` (a promotion by `tester`)."""
-    who = Who(actor="tester", ci_run_id=None, reason=None, forced=False)
-    pointers.compare_and_swap(
-        ledger,
-        IMAGE,
-        lambda seen: [
-            Change(expected=seen[stage], sha=SHAS[name], digest=DIGESTS[name], action="promote", who=who)
-        ],
-    )
+    move(ledger, IMAGE, stage, SHAS[name], DIGESTS[name])

@@ -11,6 +11,7 @@ from pipeline.build.stage import Context, build_key, refresh_origin, refresh_tra
 from pipeline.source import WorkTree
 from pipeline.spec.model import Spec, load
 from tests.helpers import ROOT
+from tests.pointing import move
 
 TAGS = ["latest", "m124", "m125", "m126", "m99", "m127-rc", "py310", "m130"]
 
@@ -84,7 +85,6 @@ def test_refresh_plans_from_the_commit_a_refresh_rebuilt_even_when_this_clone_la
     """Staging holds S' (a refresh made in a Cloud Build clone, not here): plan from S."""
     from pipeline.build.bases import BASE_DIGEST, BASE_NAME
     from pipeline.ledger.db import REFRESH_LABEL, Ledger, Version, now
-    from pipeline.ledger.pointers import Change, Who, compare_and_swap
     from pipeline.pipelines import refresh
     from pipeline.source import open_repo, resolve
     from tests import minirepo
@@ -111,12 +111,7 @@ def test_refresh_plans_from_the_commit_a_refresh_rebuilt_even_when_this_clone_la
             created_at=now(),
         )
     )
-    who = Who(actor="tester")
-    compare_and_swap(
-        ledger,
-        mini.image,
-        lambda seen: [Change(expected=seen["staging"], sha=gone, digest=digest, action="promote", who=who)],
-    )
+    move(ledger, mini.image, "staging", gone, digest)
     moved = "sha256:" + "2" * 64
 
     plans, _rows = refresh.plan(ledger, repo, [mini.image], "local", lambda ref, tags: (moved, []))

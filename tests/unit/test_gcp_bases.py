@@ -16,10 +16,10 @@ import pytest
 pytest.importorskip("google.cloud.artifactregistry_v1")
 
 from pipeline.ledger.db import Ledger, Version, now
-from pipeline.ledger.pointers import Change, Who, compare_and_swap
 from tests import minirepo
 from tests.gcpfakes.artifactregistry import FakeArtifactRegistry
 from tests.helpers import envctl
+from tests.pointing import artifact_registry_env, move
 
 DLC = "projects/deeplearning-platform-release/locations/us/repositories/gcr.io"
 BASE = "us-docker.pkg.dev/deeplearning-platform-release/gcr.io/base-cpu.py310"
@@ -57,24 +57,12 @@ def test_bases_reads_the_dlc_base_and_its_newer_releases_from_artifact_registry(
             created_at=now(),
         )
     )
-    who = Who(actor="tester")
-    compare_and_swap(
-        ledger,
-        mini.image,
-        lambda seen: [Change(expected=seen["staging"], sha=sha, digest=digest, action="promote", who=who)],
-    )
+    move(ledger, mini.image, "staging", sha, digest)
     with FakeArtifactRegistry(DLC, OURS) as fake:
         fake.push(DLC, "base-cpu.py310", OLD, tags=("m124",))
         fake.push(DLC, "base-cpu.py310", NEW, tags=("m125", "latest"))
         fake.push(DLC, "base-cpu.py310", NEXT, tags=("m126",))
-        env = {
-            "ENVCTL_BACKEND": "gcp",
-            "ENVCTL_REGISTRY": REGISTRY,
-            "ENVCTL_GCP_ENDPOINTS": f"artifactregistry={fake.endpoint}",
-            "ENVCTL_GCP_TIMEOUT": "5",
-            "ENVCTL_GCP_RETRY": "0",
-            "ENVCTL_STATE_DIR": str(state),
-        }
+        env = artifact_registry_env(fake.endpoint, REGISTRY, state)
         done = envctl("bases", "--json", cwd=mini.path, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
         (row,) = json.loads(done.stdout)

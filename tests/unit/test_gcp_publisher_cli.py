@@ -23,6 +23,7 @@ from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
 from tests.gcpfakes.artifactregistry import WRITER, FakeArtifactRegistry
 from tests.gcpfakes.rest import GoogleError, service_disabled
 from tests.helpers import envctl
+from tests.pointing import artifact_registry_env
 
 IMAGE = "team.task"
 REPOSITORY = "projects/proj/locations/europe-west4/repositories/repo"
@@ -101,15 +102,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     with FakeArtifactRegistry(REPOSITORY) as fake:
         fake.push(REPOSITORY, IMAGE, DIGEST_A, tags=(SHA_A,))
         fake.push(REPOSITORY, IMAGE, DIGEST_B, tags=(SHA_B,))
-        env = {
-            "ENVCTL_BACKEND": "gcp",
-            "ENVCTL_REGISTRY": REGISTRY,
-            "ENVCTL_GCP_ENDPOINTS": f"artifactregistry={fake.endpoint}",
-            "ENVCTL_GCP_TIMEOUT": "5",
-            "ENVCTL_GCP_RETRY": "0",
-            "ENVCTL_STATE_DIR": str(state),
-            "ENVCTL_ACTOR": "tester",
-        }
+        env = {**artifact_registry_env(fake.endpoint, REGISTRY, state), "ENVCTL_ACTOR": "tester"}
         yield World(fake, folder, env, ledger_url)
 
 

@@ -18,11 +18,12 @@ import sqlalchemy as sa
 from pipeline.errors import Refused
 from pipeline.ledger import db, signoffs
 from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
-from pipeline.ledger.pointers import Change, Pointer, Stage, Who, compare_and_swap, history
+from pipeline.ledger.pointers import history
 from pipeline.promote import moves
 from pipeline.promote.policy import refusals
 from pipeline.settings import Settings
 from tests.helpers import envctl, spec_yaml
+from tests.pointing import move
 
 IMAGE = "team.task"
 SIGNOFFS = """\
@@ -69,18 +70,7 @@ def _version(ledger: Ledger, sha: str) -> Version:
 
 
 def _production(ledger: Ledger, version: Version) -> None:
-    def decide(seen: dict[Stage, Pointer]) -> list[Change]:
-        return [
-            Change(
-                expected=seen["production"],
-                sha=version.sha,
-                digest=version.digest,
-                action="promote",
-                who=Who(actor="t"),
-            )
-        ]
-
-    compare_and_swap(ledger, IMAGE, decide)
+    move(ledger, IMAGE, "production", version.sha, version.digest, actor="t")
 
 
 @pytest.fixture
@@ -159,18 +149,7 @@ def _tested(ledger: Ledger, version: Version, passed: bool = True) -> None:
 
 
 def _staging(ledger: Ledger, version: Version) -> None:
-    def decide(seen: dict[Stage, Pointer]) -> list[Change]:
-        return [
-            Change(
-                expected=seen["staging"],
-                sha=version.sha,
-                digest=version.digest,
-                action="promote",
-                who=Who(actor="t"),
-            )
-        ]
-
-    compare_and_swap(ledger, IMAGE, decide)
+    move(ledger, IMAGE, "staging", version.sha, version.digest, actor="t")
 
 
 def test_a_tester_signs_the_version_they_tried_with_rev(
