@@ -14,7 +14,7 @@ import pytest
 from pipeline.settings import Settings, load
 from tests.arversions import REGISTRY, REPOSITORY
 from tests.gcpfakes.artifactregistry import REPO_ADMIN, FakeArtifactRegistry
-from tests.pointing import artifact_registry_env
+from tests.ledgerfacts import artifact_registry_env
 
 
 @pytest.fixture

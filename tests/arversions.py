@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from pipeline.ledger import pointers
 from pipeline.ledger.db import Ledger, Version, now
-from tests.pointing import move
+from tests.ledgerfacts import move
 
 IMAGE = "team.task"
 REPOSITORY = "projects/proj/locations/europe-west4/repositories/repo"

@@ -11,7 +11,7 @@ from pipeline.build.stage import Context, build_key, refresh_origin, refresh_tra
 from pipeline.source import WorkTree
 from pipeline.spec.model import Spec, load
 from tests.helpers import ROOT
-from tests.pointing import move
+from tests.ledgerfacts import move
 
 TAGS = ["latest", "m124", "m125", "m126", "m99", "m127-rc", "py310", "m130"]
 

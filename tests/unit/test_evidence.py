@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 import sqlalchemy as sa
 
-from pipeline.ledger.db import SCHEMA_VERSION, Ledger, TestRun, Version, now, record_test_run, schema_version
+from pipeline.ledger.db import SCHEMA_VERSION, Ledger, Version, now, schema_version
 from pipeline.promote.policy import evidence_for
+from tests.ledgerfacts import record_run
 
 pytest_plugins = ["tests.pg"]
 
@@ -36,23 +35,7 @@ def _version(ledger: Ledger, name: str, test_key: str | None) -> Version:
 
 
 def _run(ledger: Ledger, version: Version, passed: bool, test_key: str | None) -> str:
-    run_id = uuid.uuid4().hex
-    record_test_run(
-        ledger,
-        TestRun(
-            run_id=run_id,
-            image=IMAGE,
-            sha=version.sha,
-            digest=version.digest,
-            passed=passed,
-            summary={},
-            artifacts="",
-            started_at=now(),
-            finished_at=now(),
-            test_key=test_key,
-        ),
-    )
-    return run_id
+    return record_run(ledger, version, passed, test_key)
 
 
 def test_a_run_counts_for_its_digest_with_the_same_tests_key(ledger_url: str) -> None:

@@ -19,7 +19,7 @@ from pipeline.ledger.db import Ledger, Version, now
 from tests import minirepo
 from tests.gcpfakes.artifactregistry import FakeArtifactRegistry
 from tests.helpers import envctl
-from tests.pointing import artifact_registry_env, move
+from tests.ledgerfacts import artifact_registry_env, move
 
 DLC = "projects/deeplearning-platform-release/locations/us/repositories/gcr.io"
 BASE = "us-docker.pkg.dev/deeplearning-platform-release/gcr.io/base-cpu.py310"

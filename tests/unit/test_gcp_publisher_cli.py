@@ -23,7 +23,7 @@ from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
 from tests.gcpfakes.artifactregistry import WRITER, FakeArtifactRegistry
 from tests.gcpfakes.rest import GoogleError, service_disabled
 from tests.helpers import envctl
-from tests.pointing import artifact_registry_env
+from tests.ledgerfacts import artifact_registry_env
 
 IMAGE = "team.task"
 REPOSITORY = "projects/proj/locations/europe-west4/repositories/repo"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,13 +16,13 @@ import sqlalchemy as sa
 
 from pipeline.errors import Refused
 from pipeline.ledger import db, signoffs
-from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
+from pipeline.ledger.db import Ledger, Version, now
 from pipeline.ledger.pointers import history
 from pipeline.promote import moves
 from pipeline.promote.policy import refusals
 from pipeline.settings import Settings
 from tests.helpers import envctl, spec_yaml
-from tests.pointing import move
+from tests.ledgerfacts import move, record_run
 
 IMAGE = "team.task"
 SIGNOFFS = """\
@@ -132,20 +131,7 @@ def test_rollback_to_a_version_production_never_ran_needs_its_signoffs(
 
 
 def _tested(ledger: Ledger, version: Version, passed: bool = True) -> None:
-    record_test_run(
-        ledger,
-        TestRun(
-            run_id=uuid.uuid4().hex,
-            image=IMAGE,
-            sha=version.sha,
-            digest=version.digest,
-            passed=passed,
-            summary={},
-            artifacts="",
-            started_at=now(),
-            finished_at=now(),
-        ),
-    )
+    record_run(ledger, version, passed)
 
 
 def _staging(ledger: Ledger, version: Version) -> None:

@@ -1,10 +1,11 @@
-"""Ledger facts the tests set up directly: a pointer moved, the settings of a fake Artifact Registry."""
+"""Ledger facts the tests set up directly (a pointer moved, a test run), and a fake Artifact Registry's settings."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
-from pipeline.ledger.db import Ledger
+from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
 from pipeline.ledger.pointers import Change, Stage, Who, compare_and_swap
 
 
@@ -16,6 +17,27 @@ def move(ledger: Ledger, image: str, stage: Stage, sha: str, digest: str, *, act
         image,
         lambda seen: [Change(expected=seen[stage], sha=sha, digest=digest, action="promote", who=who)],
     )
+
+
+def record_run(ledger: Ledger, version: Version, passed: bool = True, test_key: str | None = None) -> str:
+    """Record a test run of `version` that `passed` (or not), just now; its run id."""
+    run_id = uuid.uuid4().hex
+    record_test_run(
+        ledger,
+        TestRun(
+            run_id=run_id,
+            image=version.image,
+            sha=version.sha,
+            digest=version.digest,
+            passed=passed,
+            summary={},
+            artifacts="",
+            started_at=now(),
+            finished_at=now(),
+            test_key=test_key,
+        ),
+    )
+    return run_id
 
 
 def artifact_registry_env(endpoint: str, registry: str, state: Path) -> dict[str, str]:
