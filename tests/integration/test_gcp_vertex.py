@@ -153,7 +153,10 @@ def gcp_env(world: World, vertex: FakeVertex, storage: FakeStorage, **extra: str
     }
 
 
-def gcp_test(world: World, vertex: FakeVertex, storage: FakeStorage, *args: str, **extra: str) -> Any:
+def gcp_test(
+    world: World, vertex: FakeVertex, storage: FakeStorage, *args: str, timeout: float = 600, **extra: str
+) -> Any:
+    """`envctl test` of the world's staging on the gcp backend (the fakes); `extra`: more ENVCTL_*."""
     return envctl(
         "test",
         world.image,
@@ -162,7 +165,7 @@ def gcp_test(world: World, vertex: FakeVertex, storage: FakeStorage, *args: str,
         *args,
         cwd=world.repo,
         env=gcp_env(world, vertex, storage, **extra),
-        timeout=600,
+        timeout=timeout,
     )
 
 

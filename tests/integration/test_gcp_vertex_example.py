@@ -34,7 +34,7 @@ from tests.integration.test_gcp_vertex import (
     RAN_ON_T4,
     RAN_ON_T4_SAID,
     REGISTRY,
-    gcp_env,
+    gcp_test,
     on_artifact_registry,
     vertex_fakes,
 )
@@ -110,18 +110,7 @@ def test_the_example_image_with_a_gpu_spec_passes_on_vertex_ai(
     ref = version.image_ref
     assert ref == f"{REGISTRY}/{IMAGE}@{built['digest']}"
 
-    result = envctl(
-        "test",
-        IMAGE,
-        "--rev",
-        "staging",
-        "--json",
-        "--jobs",
-        "2",
-        cwd=gcp.repo,
-        env=gcp_env(gcp, vertex, storage),
-        timeout=1200,
-    )
+    result = gcp_test(gcp, vertex, storage, "--json", "--jobs", "2", timeout=1200)
     vertex.wait_all()
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -231,18 +220,7 @@ def test_a_notebook_of_the_example_that_fails_on_vertex_ai_is_classified_at_its_
         )
     )
 
-    result = envctl(
-        "test",
-        IMAGE,
-        "--rev",
-        "staging",
-        "--json",
-        "--jobs",
-        "2",
-        cwd=repo,
-        env=gcp_env(world, vertex, storage),
-        timeout=1200,
-    )
+    result = gcp_test(world, vertex, storage, "--json", "--jobs", "2", timeout=1200)
     vertex.wait_all()
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
