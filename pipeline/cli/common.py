@@ -65,8 +65,8 @@ def settings_of(ctx: click.Context, **flags: Any) -> Settings:
 
 
 def emit_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
+    # one write: `json.dump` to the stream writes each token (tens of thousands for `status`)
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

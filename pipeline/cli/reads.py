@@ -52,8 +52,12 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
     else:
         found = [publish.TagState(p, None, "unknown" if p.digest else None) for p in pointers]
     people = _signers(settings, pointers)
+
+    def signers(p: Pointer) -> list[str]:
+        return people.get((p.image, p.digest), []) if p.digest else []
+
     if as_json:
-        emit_json([{**s.to_json(publisher), "signoffs": people[s.pointer.digest or ""]} for s in found])
+        emit_json([{**s.to_json(publisher), "signoffs": signers(s.pointer)} for s in found])
     else:
         rows = [
             [
@@ -62,7 +66,7 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
                 _short(s.pointer.digest, 19),
                 s.pointer.updated_at.strftime("%Y-%m-%d %H:%M:%S") if s.pointer.updated_at else "-",
                 f"pinned: {s.pointer.pin_reason}" if s.pointer.pinned else "",
-                ", ".join(people[s.pointer.digest or ""]) or "-",
+                ", ".join(signers(s.pointer)) or "-",
                 f"drift: {s.drift}" if s.drift else "ok",
             ]
             for s in found
@@ -80,21 +84,25 @@ def status(ctx: click.Context, image: str | None, as_json: bool) -> None:
         raise Unavailable(f"registry {publisher.host} does not answer; drift is unknown")
 
 
-def _signers(settings: Settings, pointers: list[Pointer]) -> dict[str, list[str]]:
-    """The distinct testers who signed each digest the pointers name (by digest; "" for none)."""
-    found: dict[str, list[str]] = {"": []}
-    if not any(p.digest for p in pointers):
-        return found  # nothing to ask the ledger (an empty one: no SQLAlchemy at all)
+def _signers(settings: Settings, pointers: list[Pointer]) -> dict[tuple[str, str], list[str]]:
+    """The distinct testers who signed each (image, digest) the pointers name: quick SQLite reads
+    when they can answer, else SQLAlchemy."""
+    from pipeline.ledger import quick
+
+    named = {(p.image, p.digest) for p in pointers if p.digest}
+    if not named:
+        return {}  # nothing to ask the ledger (an empty one: no SQLAlchemy at all)
+    if not settings.ledger_password:
+        found = quick.signers(settings.ledger_url, named)
+        if found is not None:
+            return found
     from pipeline.ledger import signoffs as signed
     from pipeline.ledger.db import Ledger
 
     ledger = Ledger.for_settings(settings)
-    for image in sorted({p.image for p in pointers}):
-        every = signed.for_image(ledger, image)
-        for p in pointers:
-            if p.image == image and p.digest:
-                found[p.digest] = signed.people([x for x in every if x.digest == p.digest])
-    return found
+    return {
+        (image, digest): signed.people(signed.for_digest(ledger, image, digest)) for image, digest in named
+    }
 
 
 def _pointers(settings: Settings, image: str | None) -> list[Pointer]:

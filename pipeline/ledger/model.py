@@ -7,6 +7,7 @@ code (`pipeline.ledger.db`, `pipeline.ledger.pointers`) and the quick SQLite rea
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
@@ -115,6 +116,14 @@ class Pointer:
             pinned_by=row.pinned_by,
             updated_at=_aware(row.updated_at) if row.updated_at else None,
         )
+
+
+def distinct_people(actors: Iterable[str]) -> list[str]:
+    """The distinct people of `actors` (names compared without case), in the order they first came."""
+    seen: dict[str, str] = {}
+    for actor in actors:
+        seen.setdefault(actor.strip().casefold(), actor.strip())
+    return list(seen.values())
 
 
 def by_image_and_stage(found: list[Pointer]) -> list[Pointer]:

@@ -11,14 +11,14 @@ does not exist yet is an empty ledger; these reads never create it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pipeline.ledger.model import SCHEMA_VERSION, Pointer, by_image_and_stage
+from pipeline.ledger.model import SCHEMA_VERSION, Pointer, by_image_and_stage, distinct_people
 
 
 class _Absent(Exception):
@@ -111,6 +111,25 @@ def known_images(url: str) -> list[str] | None:
     except _NotHere:
         return None
     return sorted(names)
+
+
+def signers(url: str, named: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[str]] | None:
+    """The distinct people who signed each (image, digest) of `named`, as `signoffs.people` of
+    `signoffs.for_digest` says; None when only SQLAlchemy can say."""
+    wanted = sorted(set(named))
+    try:
+        with _connect(url) as conn:
+            found = {}
+            for image, digest in wanted:
+                rows = conn.execute(
+                    "SELECT actor FROM signoffs WHERE image = ? AND digest = ? ORDER BY id", (image, digest)
+                )
+                found[image, digest] = distinct_people(r.actor for r in rows)
+    except _Absent:
+        return {key: [] for key in wanted}
+    except _NotHere:
+        return None
+    return found
 
 
 def run_ids(url: str, limit: int = 200) -> list[str] | None:

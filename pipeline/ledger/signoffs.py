@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipeline.ledger.db import Ledger, _aware, now, signoffs
+from pipeline.ledger.model import distinct_people
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +85,4 @@ def for_image(ledger: Ledger, image: str) -> list[Signoff]:
 
 def people(found: list[Signoff]) -> list[str]:
     """The distinct people who signed (names compared without case), in the order they first did."""
-    seen: dict[str, str] = {}
-    for signoff in found:
-        seen.setdefault(signoff.actor.strip().casefold(), signoff.actor.strip())
-    return list(seen.values())
+    return distinct_people(s.actor for s in found)
