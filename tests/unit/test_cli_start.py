@@ -77,3 +77,88 @@ def test_bases_runs_without_the_pipeline_command_or_docker(tmp_path: Path) -> No
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert json.loads(result.stderr.strip().splitlines()[-1]) == [], result.stderr
+
+
+def test_status_of_a_signed_ledger_reads_it_and_the_tags_without_sqlalchemy_or_requests(
+    tmp_path: Path,
+) -> None:
+    """`status` at scale: SQLite ledger and loopback registry tags through the standard library."""
+    import hashlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pipeline.ledger import signoffs
+    from pipeline.ledger.db import Ledger, Version, now
+    from pipeline.ledger.pointers import Who, move, read
+
+    body = b'{"schemaVersion": 2, "layers": []}'
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the registry answers
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            found = self.path in {"/v2/", "/v2/a.one/manifests/staging"}
+            data = body if found else b"{}"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    (tmp_path / "environments").mkdir()
+    ledger = Ledger.open(f"sqlite:///{tmp_path / '.envctl' / 'ledger.db'}")
+    for n, image in enumerate(["a.one", "b.two"], 1):
+        version = ledger.record_version(
+            Version(
+                image=image,
+                sha=f"{n:040d}",
+                tree="0" * 40,
+                inputs_key="k",
+                build_key=f"b{n}",
+                digest=digest,
+                image_ref=f"127.0.0.1:1/{image}@{digest}",
+                size=n,
+                reused_from=None,
+                labels={},
+                sbom={},
+                created_at=now(),
+            )
+        )
+        with ledger.transaction() as conn:
+            move(conn, read(conn, image, "staging"), version.sha, digest, "promote", Who(actor="t"))
+    signoffs.record(ledger, image="a.one", sha=f"{1:040d}", digest=digest, actor="Ann", reason=None)
+    ledger.engine.dispose()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    code = (
+        "import sys, json\n"
+        "before = set(sys.modules)\n"
+        "from pipeline.cli.main import main\n"
+        "try:\n"
+        "    main(['status', '--json'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(m.split('.')[0] for m in set(sys.modules) - before)), file=sys.stderr)\n"
+    )
+    env = cli_env({"ENVCTL_REGISTRY": f"127.0.0.1:{server.server_address[1]}", "PYTHONPATH": str(ROOT)})
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    loaded = set(json.loads(result.stderr.strip().splitlines()[-1]))
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    found = {row["environment"]: row for row in json.loads(result.stdout)}
+    assert set(found) == {"a.one.staging", "b.two.staging"}
+    assert (found["a.one.staging"]["tag_digest"], found["a.one.staging"]["drift"]) == (digest, None)
+    assert found["a.one.staging"]["signoffs"] == ["Ann"]
+    assert (found["b.two.staging"]["drift"], found["b.two.staging"]["signoffs"]) == ("missing", [])
+    assert "/v2/b.two/manifests/staging" in seen

@@ -104,3 +104,35 @@ def test_status_of_an_unknown_image_names_the_known_ones(tmp_path: Path) -> None
     assert result.stderr.strip() == "envctl: error: unknown image 'b.two'; images in the ledger: a.one"
     bad = envctl("status", "NOT AN IMAGE", cwd=tmp_path)
     assert bad.returncode == 2 and "is not an image name" in bad.stderr
+
+
+def test_signers_are_the_same_as_through_sqlalchemy(ledger: Ledger) -> None:
+    from pipeline.ledger import signoffs
+
+    url = str(ledger.engine.url)
+    one, two = f"sha256:{1:064d}", f"sha256:{4:064d}"
+    for image, digest, actor in [
+        ("b.two", one, "Ann"),
+        ("b.two", one, " ann "),  # the same person, another spelling
+        ("b.two", one, "Bob"),
+        ("a.one", one, "Cy"),  # the same digest under another image: signed apart
+        ("b.two", two, "Dee"),
+    ]:
+        signoffs.record(ledger, image=image, sha="1" * 40, digest=digest, actor=actor, reason=None)
+    named = [("b.two", one), ("a.one", one), ("b.two", two), ("a.one", two)]
+    expected = {(i, d): signoffs.people(signoffs.for_digest(ledger, i, d)) for i, d in named}
+    assert expected == {
+        ("b.two", one): ["Ann", "Bob"],
+        ("a.one", one): ["Cy"],
+        ("b.two", two): ["Dee"],
+        ("a.one", two): [],
+    }
+    assert quick.signers(url, named) == expected
+    assert quick.signers(url, []) == {}
+
+
+def test_signers_of_an_absent_or_foreign_ledger(tmp_path: Path) -> None:
+    named = [("a.one", f"sha256:{1:064d}")]
+    assert quick.signers(f"sqlite:///{tmp_path / 'none.db'}", named) == {("a.one", named[0][1]): []}
+    assert not (tmp_path / "none.db").exists()
+    assert quick.signers("postgresql+psycopg://u@h/db", named) is None
