@@ -254,17 +254,21 @@ class Registry:
                 headers["Authorization"] = f"Bearer {self._tokens[scope]}"
             response = self._send(method, path, headers=headers, **kwargs)
         if response.status_code == 401:
-            if not (self.credentials.password or self.static_token):
-                raise Unavailable(
-                    f"registry {self.host} needs credentials for this (HTTP 401) and none are configured; "
-                    "`envctl stack up` logs the Docker client in to the local registry, "
-                    f"else log in with `docker login {self.host}`"
-                )
-            raise Unavailable(
-                f"registry {self.host} refused the credentials (HTTP 401); "
-                f"log in with `docker login {self.host}` and try again"
-            )
+            raise self._unauthorised()
         return response
+
+    def _unauthorised(self) -> Unavailable:
+        """What a 401 that the credentials could not answer means."""
+        if not (self.credentials.password or self.static_token):
+            return Unavailable(
+                f"registry {self.host} needs credentials for this (HTTP 401) and none are configured; "
+                "`envctl stack up` logs the Docker client in to the local registry, "
+                f"else log in with `docker login {self.host}`"
+            )
+        return Unavailable(
+            f"registry {self.host} refused the credentials (HTTP 401); "
+            f"log in with `docker login {self.host}` and try again"
+        )
 
     def _answer(self, challenge: str, scope: str) -> bool:
         """Take the credentials the challenge asks for; False when there is nothing to try."""
@@ -372,15 +376,29 @@ class Registry:
         """A GET of a loopback registry over this thread's keep-alive `http.client` connection.
 
         Status reads a tag per environment; through requests each costs several times the
-        registry's own time (bench/scale.py). None when only the requests path can answer:
-        not a loopback registry, credentials the session already holds (Basic), or a 401
-        (the challenge and its errors are `_request`'s). Retries and errors are `_send`'s.
+        registry's own time (bench/scale.py). The authentication is `_request`'s: a bearer
+        token of the repository (or the configured one) up front, a challenge answered by
+        `_answer` and the read sent once more, the same errors. None when only the requests
+        path can answer: not a loopback registry, or Basic credentials (the session holds them).
         """
         if not self.local or (self._session is not None and self._session.auth is not None):
             return None
+        scope = _repository_of(path)
+        status, challenge, content_type, body = self._plain_get(path, headers, scope)
+        if status == 401 and self._answer(challenge, scope):
+            if self._session is not None and self._session.auth is not None:
+                return None  # a Basic challenge: the session sends the credentials
+            status, challenge, content_type, body = self._plain_get(path, headers, scope)
+        if status == 401:
+            raise self._unauthorised()
+        return status, content_type, body
+
+    def _plain_get(self, path: str, headers: dict[str, str], scope: str) -> tuple[int, str, str, bytes]:
+        """One GET over this thread's connection, retried as `_send` retries: status,
+        `WWW-Authenticate`, `Content-Type`, body."""
         import http.client
 
-        token = self._tokens.get(_repository_of(path)) or self.static_token
+        token = self._tokens.get(scope) or self.static_token
         sent = headers | ({"Authorization": f"Bearer {token}"} if token else {})
         url = urlsplit(self.base)
         for attempt in range(RETRIES + 1):
@@ -392,11 +410,7 @@ class Registry:
             try:
                 connection.request("GET", url.path + path, headers=sent)
                 response = connection.getresponse()
-                status, content_type, body = (
-                    response.status,
-                    response.getheader("Content-Type", ""),
-                    response.read(),
-                )
+                body = response.read()
             except (OSError, http.client.HTTPException) as e:
                 connection.close()
                 self._plain.connection = None
@@ -410,11 +424,16 @@ class Registry:
             if response.will_close:
                 connection.close()
                 self._plain.connection = None
-            if status in RETRY_STATUS and attempt < RETRIES:
-                log.debug("registry %s answered %d to GET %s; retrying", self.host, status, path)
+            if response.status in RETRY_STATUS and attempt < RETRIES:
+                log.debug("registry %s answered %d to GET %s; retrying", self.host, response.status, path)
                 time.sleep(0.1 * 3**attempt)
                 continue
-            return None if status == 401 else (status, content_type, body)
+            return (
+                response.status,
+                response.getheader("WWW-Authenticate", ""),
+                response.getheader("Content-Type", ""),
+                body,
+            )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def put_manifest(self, repo: str, tag: str, manifest: Manifest) -> str:
