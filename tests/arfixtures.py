@@ -1,7 +1,7 @@
 """Fixtures of the retention tests (a pytest plugin: `pytest_plugins = ["tests.arfixtures"]`).
 
-`fake`: the stateful Artifact Registry fake, granted repoAdmin; `settings`: the gcp
-backend's settings, its Artifact Registry client sent to `fake`.
+`ar_fake`: the stateful Artifact Registry fake, granted repoAdmin; `ar_settings`: the gcp
+backend's settings, its Artifact Registry client sent to `ar_fake`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from tests.ledgerfacts import artifact_registry_env
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeArtifactRegistry]:
+def ar_fake() -> Iterator[FakeArtifactRegistry]:
     with FakeArtifactRegistry(REPOSITORY) as server:
         server.granted = REPO_ADMIN
         yield server
 
 
 @pytest.fixture
-def settings(fake: FakeArtifactRegistry, tmp_path: Path) -> Settings:
-    """The gcp backend's settings, its Artifact Registry client sent to `fake`."""
-    return load(repo=tmp_path, env=artifact_registry_env(fake.endpoint, REGISTRY, tmp_path / "state"))
+def ar_settings(ar_fake: FakeArtifactRegistry, tmp_path: Path) -> Settings:
+    """The gcp backend's settings, its Artifact Registry client sent to `ar_fake`."""
+    return load(repo=tmp_path, env=artifact_registry_env(ar_fake.endpoint, REGISTRY, tmp_path / "state"))

@@ -85,9 +85,12 @@ def interrupted(
     )
     try:
         deadline = time.monotonic() + wait
-        while not ready() and time.monotonic() < deadline and process.poll() is None:
+        while not (ok := ready()) and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.2)
-        assert ready(), what
+        if not ok:
+            process.kill()
+            _, stderr = process.communicate(timeout=60)
+            raise AssertionError(f"{what}; envctl exited {process.returncode}: {stderr[-2000:]}")
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:

@@ -1,7 +1,7 @@
 """Retention's rules and its race with pointer moves, on a real SQLite ledger and git repository.
 
 The publisher is the real Artifact Registry client against the stateful fake (as in
-test_gcp_prune); what it deletes is asserted on the fake's state.
+test_gcp_prune); what it deletes is asserted on the ar_fake's state.
 """
 
 from __future__ import annotations
@@ -48,19 +48,19 @@ def _tested(ledger: Ledger, name: str) -> None:
     )
 
 
-def _ledger(tmp_path: Path, fake: FakeArtifactRegistry, names: str) -> Ledger:
+def _ledger(tmp_path: Path, ar_fake: FakeArtifactRegistry, names: str) -> Ledger:
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
     for name in names:
         ledger.record_version(make_version(name))
         _tested(ledger, name)
-        fake.push(REPOSITORY, IMAGE, DIGESTS[name], tags=(SHAS[name],))
+        ar_fake.push(REPOSITORY, IMAGE, DIGESTS[name], tags=(SHAS[name],))
     return ledger
 
 
 def test_plan_keeps_pointers_pins_instances_history_recent_and_untested(
-    fake: FakeArtifactRegistry, tmp_path: Path
+    ar_fake: FakeArtifactRegistry, tmp_path: Path
 ) -> None:
-    ledger = _ledger(tmp_path, fake, "ABCD")
+    ledger = _ledger(tmp_path, ar_fake, "ABCD")
     # E: built an hour ago and tested; F: built 3 days ago, never tested (awaiting its test).
     ledger.record_version(make_version("E", timedelta(hours=1)))
     _tested(ledger, "E")
@@ -84,55 +84,62 @@ def test_plan_keeps_pointers_pins_instances_history_recent_and_untested(
 
 
 def test_pinned_pointer_keeps_its_version(
-    fake: FakeArtifactRegistry, settings: Settings, tmp_path: Path
+    ar_fake: FakeArtifactRegistry, ar_settings: Settings, tmp_path: Path
 ) -> None:
     from pipeline.promote.moves import set_pin
 
-    ledger = _ledger(tmp_path, fake, "AB")
+    ledger = _ledger(tmp_path, ar_fake, "AB")
     point(ledger, "production", "A")
-    assert set_pin(settings, ledger, EnvId(IMAGE, "production"), pinned=True, reason="freeze")
+    assert set_pin(ar_settings, ledger, EnvId(IMAGE, "production"), pinned=True, reason="freeze")
     plan = plan_image(ledger, IMAGE, keep=0, older_than=None, in_use={})
     assert plan.kept == {DIGESTS["A"]: [f"{IMAGE}.production (pinned)"]}
     assert [c.digest for c in plan.prune] == [DIGESTS["B"]]
 
 
 def test_promote_refuses_a_version_pruned_while_it_decided(
-    fake: FakeArtifactRegistry, settings: Settings, tmp_path: Path
+    ar_fake: FakeArtifactRegistry, ar_settings: Settings, tmp_path: Path
 ) -> None:
-    ledger = _ledger(tmp_path, fake, "AB")
-    publisher = ArtifactRegistryPublisher.for_settings(settings)
+    ledger = _ledger(tmp_path, ar_fake, "AB")
+    publisher = ArtifactRegistryPublisher.for_settings(ar_settings)
 
     def prune_meanwhile() -> None:
-        plans = prune(settings, ledger, publisher, [IMAGE], keep=0, older_than=None, in_use={}, dry_run=False)
+        plans = prune(
+            ar_settings, ledger, publisher, [IMAGE], keep=0, older_than=None, in_use={}, dry_run=False
+        )
         assert DIGESTS["A"] in plans[0].pruned
 
     with pytest.raises(Refused, match="pruned from the registry meanwhile"):
         promote(
-            settings, ledger, EnvId(IMAGE, "staging"), SHAS["A"], publisher=publisher, on_read=prune_meanwhile
+            ar_settings,
+            ledger,
+            EnvId(IMAGE, "staging"),
+            SHAS["A"],
+            publisher=publisher,
+            on_read=prune_meanwhile,
         )
     assert pointers.snapshot(ledger, IMAGE)["staging"].sha is None
 
 
 def test_prune_keeps_a_candidate_a_pointer_took_after_the_plan(
-    fake: FakeArtifactRegistry, settings: Settings, tmp_path: Path
+    ar_fake: FakeArtifactRegistry, ar_settings: Settings, tmp_path: Path
 ) -> None:
     from pipeline.pipelines.retention import _delete
 
-    ledger = _ledger(tmp_path, fake, "AB")
-    publisher = ArtifactRegistryPublisher.for_settings(settings)
+    ledger = _ledger(tmp_path, ar_fake, "AB")
+    publisher = ArtifactRegistryPublisher.for_settings(ar_settings)
     plan = plan_image(ledger, IMAGE, keep=0, older_than=None, in_use={})
     assert sorted(c.digest for c in plan.prune) == sorted(DIGESTS.values())[:2]
     point(ledger, "staging", "A")  # a promotion lands between the plan and the delete
     _delete(ledger, publisher, plan)
     assert plan.pruned == [DIGESTS["B"]]
     assert "points at" in plan.skipped[DIGESTS["A"]]
-    assert DIGESTS["A"] in fake.packages[(REPOSITORY, IMAGE)].versions
+    assert DIGESTS["A"] in ar_fake.packages[(REPOSITORY, IMAGE)].versions
     version = ledger.get_version(IMAGE, SHAS["A"])
     assert version is not None and version.pruned_at is None
 
 
 def test_retag_of_a_refresh_build_drops_the_refresh_label_and_pruned_mark(
-    fake: FakeArtifactRegistry, settings: Settings, tmp_path: Path
+    ar_fake: FakeArtifactRegistry, ar_settings: Settings, tmp_path: Path
 ) -> None:
     repo = git.Repo.init(tmp_path / "repo")
     (tmp_path / "repo" / "f").write_text("x")
@@ -142,8 +149,8 @@ def test_retag_of_a_refresh_build_drops_the_refresh_label_and_pruned_mark(
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
     refreshed = ledger.record_version(make_version("A", **{REFRESH_LABEL: SHAS["B"]}))
     assert refreshed.origin == SHAS["B"]
-    fake.push(REPOSITORY, IMAGE, DIGESTS["A"], tags=(SHAS["A"],))
-    publisher = ArtifactRegistryPublisher.for_settings(settings)
+    ar_fake.push(REPOSITORY, IMAGE, DIGESTS["A"], tags=(SHAS["A"],))
+    publisher = ArtifactRegistryPublisher.for_settings(ar_settings)
 
     from dataclasses import replace
 
@@ -154,7 +161,7 @@ def test_retag_of_a_refresh_build_drops_the_refresh_label_and_pruned_mark(
 
 
 def test_production_takes_an_unpruned_tested_version_before_a_pruned_one_of_the_commit(
-    fake: FakeArtifactRegistry, settings: Settings, tmp_path: Path
+    ar_fake: FakeArtifactRegistry, ar_settings: Settings, tmp_path: Path
 ) -> None:
     from dataclasses import replace
 
@@ -188,7 +195,7 @@ def test_production_takes_an_unpruned_tested_version_before_a_pruned_one_of_the_
             ),
         )
     ledger.set_pruned(mini.image, own.digest, now())
-    fake.push(REPOSITORY, mini.image, other.digest, tags=(other.sha,))
+    ar_fake.push(REPOSITORY, mini.image, other.digest, tags=(other.sha,))
 
-    verdict = production_image(settings, tree, mini.image, ledger, "run-1")
+    verdict = production_image(ar_settings, tree, mini.image, ledger, "run-1")
     assert (verdict.state, verdict.sha, verdict.digest) == ("promoted", other.sha, other.digest)
