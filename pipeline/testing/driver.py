@@ -14,8 +14,9 @@ process of its own, sees the image as it is.
 
 Kernel start: the kernel client does not wait for 0.2 s of IOPub silence after the
 kernel's first reply (jupyter_client's flush; nbclient reads only the replies to its own
-requests), and the kernel is killed at the end rather than asked to shut down (its
-container, or in a shared container its session, goes right after).
+requests). At the end the kernel is killed rather than asked to shut down (its container,
+or in a shared container its session, goes right after), unless a cell still runs (a
+timeout): that one is interrupted and asked, so its traceback says where it was.
 
 `"pycache": FOLDER` names the run's bytecode cache (`tasks.warm_up`): the driver imports
 with it as `sys.pycache_prefix`, and so does the kernel's start-up (PYTHONPYCACHEPREFIX);
@@ -196,13 +197,26 @@ def quick_kernels():
         def _quick_client(self):
             return QuickClient
 
+        async def shutdown_kernel(self, now=False, restart=False):
+            # Killed at once after its last reply; a cell still running (a timeout) is
+            # interrupted and gets the time to send its traceback (where it was).
+            return await super().shutdown_kernel(now=now or not cell["running"], restart=restart)
+
     return QuickKernels
 
+cell = {"running": False}  # a cell was sent and its reply has not come
+
+def sent(**_):
+    cell["running"] = True
+
+def replied(**_):
+    cell["running"] = False
+
 def execute(source, output, parameters, kernel, timeout, cwd):
-    options = {"shutdown_kernel": "immediate"}
+    options = {}
     manager = quick_kernels()
     if manager is not None:
-        options["kernel_manager_class"] = manager
+        options.update(kernel_manager_class=manager, on_cell_execute=sent, on_cell_executed=replied)
         if prefix:
             os.environ["PYTHONPYCACHEPREFIX"] = prefix  # the kernel's start-up reads the cache
     papermill.execute_notebook(
