@@ -238,12 +238,15 @@ code = 0
 try:
     if "warm" in job:
         import nbformat
-        for kernel in job["warm"]:
+        for kernel in job["warm"]:  # a kernel that fails here fails its notebooks, not the cache
             empty = nbformat.v4.new_notebook(
                 cells=[nbformat.v4.new_code_cell("pass")],
                 metadata={"kernelspec": {"name": kernel, "display_name": kernel}},
             )
-            execute(empty, None, {}, kernel, 60, "/tmp")
+            try:
+                execute(empty, None, {}, kernel, 60, "/tmp")
+            except Exception:
+                traceback.print_exc()
         for folder, _, _ in os.walk(prefix):
             try:
                 os.chmod(folder, 0o777)  # the cache stays removable by whoever runs envctl
