@@ -3,6 +3,8 @@
 Rendered here rather than taken from nbconvert, whose pages load require.js and MathJax
 from a CDN and carry the notebook's own HTML and scripts: every source and output is
 shown as escaped text; only images pass, as base64 data URLs checked to be base64.
+The report's notebook pages use it, and so does the test stage for each notebook's
+HTML artifact (`document`), on the host, after the notebook's container is gone.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.report.html import Markup, esc
+from pipeline.report.html import CSP, CSS, Markup, esc
 from pipeline.testing.classify import INSERTED_TAGS, plain
 
 BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]*$")
@@ -83,3 +85,27 @@ def render(notebook: Mapping[str, Any], failing_cell: int | None) -> Markup:
             + "</div>"
         )
     return Markup("\n".join(parts))
+
+
+def hint(outcome: str, where: str, error: str, source_line: str, fix: str, *, jump: bool) -> Markup:
+    """The box above a notebook that did not pass: what, where, the line, the hint."""
+    link = f' <a href="#{FAILING_ID}">go to the failing cell</a>' if jump else ""
+    return Markup(
+        '<div class="hint" id="hint"><strong>'
+        + esc(" · ".join(p for p in (outcome, where, error) if p))
+        + "</strong>"
+        + (f"<pre>{esc(source_line)}</pre>" if source_line else "")
+        + f"<div>hint: {esc(fix or '-')}</div>{link}</div>"
+    )
+
+
+def document(title: str, body: Markup) -> str:
+    """A page of its own, opened from a run's folder: the report's style, no script, no network."""
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>\n"
+        f"<body><main><h1>{esc(title)}</h1>\n{body}</main></body></html>\n"
+    )

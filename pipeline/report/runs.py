@@ -264,14 +264,13 @@ def _notebook(
     ]
     hint = ""
     if outcome != "passed":
-        where = _where(result)
-        jump = f' <a href="#{notebook.FAILING_ID}">go to the failing cell</a>' if failing is not None else ""
-        hint = (
-            '<div class="hint" id="hint"><strong>'
-            + esc(" · ".join(p for p in (outcome, where, str(result.get("error") or "")) if p))
-            + "</strong>"
-            + (f"<pre>{esc(result['source_line'])}</pre>" if result.get("source_line") else "")
-            + f"<div>hint: {esc(result.get('hint') or '-')}</div>{jump}</div>"
+        hint = notebook.hint(
+            outcome,
+            _where(result),
+            str(result.get("error") or ""),
+            str(result.get("source_line") or ""),
+            str(result.get("hint") or ""),
+            jump=failing is not None,
         )
     data = read_notebook(executed)
     cells = (

@@ -1,8 +1,9 @@
 """The artifacts of a run: executed notebooks, HTML renderings, junit.xml, summary.json.
 
 Everything lands in the run folder by an atomic rename, so a reader never sees half a
-file. HTML is rendered by nbconvert inside the tested image, in each notebook's container
-(`driver.SCRIPT`).
+file. The HTML of an executed notebook is rendered here, on the host, as the report
+renders it (`report.notebook`: escaped text and images, no script): no notebook's
+container imports nbconvert for it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from pipeline.testing.model import Result, TestReport
+from pipeline.testing.model import Result, TestReport, Verdict
 
 FAILURE_OUTCOMES = {"failed", "timeout", "oom", "kernel_died", "missing_module", "malformed"}
 
@@ -118,6 +119,27 @@ def summary_json(report: TestReport) -> bytes:
 def write_reports(report: TestReport) -> None:
     write_atomic(report.artifacts / "junit.xml", junit_xml(report))
     write_atomic(report.artifacts / "summary.json", summary_json(report))
+
+
+def notebook_html(name: str, executed: dict[str, Any], verdict: Verdict) -> bytes:
+    """An executed notebook as a page: its cells and outputs; the failing cell marked, with the hint."""
+    from pipeline.report import notebook
+    from pipeline.report.html import Markup
+
+    failing = verdict.cell_index if verdict.outcome != "passed" else None
+    box = (
+        notebook.hint(
+            verdict.outcome,
+            verdict.where(),
+            verdict.error,
+            verdict.source_line,
+            verdict.hint,
+            jump=failing is not None,
+        )
+        if verdict.outcome != "passed"
+        else Markup("")
+    )
+    return notebook.document(name, Markup(box + notebook.render(executed, failing))).encode()
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

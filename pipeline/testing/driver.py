@@ -1,10 +1,9 @@
-"""The program each notebook's container runs: papermill's Python API, then the HTML rendering.
+"""The program each notebook's container runs: papermill's Python API, nothing else.
 
-One process does what the `papermill` command and a separate `jupyter nbconvert`
-container did: execute the notebook (same options as `papermill --log-output
---no-progress-bar`, same exit codes: 1 on an error, 138 when the kernel died), then
-render the executed notebook to HTML beside it. nbconvert is imported in a thread once the kernel
-has started, while the cells run, so the rendering costs little more than its template.
+It does what the `papermill` command did: execute the notebook (same options as
+`papermill --log-output --no-progress-bar`, same exit codes: 1 on an error, 138 when the
+kernel died). The HTML rendering is made on the host from the executed notebook
+(`tasks.run_notebook`), so no notebook pays for importing nbconvert.
 
 The driver process validates notebooks with nbformat, which needs no JSON-schema format
 checker; jsonschema imports every optional one it finds, and `rfc3987_syntax` compiles a
@@ -13,6 +12,18 @@ gcsfs, pyarrow, ...: seconds in a Deep Learning Containers image); the driver re
 writes local paths only. All of them are kept out of this process only; the kernel, a
 process of its own, sees the image as it is.
 
+Kernel start: the kernel client does not wait for 0.2 s of IOPub silence after the
+kernel's first reply (jupyter_client's flush; nbclient reads only the replies to its own
+requests). At the end the kernel is killed rather than asked to shut down (its container,
+or in a shared container its session, goes right after), unless a cell still runs (a
+timeout): that one is interrupted and asked, so its traceback says where it was.
+
+`"pycache": FOLDER` names the run's bytecode cache (`tasks.warm_up`): the driver imports
+with it as `sys.pycache_prefix`, and so does the kernel's start-up (PYTHONPYCACHEPREFIX);
+a Python kernel then forgets it (`FORGET`, run silently: no output, no history, no
+execution count, no name) before the notebook's first cell. `{"warm": [KERNEL, ...]}`
+instead of a notebook runs an empty cell in each kernel, which fills the cache.
+
 Where the notebooks of a run share one container (`tests.isolation: run`), a failure
 after the cgroup's OOM-kill counter went up exits 137, as a container killed for memory
 does.
@@ -20,11 +31,7 @@ does.
 The driver first runs itself again under the interpreter of the `papermill` script, if
 there is one and it is not `python3` (`#!/usr/bin/env NAME` is looked up on PATH), before
 importing anything. Without papermill it says `No module named papermill` and exits 127,
-as a missing command would.
-
-Papermill's result is written to `<output>.status` (`{"exit_code": N}`) before the
-rendering: the host takes the notebook's verdict from it, so a kill or deadline while
-rendering costs the HTML only. At the end the driver kills every other process of its
+as a missing command would. At the end the driver kills every other process of its
 session (it calls `setsid` at start): in a run's shared container nothing a notebook left
 running survives into the next notebook.
 """
@@ -55,7 +62,7 @@ interpreter = papermill_python()
 if interpreter and os.path.realpath(interpreter) != os.path.realpath(sys.executable):
     os.execv(interpreter, [interpreter, os.path.abspath(__file__), *sys.argv[1:]])
 
-import json, logging, signal, threading, traceback
+import json, logging, signal, time, traceback
 
 try:
     os.setsid()  # this notebook's processes: the ones left running are killed at the end
@@ -71,6 +78,13 @@ for name in UNNEEDED:
     sys.modules.setdefault(name, None)
 
 job = json.loads(sys.argv[1])
+# The run's bytecode cache, for this process and (until its first request) the kernel's.
+prefix = job.get("pycache") or ""
+if prefix:
+    sys.pycache_prefix = prefix
+    if "warm" in job:
+        sys.dont_write_bytecode = False
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 def oom_kills():
     # The container's cgroup (v2, then v1): how often the kernel killed a process for memory.
@@ -116,66 +130,136 @@ def kill_leftovers():
         except OSError:
             pass
 
-exporter = {}
+# Run silently in a Python kernel before the notebook: its code imports without the cache.
+FORGET = (
+    '__import__("os").environ.pop("PYTHONPYCACHEPREFIX", None)\n'
+    "__import__('sys').pycache_prefix = None\n"
+)
 
-def load_exporter():
+def quick_kernels():
+    # nbclient's kernel manager, with a client ready at the kernel's first kernel_info reply
+    # (jupyter_client then waits for 0.2 s of IOPub silence) that makes a Python kernel
+    # forget the bytecode cache. None: the defaults, and no cache for the kernel.
     try:
-        from nbconvert import HTMLExporter
-        exporter["html"] = HTMLExporter()
-    except Exception as e:
-        exporter["error"] = f"{type(e).__name__}: {e}"
+        from queue import Empty
+        from jupyter_client import AsyncKernelManager
+        from jupyter_client.asynchronous import AsyncKernelClient
+        from traitlets import default
+    except ImportError:
+        return None
+    if not hasattr(AsyncKernelClient, "_handle_kernel_info_reply"):
+        return None
 
-loader = threading.Thread(target=load_exporter, daemon=True)
+    async def awaited(value):
+        return (await value) if hasattr(value, "__await__") else value
 
-def kernel_ready(**_):
-    # The kernel has started: load nbconvert while the cells run.
-    if job.get("html") and loader.ident is None:
-        loader.start()
+    class QuickClient(AsyncKernelClient):
+        async def wait_for_ready(self, timeout=None):
+            until = time.monotonic() + (timeout if timeout is not None else float("inf"))
+            while True:
+                self.kernel_info()
+                try:
+                    reply = await awaited(self.shell_channel.get_msg(timeout=1))
+                except Empty:
+                    reply = None
+                if reply is not None and reply.get("msg_type") == "kernel_info_reply":
+                    try:  # IOPub is connected once it carries the reply's status
+                        await awaited(self.iopub_channel.get_msg(timeout=0.2))
+                    except Empty:
+                        pass
+                    else:
+                        self._handle_kernel_info_reply(reply)
+                        language = ((reply.get("content") or {}).get("language_info") or {}).get("name")
+                        if prefix and language == "python":
+                            await self.forget_cache(until)
+                        return
+                if not await awaited(self.is_alive()):
+                    raise RuntimeError("Kernel died before replying to kernel_info")
+                if time.monotonic() > until:
+                    raise RuntimeError("Kernel didn't respond in %d seconds" % timeout)
+
+        async def forget_cache(self, until):
+            request = self.execute(FORGET, silent=True, store_history=False)
+            while time.monotonic() < until:
+                try:
+                    reply = await awaited(self.shell_channel.get_msg(timeout=1))
+                except Empty:
+                    if not await awaited(self.is_alive()):
+                        raise RuntimeError("Kernel died before it started")
+                    continue
+                if (reply.get("parent_header") or {}).get("msg_id") == request:
+                    if (reply.get("content") or {}).get("status") != "ok":
+                        logging.warning("the kernel kept the bytecode cache: %s", reply.get("content"))
+                    return
+
+    class QuickKernels(AsyncKernelManager):
+        @default("client_factory")
+        def _quick_client(self):
+            return QuickClient
+
+        async def shutdown_kernel(self, now=False, restart=False):
+            # Killed at once after its last reply; a cell still running (a timeout) is
+            # interrupted and gets the time to send its traceback (where it was).
+            return await super().shutdown_kernel(now=now or not cell["running"], restart=restart)
+
+    return QuickKernels
+
+cell = {"running": False}  # a cell was sent and its reply has not come
+
+def sent(**_):
+    cell["running"] = True
+
+def replied(**_):
+    cell["running"] = False
+
+def execute(source, output, parameters, kernel, timeout, cwd):
+    options = {}
+    manager = quick_kernels()
+    if manager is not None:
+        options.update(kernel_manager_class=manager, on_cell_execute=sent, on_cell_executed=replied)
+        if prefix:
+            os.environ["PYTHONPYCACHEPREFIX"] = prefix  # the kernel's start-up reads the cache
+    papermill.execute_notebook(
+        source,
+        output,
+        parameters=parameters,
+        kernel_name=kernel,
+        execution_timeout=timeout,
+        cwd=cwd,
+        log_output=True,
+        progress_bar=False,
+        request_save_on_cell_execute=True,
+        **options,
+    )
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 failure = None
 code = 0
 try:
-    papermill.execute_notebook(
-        job["input"],
-        job["output"],
-        parameters=job["parameters"],
-        kernel_name=job["kernel"],
-        execution_timeout=job["timeout"],
-        cwd=job["cwd"],
-        log_output=True,
-        progress_bar=False,
-        request_save_on_cell_execute=True,
-        on_notebook_start=kernel_ready,
-    )
+    if "warm" in job:
+        import nbformat
+        for kernel in job["warm"]:  # a kernel that fails here fails its notebooks, not the cache
+            empty = nbformat.v4.new_notebook(
+                cells=[nbformat.v4.new_code_cell("pass")],
+                metadata={"kernelspec": {"name": kernel, "display_name": kernel}},
+            )
+            try:
+                execute(empty, None, {}, kernel, 60, "/tmp")
+            except Exception:
+                traceback.print_exc()
+        for folder, _, _ in os.walk(prefix):
+            try:
+                os.chmod(folder, 0o777)  # the cache stays removable by whoever runs envctl
+            except OSError:
+                pass
+    else:
+        execute(job["input"], job["output"], job["parameters"], job["kernel"], job["timeout"], job["cwd"])
 except DeadKernelError:
     failure, code = traceback.format_exc(), 138
 except Exception:
     failure, code = traceback.format_exc(), 1
 if failure and oom_kills() > oom_before:
     code = 137  # a process of this notebook was killed for memory, as a container's OOM kill reads
-
-# The notebook's verdict, before the rendering: a kill while rendering costs the HTML only.
-with open(job["output"] + ".status.tmp", "w") as handle:
-    json.dump({"exit_code": code}, handle)
-os.replace(job["output"] + ".status.tmp", job["output"] + ".status")
-
-if job.get("html") and os.path.isfile(job["output"]):
-    if loader.ident is None:
-        load_exporter()
-    else:
-        loader.join()
-    try:
-        if "html" not in exporter:
-            raise RuntimeError(exporter.get("error", "nbconvert did not load"))
-        import nbformat
-        body, _ = exporter["html"].from_notebook_node(nbformat.read(job["output"], as_version=4))
-        with open(job["html"] + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write(body)
-        os.replace(job["html"] + ".tmp", job["html"])
-    except Exception as e:
-        with open(job["html"] + ".error", "w", encoding="utf-8") as handle:
-            handle.write(f"{type(e).__name__}: {e}\n")
 if failure:
     sys.stderr.write(failure)
 sys.stderr.flush()

@@ -35,7 +35,7 @@ from pipeline.testing.keep import ArtifactStore, store_for
 from pipeline.testing.model import LOCAL_CPU, Result, TestReport, Verdict
 from pipeline.testing.params import MalformedNotebook, NotebookPlan, load_notebook, plan
 from pipeline.testing.runner import Cancelled, Limits, SharedContainer, Tracker, ensure_image, sweep
-from pipeline.testing.tasks import Run, Sink, render_html, run_notebook, run_smoke
+from pipeline.testing.tasks import Run, Sink, render_html, run_notebook, run_smoke, warm_up
 
 log = logging.getLogger(__name__)
 STARTUP_GRACE = 60.0  # container, papermill and kernel start, on top of tests.timeout
@@ -74,6 +74,19 @@ def _checks(run: Run, tree: Tree, paths: list[str]) -> list[Result]:
             outcome="infrastructure", error=f"{type(e).__name__}: {e}", hint="rerun with --debug"
         )
         return [Result(name="image checks", kind="check", verdict=verdict, seconds=0.0)]
+
+
+def _cache(warmed: Future[Path | None] | None) -> Path | None:
+    """The bytecode cache the warm-up filled; None when it failed (the notebooks compile their own)."""
+    if warmed is None:
+        return None
+    try:
+        return warmed.result()
+    except Cancelled:
+        raise
+    except Exception:
+        log.debug("the bytecode warm-up failed", exc_info=True)
+        return None
 
 
 def _materialize(tree: Tree, root: str, target: Path) -> None:
@@ -186,6 +199,21 @@ def run_tests(
         ),
         grace=grace,
     )
+    planned = plan_notebooks(spec, tree, paths, results, warnings, warn)
+    kernels = {job.kernel for _, _, job in planned}
+    # The bytecode warm-up runs beside the image checks; the notebooks need both.
+    warming = ThreadPoolExecutor(max_workers=1, thread_name_prefix="envctl-warm-up")
+    try:
+        warmed = warming.submit(warm_up, run, kernels) if kernels else None
+        checks = _checks(run, tree, paths)
+        run = dataclasses.replace(run, pycache=_cache(warmed))
+    except BaseException:
+        run.tracker.cancel()
+        sweep(client, run_id)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        warming.shutdown(wait=True)
     if spec.tests.isolation == "run":  # one container for the run, each notebook an exec in it
         run = dataclasses.replace(
             run,
@@ -195,18 +223,11 @@ def run_tests(
                 image_ref=version.image_ref,
                 labels=run.labels("shared"),
                 limits=run.limits,
-                mounts=Run.shared_mounts(work),
+                mounts=run.shared_mounts(),
                 environment=spec.tests.env,
             ),
         )
-    try:
-        checks = _checks(run, tree, paths)
-    except BaseException:
-        run.tracker.cancel()
-        sweep(client, run_id)
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    for index, path, job in plan_notebooks(spec, tree, paths, results, warnings, warn):
+    for index, path, job in planned:
         tasks[index] = (path, "notebook", partial(run_notebook, run, index, job))
     for number, command in enumerate(spec.tests.smoke):
         tasks[len(paths) + number] = (

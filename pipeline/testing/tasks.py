@@ -1,17 +1,19 @@
-"""The containers of a test run: one notebook (executed and rendered to HTML), one smoke check.
+"""The containers of a test run: the bytecode warm-up, one notebook, one smoke check.
 
 Each function runs one container through `runner.run_container` and turns how it
 ended into a `Result` with its artifacts moved into the run folder. A notebook's
-container runs `driver.SCRIPT`: papermill, then nbconvert in the same process.
+container runs `driver.SCRIPT` (papermill's API); its HTML rendering is made here, on the
+host, from the executed notebook (`artifacts.notebook_html`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shlex
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,12 +22,15 @@ from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
 from pipeline.testing.classify import classify_command, classify_notebook
 from pipeline.testing.driver import SCRIPT
-from pipeline.testing.model import ContainerExit, Result
+from pipeline.testing.model import Result
 from pipeline.testing.params import NotebookPlan
 from pipeline.testing.runner import Limits, SharedContainer, Tracker, run_container
 
+log = logging.getLogger(__name__)
 Sink = Callable[[str], None]
 IN, OUT, CWD, BIN = "/envctl/in", "/envctl/out", "/envctl/cwd", "/envctl/bin"
+PYCACHE = "/envctl/pycache"  # the run's bytecode cache (`warm_up`)
+WARM_UP_DEADLINE = 120.0
 OUTS, CWDS = "/envctl/outs", "/envctl/cwds"  # with one container per run: <folder>/<index>
 DRIVER = "driver.py"
 
@@ -44,16 +49,20 @@ class Run:
     limits: Limits
     grace: float
     shared: SharedContainer | None = None  # tests.isolation: run
+    pycache: Path | None = None  # the bytecode cache `warm_up` filled, mounted read-only
 
-    @staticmethod
-    def shared_mounts(work: Path) -> dict[Path, tuple[str, str]]:
+    def shared_mounts(self) -> dict[Path, tuple[str, str]]:
         """What the one container of a run mounts: every notebook's folders, under its index."""
         return {
-            work / "in": (IN, "ro"),
-            work / "out": (OUTS, "rw"),
-            work / "cwd": (CWDS, "rw"),
-            driver_folder(work): (BIN, "ro"),
+            self.work / "in": (IN, "ro"),
+            self.work / "out": (OUTS, "rw"),
+            self.work / "cwd": (CWDS, "rw"),
+            driver_folder(self.work): (BIN, "ro"),
+            **self.pycache_mount(),
         }
+
+    def pycache_mount(self) -> dict[Path, tuple[str, str]]:
+        return {self.pycache: (PYCACHE, "ro")} if self.pycache is not None else {}
 
     def labels(self, what: str) -> dict[str, str]:
         return {
@@ -88,16 +97,15 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
     shutil.copytree(run.work / "in" / folder, scratch, dirs_exist_ok=True)
     for path in [scratch, *scratch.rglob("*")]:
         path.chmod(0o777 if path.is_dir() else 0o666)
-    html_name = PurePosixPath(name).with_suffix(".html").name
     out_at, cwd_at = (f"{OUTS}/{index}", f"{CWDS}/{index}") if run.shared else (OUT, CWD)
     job_args = {
         "input": f"{IN}/{rel}",
         "output": f"{out_at}/{name}",
-        "html": f"{out_at}/{html_name}",
         "parameters": job.parameters,
         "kernel": job.kernel,
         "timeout": tests.timeout,
         "cwd": cwd_at,
+        **({"pycache": PYCACHE} if run.pycache is not None else {}),
     }
     command = ["python3", f"{BIN}/{DRIVER}", json.dumps(job_args, sort_keys=True)]
     log_rel = PurePosixPath(rel).with_suffix(".log").as_posix()
@@ -118,31 +126,12 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
                 out: (OUT, "rw"),
                 scratch: (CWD, "rw"),
                 driver_folder(run.work): (BIN, "ro"),
+                **run.pycache_mount(),
             },
             log_file=run.run_dir / log_rel,
             environment=tests.env,
         )
-    ran, rendering = papermill_result(ran, out / f"{name}.status")
     executed = artifacts.read_json(out / name)
-    notebook: str | None = None
-    html: str | None = None
-    html_error = ""
-    if (out / name).is_file():
-        artifacts.move_into(out / name, run.run_dir / rel)
-        notebook = rel
-        html_rel = PurePosixPath(rel).with_suffix(".html").as_posix()
-        if (out / html_name).is_file():
-            artifacts.move_into(out / html_name, run.run_dir / html_rel)
-            html = html_rel
-        else:
-            reason = (
-                (out / f"{html_name}.error").read_text(errors="replace")
-                if (out / f"{html_name}.error").is_file()
-                else ""
-            )
-            html_error = (
-                reason.strip() or rendering or ran.start_error or f"the container exited with {ran.exit_code}"
-            )
     verdict = classify_notebook(
         ran,
         executed,
@@ -151,6 +140,17 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
         memory=tests.resources.memory,
         deadline=deadline,
     )
+    notebook: str | None = None
+    html: str | None = None
+    html_error = ""
+    if (out / name).is_file():
+        artifacts.move_into(out / name, run.run_dir / rel)
+        notebook = rel
+        if executed is not None:
+            html = PurePosixPath(rel).with_suffix(".html").as_posix()
+            artifacts.write_atomic(run.run_dir / html, artifacts.notebook_html(job.path, executed, verdict))
+        else:
+            html_error = f"{name} as papermill left it is not a notebook (JSON)"
     return Result(
         name=job.path,
         kind="notebook",
@@ -164,26 +164,6 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
         warnings=job.warnings,
         html_error=html_error,
     )
-
-
-def papermill_result(ran: ContainerExit, status: Path) -> tuple[ContainerExit, str]:
-    """How the notebook ended, from the driver's status file, and why its rendering did not finish.
-
-    The driver writes papermill's exit code before rendering the HTML; a kill, deadline or
-    OOM after that happened while rendering: it costs the HTML, not the notebook's verdict.
-    """
-    data = artifacts.read_json(status) if status.is_file() else None
-    status.unlink(missing_ok=True)
-    code = data.get("exit_code") if isinstance(data, dict) else None
-    if not isinstance(code, int) or (ran.exit_code == code and not ran.deadline_hit and not ran.oom_killed):
-        return ran, ""
-    if ran.deadline_hit:
-        why = "the rendering was still running at the notebook's deadline; killed"
-    elif ran.oom_killed or ran.exit_code == 137:
-        why = "the rendering ran out of memory"
-    else:
-        why = ran.start_error or f"the container exited with {ran.exit_code} while rendering"
-    return dataclasses.replace(ran, exit_code=code, deadline_hit=False, oom_killed=False, start_error=""), why
 
 
 def run_smoke(run: Run, index: int, command: str) -> Result:
@@ -211,6 +191,44 @@ def run_smoke(run: Run, index: int, command: str) -> Result:
     )
 
 
+def warm_up(run: Run, kernels: Collection[str]) -> Path | None:
+    """Fill the run's bytecode cache: the folder to mount in every notebook's container, or None.
+
+    Images often ship their site-packages without `__pycache__` (removed to save space,
+    or installed with --no-compile; the local base image does), so each fresh container
+    compiled papermill, nbformat, jsonschema, IPython, ipykernel and debugpy from source:
+    about a second of CPU per notebook. Here one container of the version runs the
+    driver's warm-up (an empty cell in each kernel the notebooks name) with this folder
+    writable as its `sys.pycache_prefix`; the notebooks' containers mount it read-only.
+    Only the driver and the kernel's start-up read it: the driver has the kernel forget it
+    before the first cell (`driver.FORGET`), so a notebook's own imports and processes see
+    the image as it is. Python checks each cached file against its source (mtime and
+    size), as it does in `__pycache__`. None (a failed warm-up): notebooks run without it.
+    """
+    if "PYTHONPYCACHEPREFIX" in run.spec.tests.env:
+        return None  # the spec chose its own
+    folder = run.work / "pycache"
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o777)
+    ran = run_container(
+        run.client,
+        run.tracker,
+        image_ref=run.version.image_ref,
+        command=["python3", f"{BIN}/{DRIVER}", json.dumps({"warm": sorted(kernels), "pycache": PYCACHE})],
+        labels=run.labels("warm-up"),
+        limits=run.limits,
+        deadline=WARM_UP_DEADLINE,
+        mounts={folder: (PYCACHE, "rw"), driver_folder(run.work): (BIN, "ro")},
+        environment=run.spec.tests.env,
+    )
+    if ran.exit_code != 0:
+        last = next((line for line in reversed(ran.logs.splitlines()) if line.strip()), "")
+        why = ran.start_error or ("deadline" if ran.deadline_hit else f"exit {ran.exit_code}: {last}")
+        log.info("the bytecode warm-up failed (%s); the notebooks run without the cache", why)
+        return None
+    return folder
+
+
 def driver_folder(work: Path) -> Path:
     """The folder holding the driver script, written once per run (read-only in containers)."""
     folder = work / "bin"
@@ -220,7 +238,7 @@ def driver_folder(work: Path) -> Path:
 
 
 def render_html(run: Run, results: list[Result], warn: Sink) -> list[Result]:
-    """Say which executed notebooks have no HTML rendering, and why (each container renders its own)."""
+    """Say which executed notebooks have no HTML rendering, and why (`run_notebook` renders each)."""
     missing = [r for r in results if r.notebook and not r.html]
     if missing:
         why = "; ".join(dict.fromkeys(r.html_error for r in missing if r.html_error)) or "see the logs"

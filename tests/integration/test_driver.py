@@ -1,4 +1,4 @@
-"""The notebook driver (`driver.SCRIPT`): its interpreter, its status file, the processes it leaves."""
+"""The notebook driver (`driver.SCRIPT`): its interpreter, the bytecode cache, the processes it leaves."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 
 import docker
 from pipeline.testing.driver import SCRIPT
-from pipeline.testing.runner import Limits, SharedContainer, Tracker
-from pipeline.testing.tasks import papermill_result
+from pipeline.testing.model import ContainerExit
+from pipeline.testing.runner import Limits, SharedContainer, Tracker, run_container, sweep
 from tests.helpers import BASE_IMAGE
 
 LIMITS = Limits(memory_bytes=512 * 1024 * 1024, nano_cpus=1_000_000_000, network="none")
@@ -110,7 +110,6 @@ def test_processes_a_notebook_leaves_running_do_not_reach_the_next(
     job = {
         "input": "/w/nb.ipynb",
         "output": "/w/out.ipynb",
-        "html": "/w/out.html",
         "parameters": {},
         "kernel": "python3",
         "timeout": 60,
@@ -126,24 +125,100 @@ def test_processes_a_notebook_leaves_running_do_not_reach_the_next(
     assert probe.logs.strip() == "gone"
 
 
-def test_a_rendering_that_crashes_costs_the_html_not_the_verdict(
-    shared: tuple[SharedContainer, Path],
+PROBE = """\
+import helper, ipykernel, json, os, sys
+names = sorted(n for n in dir() if not n.startswith("__"))
+cached = ipykernel.__cached__ or ""
+print(json.dumps([sys.pycache_prefix, os.environ.get("PYTHONPYCACHEPREFIX"), names, cached]))
+"""
+
+
+def test_the_warm_up_fills_a_bytecode_cache_that_the_kernel_forgets_before_the_first_cell(
+    tmp_path: Path,
 ) -> None:
-    run, work = shared
-    (work / "nb.ipynb").write_text(notebook("print(6 * 7)"))
-    # The HTML goes to a folder that does not exist: the rendering (and its .error note) fail.
-    job = {
-        "input": "/w/nb.ipynb",
-        "output": "/w/out.ipynb",
-        "html": "/w/missing/out.html",
-        "parameters": {},
-        "kernel": "python3",
-        "timeout": 60,
-        "cwd": "/w",
-    }
-    ran = run.run(driver(job), deadline=120)
-    assert ran.exit_code == 1 and "missing/out.html" in ran.logs
-    assert json.loads((work / "out.ipynb.status").read_text()) == {"exit_code": 0}
-    fixed, why = papermill_result(ran, work / "out.ipynb.status")
-    assert fixed.exit_code == 0 and why == "the container exited with 1 while rendering"
-    assert not (work / "out.ipynb.status").exists()
+    client = docker.from_env()
+    tracker = Tracker(run_id=f"driver-{uuid.uuid4().hex[:8]}")
+    cache, work = tmp_path / "pycache", tmp_path / "w"
+    (work / "bin").mkdir(parents=True)
+    cache.mkdir()
+    (work / "bin" / "driver.py").write_text(SCRIPT)
+    (work / "nb.ipynb").write_text(notebook(PROBE))
+    (work / "helper.py").write_text("VALUE = 1\n")
+    for path in [cache, work, work / "bin"]:
+        path.chmod(0o777)
+
+    def run(job: dict[str, Any], mode: str) -> ContainerExit:
+        return run_container(
+            client,
+            tracker,
+            image_ref=BASE_IMAGE,
+            command=["python3", "/w/bin/driver.py", json.dumps(job)],
+            labels={},
+            limits=LIMITS,
+            deadline=120,
+            mounts={work: ("/w", "rw"), cache: ("/envctl/pycache", mode)},
+        )
+
+    def probe(pycache: bool) -> list[Any]:
+        job = {
+            "input": "/w/nb.ipynb",
+            "output": "/w/out.ipynb",
+            "parameters": {},
+            "kernel": "python3",
+            "timeout": 60,
+            "cwd": "/w",
+            **({"pycache": "/envctl/pycache"} if pycache else {}),
+        }
+        ran = run(job, "ro")
+        assert ran.exit_code == 0, ran.logs
+        executed = json.loads((work / "out.ipynb").read_text())
+        (output,) = executed["cells"][0]["outputs"]
+        found: list[Any] = json.loads(
+            output["text"] if isinstance(output["text"], str) else "".join(output["text"])
+        )
+        return found
+
+    try:
+        warm = run({"warm": ["python3"], "pycache": "/envctl/pycache"}, "rw")
+        assert warm.exit_code == 0, warm.logs
+        compiled = {p.relative_to(cache).as_posix() for p in cache.rglob("*.pyc")}
+        for module in (
+            "papermill/execute",
+            "nbclient/client",
+            "ipykernel/kernelapp",
+            "IPython/core/interactiveshell",
+        ):
+            assert any(f"site-packages/{module}.cpython-" in p for p in compiled), module
+        assert all(p.stat().st_mode & 0o777 == 0o777 for p in cache.rglob("*") if p.is_dir())
+
+        with_cache = probe(pycache=True)
+        # The kernel started from the cache, then forgot it: the notebook's own imports
+        # write beside their sources as always, and it sees what it sees without the cache.
+        assert with_cache[3].startswith("/envctl/pycache/")
+        assert with_cache[:2] == [None, None]
+        assert list((work / "__pycache__").glob("helper.*.pyc"))
+        assert {p.relative_to(cache).as_posix() for p in cache.rglob("*.pyc")} == compiled
+        without = probe(pycache=False)
+        assert without[:3] == with_cache[:3] and not without[3].startswith("/envctl/pycache/")
+    finally:
+        sweep(client, tracker.run_id)
+        client.close()
+        subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "-v",
+                f"{tmp_path}:/t",
+                "--entrypoint",
+                "sh",
+                BASE_IMAGE,
+                "-c",
+                "chmod -R a+rwX /t",
+            ],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )

@@ -282,7 +282,10 @@ def test_artifacts_executed_notebooks_html_junit_summary(bad_run: Any) -> None:
     assert any("seed 7" in "".join(o.get("text", "")) for o in outputs)
     assert executed["metadata"]["papermill"]["parameters"] == {"seed": 7}
     assert "seed 7" in (run_dir / "passes.html").read_text()
-    assert (run_dir / "fails.html").is_file()
+    # rendered on the host as the report renders it: the failing cell marked, the hint, no script
+    failing = (run_dir / "fails.html").read_text()
+    assert failing.count('id="failing-cell"') == 1 and "ZeroDivisionError" in failing
+    assert 'class="hint"' in failing and "<script" not in failing
     assert not (run_dir / ".work").exists()
     assert not list(run_dir.rglob("*.tmp"))
     assert json.loads((run_dir / "summary.json").read_text())["run_id"] == report["run_id"]
@@ -333,6 +336,24 @@ def test_notebook_can_write_beside_itself(images: dict[str, str], tmp_path: Path
     result = world.test()
     assert result.returncode == 0, result.stdout + result.stderr
     assert containers_with(f"org.envctl.image={world.image}") == []
+
+
+def test_notebooks_start_from_the_runs_bytecode_cache(images: dict[str, str], tmp_path: Path) -> None:
+    world = make_world(
+        tmp_path, images["tests"], {f"cached{i}.ipynb": "cached_start.ipynb" for i in range(2)}
+    )
+    settings, spec, tree, version = world.library()
+    report = run_tests(settings, spec, tree, version, jobs=2)
+    assert [r.verdict.outcome for r in report.results] == ["passed"] * 2
+    for result in report.results:
+        assert result.notebook is not None
+        executed = json.loads((report.artifacts / result.notebook).read_text())
+        (output,) = [o for c in executed["cells"] for o in c.get("outputs", [])]
+        seen = json.loads("".join(output["text"]))
+        # the kernel's modules came from the cache the warm-up filled; the notebook does not see it
+        assert seen["kernel"].startswith("/envctl/pycache/") and seen["kernel"].endswith(".pyc")
+        assert seen["prefix"] is None and seen["env"] is None
+    assert containers_with(f"org.envctl.run={report.run_id}") == []
 
 
 def test_containers_run_in_parallel_up_to_jobs(images: dict[str, str], tmp_path: Path) -> None:

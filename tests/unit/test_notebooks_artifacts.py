@@ -7,7 +7,7 @@ from pathlib import Path
 
 from junitparser import Error, Failure, JUnitXml
 
-from pipeline.testing.artifacts import write_atomic, write_reports
+from pipeline.testing.artifacts import notebook_html, write_atomic, write_reports
 from pipeline.testing.model import Result, TestReport, Verdict
 
 
@@ -83,3 +83,62 @@ def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
     write_atomic(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in target.parent.iterdir()] == ["summary.json"]
+
+
+def test_notebook_html_is_a_page_of_its_own_with_the_failing_cell_marked_and_nothing_executable() -> None:
+    evil = "<script>alert('x')</script>"
+    executed = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "metadata": {"tags": ["injected-parameters"]},
+                "outputs": [],
+                "source": "x = 1",
+            },
+            {"cell_type": "markdown", "metadata": {}, "source": f"# {evil}"},
+            {
+                "cell_type": "code",
+                "execution_count": 1,
+                "metadata": {},
+                "source": "show()",
+                "outputs": [
+                    {"output_type": "stream", "name": "stdout", "text": ["seed 7\n"]},
+                    {"output_type": "display_data", "data": {"text/html": evil}, "metadata": {}},
+                ],
+            },
+            {
+                "cell_type": "code",
+                "execution_count": 2,
+                "metadata": {},
+                "source": "z = y / 0",
+                "outputs": [
+                    {"output_type": "error", "ename": "ZeroDivisionError", "evalue": "", "traceback": []}
+                ],
+            },
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 4,
+    }
+    failed = Verdict(
+        outcome="failed",
+        error=f"ZeroDivisionError: {evil}",
+        cell_index=2,
+        execution_count=2,
+        line=1,
+        source_line="z = y / 0",
+        hint="fix cell 2, line 1",
+    )
+    page = notebook_html("t/<bad>.ipynb", executed, failed).decode()
+    assert page.startswith("<!DOCTYPE html>") and "<title>t/&lt;bad&gt;.ipynb</title>" in page
+    assert (
+        "<script" not in page and "Content-Security-Policy" in page and "http" not in page.split("<body>")[1]
+    )
+    assert (
+        page.count('class="cell code failing" id="failing-cell"') == 1
+        and "cell 2 · In [2] · failed here" in page
+    )
+    assert "failed · cell 2, In [2], line 1 · ZeroDivisionError: &lt;script&gt;" in page
+    assert "hint: fix cell 2, line 1" in page and 'href="#failing-cell"' in page and "seed 7" in page
+    passed = notebook_html("t/ok.ipynb", executed, Verdict(outcome="passed")).decode()
+    assert 'class="hint"' not in passed and "failing-cell" not in passed
