@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import git
+from pipeline.errors import Unavailable, UsageError, shown
 
-from pipeline.errors import UsageError, shown
+# GitPython loads inside the functions that need it (`envctl promote` reads one file of a
+# commit through `read_at`, with the git program: importing GitPython costs start-up time).
 
 
 class Tree(Protocol):
@@ -130,15 +131,22 @@ def check_entries(commit: Any) -> None:
     A pushed tree can hold an entry named '..' or '.git' (`git mktree` makes one);
     read as paths, they would reach outside the folder a build or a test run writes to.
     """
+    import git
+
     try:
         listed: str = commit.repo.git.ls_tree("-r", "-t", "-z", "--name-only", commit.tree.hexsha)
     except git.GitCommandError as e:
         raise UsageError(f"commit {commit.hexsha[:12]}: git can't list its tree: {e.stderr.strip()}") from e
+    _check_listing(commit.hexsha, listed)
+
+
+def _check_listing(sha: str, listed: str) -> None:
+    """`check_entries` of a listing by `git ls-tree -r -t -z --name-only` of the commit `sha`."""
     for path in listed.split("\0"):
         parts = path.split("/")
         if path and any(p in _BAD_ENTRIES or p.lower() == ".git" for p in parts):
             raise UsageError(
-                f"commit {commit.hexsha[:12]} has a tree entry {shown(path)} that git refuses to check "
+                f"commit {sha[:12]} has a tree entry {shown(path)} that git refuses to check "
                 "out ('.', '..' or '.git'); rewrite that commit without it"
             )
 
@@ -186,6 +194,8 @@ class GitTree:
 
 
 def open_repo(path: Path) -> Any:
+    import git
+
     try:
         return git.Repo(path, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as e:
@@ -200,6 +210,8 @@ def resolve(repo: Any, rev: str) -> GitTree:
     """The commit named by a branch, tag, full SHA or SHA prefix (7+ characters)."""
     if not rev or rev.startswith("-") or not rev.isprintable() or any(c.isspace() for c in rev):
         raise UsageError(f"invalid revision {shown(rev)}")
+    import git
+
     try:
         sha: str | None = repo.git.rev_parse("--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
     except git.GitCommandError:
@@ -216,6 +228,8 @@ def resolve(repo: Any, rev: str) -> GitTree:
 def _by_prefix(repo: Any, prefix: str) -> str:
     if len(prefix) < MIN_PREFIX:
         raise UsageError(f"SHA prefix {prefix!r} is too short; give at least {MIN_PREFIX} characters")
+    import git
+
     try:
         listed = repo.git.rev_parse(f"--disambiguate={prefix}").split()
     except git.GitCommandError:
@@ -236,3 +250,46 @@ def default_rev(repo: Any) -> str:
     except UsageError:
         return "HEAD"
     return "staging"
+
+
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def read_at(repo: Path, sha: str, path: str) -> bytes | None:
+    """`resolve(open_repo(repo), sha).read(path)` for a full commit SHA, through the git program.
+
+    The same answers without GitPython (a few subprocesses instead of its import):
+    `UsageError` when `repo` is not in a git repository, the commit is not in it, its
+    tree has an entry git refuses to check out (`check_entries`), or git can't run;
+    None when the commit has no file at `path`.
+    """
+    if not _FULL_SHA.match(sha):
+        raise UsageError(f"invalid commit SHA {shown(sha)}")
+    from pipeline.proc import run
+
+    def git_(*args: str, input_bytes: bytes | None = None) -> bytes | None:
+        try:
+            done = run(["git", "-C", repo, *args], timeout=60, check=False, input_bytes=input_bytes)
+        except Unavailable as e:
+            raise UsageError(f"git can't read commit {sha[:12]} in {repo}: {e}") from e
+        return done.stdout if done.returncode == 0 else None
+
+    if git_("rev-parse", "--verify", "--quiet", "--end-of-options", f"{sha}^{{commit}}") is None:
+        if git_("rev-parse", "--git-dir") is None:
+            raise UsageError(f"{repo} is not a git repository; pass --repo PATH")
+        raise UsageError(f"unknown revision {shown(sha)}; no commit of {repo} has it")
+    listed = git_("ls-tree", "-r", "-t", "-z", "--name-only", sha)
+    if listed is None:
+        raise UsageError(f"commit {sha[:12]}: git can't list its tree")
+    _check_listing(sha, listed.decode(errors="surrogateescape"))
+    wanted = path.strip("/")
+    if wanted in {"", "."}:
+        return None
+    found = git_("cat-file", "--batch", input_bytes=f"{sha}:{wanted}\n".encode())
+    if found is None:
+        raise UsageError(f"git can't read {shown(path)} of commit {sha[:12]}")
+    header, _, rest = found.partition(b"\n")
+    fields = header.split()
+    if len(fields) != 3 or fields[1] != b"blob":
+        return None  # missing, or a folder or a submodule: not a file of the tree
+    return rest[: int(fields[2])]

@@ -24,7 +24,15 @@ from pipeline.ledger import pointers as envs
 from pipeline.ledger.db import Ledger, Version
 from pipeline.ledger.pointers import Change, EnvId, Pointer, Stage, Who
 from pipeline.proc import run
-from pipeline.promote.policy import Evidence, Signoffs, asked_by, evidence, evidence_for, refusals
+from pipeline.promote.policy import (
+    Evidence,
+    Signoffs,
+    asked_by,
+    evidence,
+    evidence_for,
+    refusals,
+    spec_at,
+)
 from pipeline.publish.tags import publish, repair
 from pipeline.settings import Settings
 
@@ -215,18 +223,12 @@ def required_signoffs(settings: Settings, version: Version) -> int | None:
 
 
 def _rule_at(settings: Settings, image: str, sha: str) -> int | None:
-    from git.exc import GitError
-
-    from pipeline.source import open_repo, resolve
-    from pipeline.spec import model as spec_module
-
     try:
-        tree = resolve(open_repo(settings.repo), sha)
-        text = tree.read(spec_module.spec_path(image))
-        if text is None:
+        spec = spec_at(settings.repo, image, sha)
+        if spec is None:
             return 0  # no spec at that commit: no rule of it
-        return spec_module.parse(text, spec_module.spec_path(image)).promotion.production.signoffs
-    except (UsageError, GitError, OSError, ValueError) as e:
+        return spec.promotion.production.signoffs
+    except (UsageError, OSError, ValueError) as e:
         log.debug("no spec of %s at %s: %s", image, sha[:12], type(e).__name__)
         return None
 

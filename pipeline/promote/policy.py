@@ -29,7 +29,10 @@ from pipeline.ledger.db import Ledger, TestRun, Version, test_runs_for
 from pipeline.ledger.pointers import Stage
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pipeline.settings import Settings
+    from pipeline.spec.model import Spec
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +107,28 @@ def asked_by(settings: Settings, version: Version | None) -> str | None:
     """The accelerator (`1 x NVIDIA_TESLA_T4`) of the spec at the version's commit; None: none or unknown."""
     if version is None:
         return None
-    from pipeline.source import open_repo, resolve
-    from pipeline.spec import model as spec_module
-
     try:
-        tree = resolve(open_repo(settings.repo), version.sha)
-        text = tree.read(spec_module.spec_path(version.image))
-        if text is None:
-            return None
-        wanted = spec_module.parse(text, spec_module.spec_path(version.image)).cloud.accelerator
+        spec = spec_at(settings.repo, version.image, version.sha)
     except UsageError as e:
         log.debug("no spec of %s at %s: %s", version.image, version.sha[:12], e)
         return None
+    wanted = None if spec is None else spec.cloud.accelerator
     return None if wanted is None else str(wanted)
+
+
+def spec_at(repo: Path, image: str, sha: str) -> Spec | None:
+    """The spec of `image` at the commit `sha` (full) of the repository at `repo`; None: it has none.
+
+    Read with the git program (`source.read_at`), as the rules of a move need one file
+    of one commit. `UsageError` (a `SpecError` for a spec that does not parse) when the
+    commit can't be read.
+    """
+    from pipeline.source import read_at
+    from pipeline.spec import model as spec_module
+
+    path = spec_module.spec_path(image)
+    text = read_at(repo, sha, path)
+    return None if text is None else spec_module.parse(text, path)
 
 
 def refusals(
