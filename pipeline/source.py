@@ -278,7 +278,7 @@ def read_at(repo: Path, sha: str, path: str) -> bytes | None:
         if git_("rev-parse", "--git-dir") is None:
             raise UsageError(f"{repo} is not a git repository; pass --repo PATH")
         raise UsageError(f"unknown revision {shown(sha)}; no commit of {repo} has it")
-    listed = git_("ls-tree", "-r", "-t", "-z", "--name-only", sha)
+    listed = git_("ls-tree", "--full-tree", "-r", "-t", "-z", "--name-only", sha)
     if listed is None:
         raise UsageError(f"commit {sha[:12]}: git can't list its tree")
     _check_listing(sha, listed.decode(errors="surrogateescape"))

@@ -10,10 +10,10 @@ import subprocess
 from datetime import timedelta
 from pathlib import Path
 
-import git
 import pytest
 import sqlalchemy as sa
 
+from pipeline import proc
 from pipeline.errors import Refused
 from pipeline.ledger import db, signoffs
 from pipeline.ledger.db import Ledger, Version, now
@@ -106,8 +106,9 @@ def test_an_unreadable_rule_is_a_refusal_not_zero(
         f"can't read the sign-off rule of {'f' * 12} in {repo}; fetch it or use --force (recorded)"
     )
     assert moves.required_signoffs(settings, absent) is None
-    # no git program at all: None, not a GitCommandNotFound traceback
-    monkeypatch.setattr(git.Git, "GIT_PYTHON_GIT_EXECUTABLE", "/nonexistent/git")
+    # no git program at all: None, not a traceback (the rule is read with the git program)
+    assert moves.required_signoffs(settings, here) == 1
+    monkeypatch.setattr(proc, "which", lambda program: None)
     assert moves.required_signoffs(settings, here) is None
 
 

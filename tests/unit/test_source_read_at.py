@@ -1,0 +1,77 @@
+"""`source.read_at` (the git program) answers as `resolve(open_repo(...)).read` (GitPython) does."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import UsageError
+from pipeline.source import open_repo, read_at, resolve
+
+
+def _git(repo: Path, *args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], input=stdin, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def _gitpython(repo: Path, sha: str, path: str) -> bytes | None:
+    return resolve(open_repo(repo), sha).read(path)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    (root / "environments" / "deep").mkdir(parents=True)
+    _git(root, "init", "-q", "-b", "main")
+    (root / "environments" / "team.task.yaml").write_bytes(b"image: team.task\n\x00\xff binary\n")
+    (root / "environments" / "deep" / "empty.yaml").write_bytes(b"")
+    _git(root, "add", "-A")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "one")
+    return root
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "environments/team.task.yaml",
+        "/environments/team.task.yaml",
+        "environments/deep/empty.yaml",
+        "environments/absent.yaml",
+        "environments/deep",
+        "environments",
+        "",
+        "nothing/here",
+    ],
+)
+def test_read_at_equals_the_gitpython_tree(repo: Path, path: str) -> None:
+    sha = _git(repo, "rev-parse", "HEAD")
+    assert read_at(repo, sha, path) == _gitpython(repo, sha, path)
+    assert read_at(repo / "environments", sha, path) == _gitpython(repo / "environments", sha, path)
+
+
+def test_read_at_refuses_what_resolve_refuses(repo: Path, tmp_path: Path) -> None:
+    sha = _git(repo, "rev-parse", "HEAD")
+    with pytest.raises(UsageError, match="is not a git repository"):
+        read_at(tmp_path / "elsewhere", sha, "environments/team.task.yaml")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(UsageError, match="is not a git repository"):
+        read_at(tmp_path / "plain", sha, "environments/team.task.yaml")
+    with pytest.raises(UsageError, match="unknown revision"):
+        read_at(repo, "f" * 40, "environments/team.task.yaml")
+    with pytest.raises(UsageError, match="invalid commit SHA"):
+        read_at(repo, sha[:12], "environments/team.task.yaml")
+
+
+@pytest.mark.parametrize("entry", ["..", ".git"])
+def test_read_at_refuses_a_tree_git_would_not_check_out(repo: Path, entry: str) -> None:
+    blob = _git(repo, "hash-object", "-w", "--stdin", stdin="outside\n")
+    inner = _git(repo, "mktree", stdin=f"100644 blob {blob}\tescaped\n")
+    top = _git(repo, "ls-tree", "HEAD") + f"\n040000 tree {inner}\t{entry}\n"
+    sha = _git(repo, "commit-tree", _git(repo, "mktree", stdin=top), "-p", "HEAD", "-m", "bad")
+    for read in (read_at, _gitpython):
+        with pytest.raises(UsageError, match=f"commit {sha[:12]} has a tree entry '{entry}'"):
+            read(repo, sha, "environments/team.task.yaml")
