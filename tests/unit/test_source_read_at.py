@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,21 @@ def test_read_at_refuses_a_tree_git_would_not_check_out(repo: Path, entry: str) 
     for read in (read_at, _gitpython):
         with pytest.raises(UsageError, match=f"commit {sha[:12]} has a tree entry '{entry}'"):
             read(repo, sha, "environments/team.task.yaml")
+
+
+def test_the_rules_of_a_move_read_the_spec_without_gitpython(repo: Path) -> None:
+    sha = _git(repo, "rev-parse", "HEAD")
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pipeline.promote import moves, policy\n"
+        "from pipeline.settings import Settings\n"
+        f"settings = Settings(repo=Path({str(repo)!r}))\n"
+        f"assert moves._rule_at(settings, 'team.other', {sha!r}) == 0\n"
+        f"assert policy.spec_at(settings.repo, 'team.other', {sha!r}) is None\n"
+        "assert moves._rule_at(settings, 'team.other', 'f' * 40) is None\n"
+        "print(sorted(m for m in sys.modules if m == 'git' or m.startswith('git.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
