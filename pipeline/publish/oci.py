@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -358,7 +359,8 @@ class Registry:
         path = f"/{repo}/manifests/{reference}"
         quick = self._quick_get(path, {"Accept": MANIFEST_TYPES})
         if quick is not None:
-            status, content_type, body = quick
+            status, answered, body = quick
+            content_type = answered.get("Content-Type", "")
         else:
             response = self._request("GET", path, headers={"Accept": MANIFEST_TYPES})
             status, content_type, body = (
@@ -372,8 +374,11 @@ class Registry:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         return Manifest(body=body, media_type=content_type.split(";")[0], digest=digest)
 
-    def _quick_get(self, path: str, headers: dict[str, str]) -> tuple[int, str, bytes] | None:
-        """A GET of a loopback registry over this thread's keep-alive `http.client` connection.
+    def _quick_get(
+        self, path: str, headers: dict[str, str], *, method: str = "GET", data: bytes | None = None
+    ) -> tuple[int, Message, bytes] | None:
+        """A GET (or a PUT of `data`: a manifest) of a loopback registry over this thread's
+        keep-alive `http.client` connection: status, headers, body.
 
         Status reads a tag per environment; through requests each costs several times the
         registry's own time (bench/scale.py). The authentication is `_request`'s: a bearer
@@ -384,18 +389,20 @@ class Registry:
         if not self.local or (self._session is not None and self._session.auth is not None):
             return None
         scope = _repository_of(path)
-        status, challenge, content_type, body = self._plain_get(path, headers, scope)
-        if status == 401 and self._answer(challenge, scope):
+        status, answered, body = self._plain_get(path, headers, scope, method, data)
+        if status == 401 and self._answer(answered.get("WWW-Authenticate", ""), scope):
             if self._session is not None and self._session.auth is not None:
                 return None  # a Basic challenge: the session sends the credentials
-            status, challenge, content_type, body = self._plain_get(path, headers, scope)
+            status, answered, body = self._plain_get(path, headers, scope, method, data)
         if status == 401:
             raise self._unauthorised()
-        return status, content_type, body
+        return status, answered, body
 
-    def _plain_get(self, path: str, headers: dict[str, str], scope: str) -> tuple[int, str, str, bytes]:
-        """One GET over this thread's connection, retried as `_send` retries: status,
-        `WWW-Authenticate`, `Content-Type`, body."""
+    def _plain_get(
+        self, path: str, headers: dict[str, str], scope: str, method: str, data: bytes | None
+    ) -> tuple[int, Message, bytes]:
+        """One GET or PUT over this thread's connection, retried as `_send` retries (both are
+        idempotent): status, headers, body."""
         import http.client
 
         token = self._tokens.get(scope) or self.static_token
@@ -408,7 +415,7 @@ class Registry:
                     url.netloc, timeout=self.timeout
                 )
             try:
-                connection.request("GET", url.path + path, headers=sent)
+                connection.request(method, url.path + path, body=data, headers=sent)
                 response = connection.getresponse()
                 body = response.read()
             except (OSError, http.client.HTTPException) as e:
@@ -425,26 +432,25 @@ class Registry:
                 connection.close()
                 self._plain.connection = None
             if response.status in RETRY_STATUS and attempt < RETRIES:
-                log.debug("registry %s answered %d to GET %s; retrying", self.host, response.status, path)
+                log.debug(
+                    "registry %s answered %d to %s %s; retrying", self.host, response.status, method, path
+                )
                 time.sleep(0.1 * 3**attempt)
                 continue
-            return (
-                response.status,
-                response.getheader("WWW-Authenticate", ""),
-                response.getheader("Content-Type", ""),
-                body,
-            )
+            return response.status, response.msg, body
         raise AssertionError("unreachable")  # pragma: no cover
 
     def put_manifest(self, repo: str, tag: str, manifest: Manifest) -> str:
-        response = self._request(
-            "PUT",
-            f"/{repo}/manifests/{tag}",
-            data=manifest.body,
-            headers={"Content-Type": manifest.media_type},
-        )
-        self._check(response, f"tag {repo}:{tag}")
-        digest = response.headers.get("Docker-Content-Digest", manifest.digest)
+        path, headers = f"/{repo}/manifests/{tag}", {"Content-Type": manifest.media_type}
+        quick = self._quick_get(path, headers, method="PUT", data=manifest.body)
+        if quick is not None:
+            status, answered, body = quick
+            self._refuse(status, body, f"tag {repo}:{tag}")
+            digest = answered.get("Docker-Content-Digest", manifest.digest)
+        else:
+            response = self._request("PUT", path, data=manifest.body, headers=headers)
+            self._check(response, f"tag {repo}:{tag}")
+            digest = response.headers.get("Docker-Content-Digest", manifest.digest)
         if digest != manifest.digest:
             raise Unavailable(f"registry stored {repo}:{tag} as {digest}, expected {manifest.digest}")
         return digest
