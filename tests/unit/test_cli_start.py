@@ -162,3 +162,122 @@ def test_status_of_a_signed_ledger_reads_it_and_the_tags_without_sqlalchemy_or_r
     assert found["a.one.staging"]["signoffs"] == ["Ann"]
     assert (found["b.two.staging"]["drift"], found["b.two.staging"]["signoffs"]) == ("missing", [])
     assert "/v2/b.two/manifests/staging" in seen
+
+
+def test_promote_to_a_loopback_registry_loads_neither_gitpython_nor_requests(tmp_path: Path) -> None:
+    """`promote`: the spec at the commit through the git program, the retag through http.client."""
+    import hashlib
+    import threading
+    import uuid
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
+
+    body = b'{"schemaVersion": 2, "layers": []}'
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    put: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _answer(self, status: int, data: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            self.send_header("Docker-Content-Digest", digest)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            found = self.path == "/v2/" or self.path.startswith(
+                ("/v2/a.one/manifests/sha256:", "/v2/a.one/manifests/0")
+            )
+            self._answer(
+                200 if found or self.path in put else 404, body if found or self.path in put else b"{}"
+            )
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def do_PUT(self) -> None:
+            put[self.path] = self.rfile.read(int(self.headers["Content-Length"]))
+            self._answer(201, b"")
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "one"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args], cwd=repo, check=True
+        )
+    sha = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger.open(url)
+    ledger.record_version(
+        Version(
+            image="a.one",
+            sha=sha,
+            tree="0" * 40,
+            inputs_key="k",
+            build_key="b",
+            digest=digest,
+            image_ref="",
+            size=1,
+            reused_from=None,
+            labels={},
+            sbom={},
+            created_at=now(),
+        )
+    )
+    record_test_run(
+        ledger,
+        TestRun(
+            run_id=uuid.uuid4().hex,
+            image="a.one",
+            sha=sha,
+            digest=digest,
+            passed=True,
+            summary={},
+            artifacts="",
+            started_at=now(),
+            finished_at=now(),
+        ),
+    )
+    ledger.engine.dispose()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    code = (
+        "import sys, json\n"
+        "before = set(sys.modules)\n"
+        "from pipeline.cli.main import main\n"
+        "try:\n"
+        f"    main(['promote', 'a.one.production', '--rev', {sha!r}])\n"
+        "except SystemExit as e:\n"
+        "    print('EXITED', e.code, file=sys.stderr)\n"
+        "print(json.dumps(sorted(m.split('.')[0] for m in set(sys.modules) - before)), file=sys.stderr)\n"
+    )
+    env = cli_env(
+        {
+            "ENVCTL_REGISTRY": f"127.0.0.1:{server.server_address[1]}",
+            "PYTHONPATH": str(ROOT),
+            "ENVCTL_LEDGER_URL": url,
+            "ENVCTL_STATE_DIR": str(tmp_path / "state"),
+            "ENVCTL_ACTOR": "t",
+        }
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "EXITED" not in result.stderr.replace("EXITED 0", ""), result.stderr
+    assert "a.one.production: (none) -> " in result.stderr, result.stderr
+    assert put == {"/v2/a.one/manifests/production": body}, result.stderr
+    loaded = set(json.loads(result.stderr.strip().splitlines()[-1]))
+    assert not loaded & {"git", "requests", "docker", "google"}, sorted(loaded)
