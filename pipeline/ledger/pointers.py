@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -33,7 +35,8 @@ from pipeline.ledger.model import check_image_name as check_image_name
 from pipeline.ledger.model import parse_env_id as parse_env_id
 
 Action = Literal["promote", "rollback", "pin", "unpin", "sync"]
-ATTEMPTS = 5  # decisions per command when other writers keep moving the pointers
+ATTEMPTS = 8  # decisions per command when other writers keep moving the pointers
+BACKOFF = 0.05  # seconds; a loser waits a random while, up to this doubled per loss, before deciding again
 log = logging.getLogger(__name__)
 
 
@@ -221,6 +224,9 @@ def compare_and_swap(
         except Conflict:
             lost.append(_what_moved(seen, snapshot(ledger, image), [c.expected.stage for c in changes]))
             log.info("%s while this command ran; deciding again", lost[-1])
+            # Writers that lost together would read and collide together again: a random
+            # wait spreads them out (ten commands at once on one image lost 5 times in a row).
+            time.sleep(random.uniform(0, min(BACKOFF * 2 ** len(lost), 1.0)))
     raise Conflict(f"{lost[-1]} while this command ran, {attempts} times in a row; run it again")
 
 

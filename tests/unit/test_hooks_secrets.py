@@ -105,7 +105,9 @@ def test_the_environment_wins_over_the_file(tmp_path: Path, monkeypatch: pytest.
     store = tmp_path / "secrets.json"
     hooks.write_secrets(store, {"ENVCTL_LEDGER_PASSWORD": "from-file", "ENVCTL_REGISTRY_TOKEN": "file-token"})
     monkeypatch.setenv("ENVCTL_LEDGER_PASSWORD", "from-env")
-    monkeypatch.delenv("ENVCTL_REGISTRY_TOKEN", raising=False)
+    # set first, so that monkeypatch records the variable and removes what load_secrets sets
+    monkeypatch.setenv("ENVCTL_REGISTRY_TOKEN", "")
+    monkeypatch.delenv("ENVCTL_REGISTRY_TOKEN")
     hooks.load_secrets(store)
     assert os.environ["ENVCTL_LEDGER_PASSWORD"] == "from-env"
     assert os.environ["ENVCTL_REGISTRY_TOKEN"] == "file-token"
