@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.report.html import CSP, CSS, Markup, esc
-from pipeline.testing.classify import INSERTED_TAGS, plain
+from pipeline.testing.classify import INSERTED_TAGS, as_list, as_mapping, plain, tags_of
 
 BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]*$")
 IMAGES = ("image/png", "image/jpeg", "image/gif")
@@ -33,11 +33,11 @@ def _output(output: Mapping[str, Any]) -> Markup:
         stream = "error" if output.get("name") == "stderr" else "stream"
         return Markup(f'<pre class="{stream}">{esc(plain(_text(output.get("text"))))}</pre>')
     if kind == "error":
-        trace = "\n".join(str(line) for line in output.get("traceback") or [])
+        trace = "\n".join(str(line) for line in as_list(output.get("traceback")))
         text = plain(trace) or f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
         return Markup(f'<pre class="error">{esc(text)}</pre>')
     if kind in {"execute_result", "display_data"}:
-        data = output.get("data") or {}
+        data = as_mapping(output.get("data"))
         for mime in IMAGES:
             payload = _text(data.get(mime))
             if payload and BASE64.match(payload):
@@ -54,10 +54,10 @@ def render(notebook: Mapping[str, Any], failing_cell: int | None) -> Markup:
     """The cells of an executed notebook; `failing_cell` counts the committed notebook's cells."""
     parts: list[str] = []
     index = 0
-    for cell in notebook.get("cells") or []:
+    for cell in as_list(notebook.get("cells")):
         if not isinstance(cell, Mapping):
             continue
-        tags = set((cell.get("metadata") or {}).get("tags") or [])
+        tags = tags_of(cell)
         if "papermill-error-cell-tag" in tags:
             continue  # papermill's own HTML banner; the hint says the same
         inserted = bool(tags & INSERTED_TAGS)
@@ -77,7 +77,7 @@ def render(notebook: Mapping[str, Any], failing_cell: int | None) -> Markup:
                 attributes = f' id="{FAILING_ID}"'
                 label += " · failed here"
             index += 1
-        outputs = "".join(_output(o) for o in cell.get("outputs") or [] if isinstance(o, Mapping))
+        outputs = "".join(_output(o) for o in as_list(cell.get("outputs")) if isinstance(o, Mapping))
         parts.append(
             f'<div class="{" ".join(classes)}"{attributes}><div class="prompt">{esc(label)}</div>'
             f"<pre>{esc(_text(cell.get('source')))}</pre>"

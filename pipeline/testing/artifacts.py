@@ -145,6 +145,6 @@ def notebook_html(name: str, executed: dict[str, Any], verdict: Verdict) -> byte
 def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None

@@ -47,12 +47,29 @@ def _error_in_logs(logs: str) -> tuple[str, str] | None:
     return None
 
 
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    """`value` if it is a mapping, else empty: executed JSON is whatever the notebook made it."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """`value` if it is a list, else empty."""
+    return value if isinstance(value, list) else []
+
+
+def tags_of(cell: Mapping[str, Any]) -> set[str]:
+    """The cell's tags (the strings among them)."""
+    return {t for t in as_list(as_mapping(cell.get("metadata")).get("tags")) if isinstance(t, str)}
+
+
 def _cells(executed: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
     """The executed notebook's cells with their index in the committed notebook."""
     cells: list[tuple[int, Mapping[str, Any]]] = []
     index = 0
-    for cell in executed.get("cells", []):
-        tags = set(cell.get("metadata", {}).get("tags", []))
+    for cell in as_list(executed.get("cells")):
+        if not isinstance(cell, Mapping):
+            continue
+        tags = tags_of(cell)
         if tags & INSERTED_TAGS:
             cells.append((-1, cell))
             continue
@@ -75,12 +92,13 @@ def _line_of(cell: Mapping[str, Any], traceback: Sequence[str], ename: str) -> t
 def error_cell(executed: Mapping[str, Any]) -> Verdict | None:
     """Where the executed notebook records an error output: cell, line, exception."""
     for index, cell in _cells(executed):
-        for output in cell.get("outputs", []):
-            if output.get("output_type") != "error":
+        for output in as_list(cell.get("outputs")):
+            if not isinstance(output, Mapping) or output.get("output_type") != "error":
                 continue
             ename = str(output.get("ename", "Error"))
             evalue = str(output.get("evalue", ""))
-            line, text = _line_of(cell, output.get("traceback", []), ename)
+            trace = [str(t) for t in as_list(output.get("traceback"))]
+            line, text = _line_of(cell, trace, ename)
             return Verdict(
                 outcome="failed",
                 error=f"{ename}: {evalue}" if evalue else ename,
@@ -96,7 +114,7 @@ def running_cell(executed: Mapping[str, Any]) -> tuple[int | None, int | None]:
     """The cell that was running when the kernel stopped: the last one papermill started."""
     found: tuple[int | None, int | None] = (None, None)
     for index, cell in _cells(executed):
-        meta = cell.get("metadata", {}).get("papermill", {})
+        meta = as_mapping(as_mapping(cell.get("metadata")).get("papermill"))
         if cell.get("cell_type") == "code" and index >= 0 and meta.get("start_time"):
             found = (index, cell.get("execution_count"))
     return found

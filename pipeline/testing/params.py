@@ -32,7 +32,7 @@ class NotebookPlan:
 
 def source_of(cell: Mapping[str, Any]) -> str:
     source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else str(source)
+    return "".join(str(s) for s in source) if isinstance(source, list) else str(source)
 
 
 def load_notebook(data: bytes, path: str) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from typing import Any
 from pipeline.ledger.db import Version
 from pipeline.spec.model import Spec
 from pipeline.testing import artifacts
-from pipeline.testing.classify import classify_command, classify_notebook
+from pipeline.testing.classify import as_list, as_mapping, classify_command, classify_notebook
 from pipeline.testing.driver import SCRIPT
-from pipeline.testing.model import Result
+from pipeline.testing.model import Result, Verdict
 from pipeline.testing.params import NotebookPlan
 from pipeline.testing.runner import Limits, SharedContainer, Tracker, run_container
 
@@ -79,8 +79,12 @@ class Run:
 def _execution_seconds(executed: dict[str, Any] | None) -> float | None:
     if not executed:
         return None
-    cells = executed.get("cells", [])
-    return float(sum(c.get("metadata", {}).get("papermill", {}).get("duration") or 0 for c in cells))
+    total = 0.0
+    for cell in as_list(executed.get("cells")):
+        duration = as_mapping(as_mapping(as_mapping(cell).get("metadata")).get("papermill")).get("duration")
+        if isinstance(duration, int | float) and not isinstance(duration, bool):
+            total += float(duration)
+    return total
 
 
 def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
@@ -147,8 +151,7 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
         artifacts.move_into(out / name, run.run_dir / rel)
         notebook = rel
         if executed is not None:
-            html = PurePosixPath(rel).with_suffix(".html").as_posix()
-            artifacts.write_atomic(run.run_dir / html, artifacts.notebook_html(job.path, executed, verdict))
+            html, html_error = write_html(run.run_dir, rel, job.path, executed, verdict)
         else:
             html_error = f"{name} as papermill left it is not a notebook (JSON)"
     return Result(
@@ -164,6 +167,23 @@ def run_notebook(run: Run, index: int, job: NotebookPlan) -> Result:
         warnings=job.warnings,
         html_error=html_error,
     )
+
+
+def write_html(
+    run_dir: Path, rel: str, name: str, executed: dict[str, Any], verdict: Verdict
+) -> tuple[str | None, str]:
+    """The notebook's HTML rendering beside it: (its path in the run, "") or (None, why not).
+
+    A rendering failure costs the HTML only: the notebook keeps its verdict.
+    """
+    try:
+        page = artifacts.notebook_html(name, executed, verdict)
+    except Exception as e:
+        log.debug("rendering %s failed", rel, exc_info=True)
+        return None, f"rendering {PurePosixPath(rel).name} failed ({type(e).__name__}: {e})"
+    html = PurePosixPath(rel).with_suffix(".html").as_posix()
+    artifacts.write_atomic(run_dir / html, page)
+    return html, ""
 
 
 def run_smoke(run: Run, index: int, command: str) -> Result:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from junitparser import Error, Failure, JUnitXml
 
-from pipeline.testing.artifacts import notebook_html, write_atomic, write_reports
-from pipeline.testing.model import Result, TestReport, Verdict
+from pipeline.testing import artifacts
+from pipeline.testing.artifacts import notebook_html, read_json, write_atomic, write_reports
+from pipeline.testing.classify import classify_notebook
+from pipeline.testing.model import ContainerExit, Result, TestReport, Verdict
+from pipeline.testing.tasks import write_html
 
 
 def report(tmp_path: Path) -> TestReport:
@@ -142,3 +147,68 @@ def test_notebook_html_is_a_page_of_its_own_with_the_failing_cell_marked_and_not
     assert "hint: fix cell 2, line 1" in page and 'href="#failing-cell"' in page and "seed 7" in page
     passed = notebook_html("t/ok.ipynb", executed, Verdict(outcome="passed")).decode()
     assert 'class="hint"' not in passed and "failing-cell" not in passed
+
+
+ERROR_OUTPUT = {
+    "output_type": "error",
+    "ename": "ValueError",
+    "evalue": "bad",
+    "traceback": ["ValueError: bad"],
+}
+ODD_CELLS = {
+    "unhashable tags": {"metadata": {"tags": [["x"]]}},
+    "metadata a list": {"metadata": []},
+    "papermill metadata a list": {"metadata": {"papermill": []}},
+    "data a list": {"outputs": [{"output_type": "display_data", "data": []}]},
+    "outputs a number": {"outputs": 7},
+    "traceback a number": {"outputs": [{"output_type": "error", "ename": "E", "traceback": 7}]},
+    "output a string": {"outputs": ["x"]},
+    "source of numbers": {"source": [1, 2]},
+}
+
+
+@pytest.mark.parametrize("odd", ODD_CELLS.values(), ids=list(ODD_CELLS))
+def test_odd_executed_json_keeps_the_papermill_verdict_and_renders(odd: dict[str, Any]) -> None:
+    # A notebook's own JSON (a pushed commit controls it): the verdict comes from papermill's
+    # end and the error output of a well-formed cell, whatever the odd cell beside it holds.
+    base = {"cell_type": "code", "execution_count": 1, "source": "x = 1", "metadata": {}, "outputs": []}
+    failing = {**base, "source": "raise ValueError('bad')", "outputs": [ERROR_OUTPUT]}
+    executed = {"cells": [failing, {**base, **odd}], "metadata": {}}
+    verdict = classify_notebook(
+        ContainerExit(exit_code=1), executed, dockerfile="Dockerfile", timeout=60, memory="1g", deadline=120
+    )
+    assert (verdict.outcome, verdict.error, verdict.cell_index) == ("failed", "ValueError: bad", 0)
+    page = notebook_html("t/odd.ipynb", executed, verdict).decode()
+    assert 'id="failing-cell"' in page and "raise ValueError(&#x27;bad&#x27;)" in page
+    passed = classify_notebook(
+        ContainerExit(exit_code=0),
+        {"cells": [{**base, **odd}]},
+        dockerfile="D",
+        timeout=60,
+        memory="1g",
+        deadline=9,
+    )
+    assert passed.outcome == "passed"
+    assert "cell 0 · In [1]" in notebook_html("t/odd.ipynb", {"cells": [{**base, **odd}]}, passed).decode()
+
+
+def test_a_rendering_failure_costs_the_html_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    verdict = Verdict(outcome="failed", error="ValueError: bad", cell_index=0)
+
+    def broken(name: str, executed: dict[str, Any], verdict: Verdict) -> bytes:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(artifacts, "notebook_html", broken)
+    html, why = write_html(tmp_path, "t/nb.ipynb", "repo/t/nb.ipynb", {"cells": []}, verdict)
+    assert (
+        html is None and why == "rendering nb.ipynb failed (RecursionError: maximum recursion depth exceeded)"
+    )
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    html, why = write_html(tmp_path, "t/nb.ipynb", "repo/t/nb.ipynb", {"cells": []}, verdict)
+    assert (html, why) == ("t/nb.html", "") and (tmp_path / "t" / "nb.html").is_file()
+
+
+def test_deeply_nested_executed_json_is_not_a_notebook(tmp_path: Path) -> None:
+    (tmp_path / "nb.ipynb").write_text("[" * 100_000 + "]" * 100_000)
+    assert read_json(tmp_path / "nb.ipynb") is None
