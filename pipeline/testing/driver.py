@@ -19,10 +19,13 @@ or in a shared container its session, goes right after), unless a cell still run
 timeout): that one is interrupted and asked, so its traceback says where it was.
 
 `"pycache": FOLDER` names the run's bytecode cache (`tasks.warm_up`): the driver imports
-with it as `sys.pycache_prefix`, and so does the kernel's start-up (PYTHONPYCACHEPREFIX);
-a Python kernel then forgets it (`FORGET`, run silently: no output, no history, no
-execution count, no name) before the notebook's first cell. `{"warm": [KERNEL, ...]}`
-instead of a notebook runs an empty cell in each kernel, which fills the cache.
+with it as `sys.pycache_prefix`, and so does the start-up of a kernel whose kernelspec's
+language is Python (PYTHONPYCACHEPREFIX, set for no other kernel); the kernel then
+forgets it (`FORGET`, run silently: no output, no history, no execution count, no name)
+before the notebook's first cell. A kernel that does not (an error, no reply in time, a
+kernel that turns out not to speak Python) is stopped and the notebook starts again in a
+kernel without the cache. `{"warm": [KERNEL, ...]}` instead of a notebook runs an empty
+cell in each of those kernels that is a Python one, which fills the cache.
 
 Where the notebooks of a run share one container (`tests.isolation: run`), a failure
 after the cgroup's OOM-kill counter went up exits 137, as a container killed for memory
@@ -136,6 +139,20 @@ FORGET = (
     "__import__('sys').pycache_prefix = None\n"
 )
 
+def python_kernel(name):
+    # Whether the kernelspec `name` runs Python: only such a kernel starts from the cache.
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+        return str(KernelSpecManager().get_kernel_spec(name).language).lower() == "python"
+    except Exception:
+        return False
+
+class CacheKept(RuntimeError):
+    # The kernel started from the cache and did not forget it: it is started again without.
+    pass
+
+cache = {"on": False, "kept": False}  # the kernel being started reads the cache; it did not forget it
+
 def quick_kernels():
     # nbclient's kernel manager, with a client ready at the kernel's first kernel_info reply
     # (jupyter_client then waits for 0.2 s of IOPub silence) that makes a Python kernel
@@ -144,11 +161,14 @@ def quick_kernels():
         from queue import Empty
         from jupyter_client import AsyncKernelManager
         from jupyter_client.asynchronous import AsyncKernelClient
+        from nbclient import NotebookClient
         from traitlets import default
     except ImportError:
         return None
     if not hasattr(AsyncKernelClient, "_handle_kernel_info_reply"):
         return None
+    if not {"on_cell_execute", "on_cell_executed"} <= set(NotebookClient.class_trait_names()):
+        return None  # an older nbclient: without these hooks a timed-out cell would be killed at once
 
     async def awaited(value):
         return (await value) if hasattr(value, "__await__") else value
@@ -170,8 +190,9 @@ def quick_kernels():
                     else:
                         self._handle_kernel_info_reply(reply)
                         language = ((reply.get("content") or {}).get("language_info") or {}).get("name")
-                        if prefix and language == "python":
-                            await self.forget_cache(until)
+                        if cache["on"] and not (language == "python" and await self.forget_cache(until)):
+                            cache["kept"] = True
+                            raise CacheKept("the kernel did not forget the bytecode cache")
                         return
                 if not await awaited(self.is_alive()):
                     raise RuntimeError("Kernel died before replying to kernel_info")
@@ -179,6 +200,7 @@ def quick_kernels():
                     raise RuntimeError("Kernel didn't respond in %d seconds" % timeout)
 
         async def forget_cache(self, until):
+            # True once the kernel ran FORGET; False when it failed or did not answer in time.
             request = self.execute(FORGET, silent=True, store_history=False)
             while time.monotonic() < until:
                 try:
@@ -188,9 +210,16 @@ def quick_kernels():
                         raise RuntimeError("Kernel died before it started")
                     continue
                 if (reply.get("parent_header") or {}).get("msg_id") == request:
-                    if (reply.get("content") or {}).get("status") != "ok":
-                        logging.warning("the kernel kept the bytecode cache: %s", reply.get("content"))
-                    return
+                    content = reply.get("content") or {}
+                    if content.get("status") == "ok":
+                        return True
+                    logging.warning(
+                        "the kernel did not forget the bytecode cache (%s: %s); starting it without",
+                        content.get("ename"), content.get("evalue"),
+                    )
+                    return False
+            logging.warning("the kernel did not forget the bytecode cache in time; starting it without")
+            return False
 
     class QuickKernels(AsyncKernelManager):
         @default("client_factory")
@@ -217,20 +246,31 @@ def execute(source, output, parameters, kernel, timeout, cwd):
     manager = quick_kernels()
     if manager is not None:
         options.update(kernel_manager_class=manager, on_cell_execute=sent, on_cell_executed=replied)
-        if prefix:
+    # Only a Python kernel reads the cache at start-up, and it forgets it before the first cell.
+    cache.update(on=bool(prefix and manager is not None and python_kernel(kernel)), kept=False)
+    while True:
+        if cache["on"]:
             os.environ["PYTHONPYCACHEPREFIX"] = prefix  # the kernel's start-up reads the cache
-    papermill.execute_notebook(
-        source,
-        output,
-        parameters=parameters,
-        kernel_name=kernel,
-        execution_timeout=timeout,
-        cwd=cwd,
-        log_output=True,
-        progress_bar=False,
-        request_save_on_cell_execute=True,
-        **options,
-    )
+        else:
+            os.environ.pop("PYTHONPYCACHEPREFIX", None)
+        try:
+            papermill.execute_notebook(
+                source,
+                output,
+                parameters=parameters,
+                kernel_name=kernel,
+                execution_timeout=timeout,
+                cwd=cwd,
+                log_output=True,
+                progress_bar=False,
+                request_save_on_cell_execute=True,
+                **options,
+            )
+            return
+        except Exception:
+            if not cache["kept"]:
+                raise
+            cache.update(on=False, kept=False)  # no cell ran: the notebook starts again, without the cache
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 failure = None
@@ -238,7 +278,8 @@ code = 0
 try:
     if "warm" in job:
         import nbformat
-        for kernel in job["warm"]:  # a kernel that fails here fails its notebooks, not the cache
+        # a kernel that fails here fails its notebooks, not the cache; only Python kernels read it
+        for kernel in [k for k in job["warm"] if python_kernel(k)]:
             empty = nbformat.v4.new_notebook(
                 cells=[nbformat.v4.new_code_cell("pass")],
                 metadata={"kernelspec": {"name": kernel, "display_name": kernel}},
@@ -247,11 +288,6 @@ try:
                 execute(empty, None, {}, kernel, 60, "/tmp")
             except Exception:
                 traceback.print_exc()
-        for folder, _, _ in os.walk(prefix):
-            try:
-                os.chmod(folder, 0o777)  # the cache stays removable by whoever runs envctl
-            except OSError:
-                pass
     else:
         execute(job["input"], job["output"], job["parameters"], job["kernel"], job["timeout"], job["cwd"])
 except DeadKernelError:

@@ -142,12 +142,14 @@ def run_container(
     environment: Mapping[str, str] | None = None,
     entrypoint: Sequence[str] | None = None,
     changes: bool = False,
+    user: str | None = None,
 ) -> ContainerExit:
     """Run one command in a fresh container from `image_ref`; kill it at `deadline` seconds.
 
     `mounts` maps a host folder to (container path, "ro" or "rw"). The container is
     removed on every path out of here; its output goes to `log_file`. `changes` asks for
-    the paths the command added or changed in the container's own file system.
+    the paths the command added or changed in the container's own file system. `user`
+    ("UID:GID") runs the command as that user rather than the image's.
     """
     container: Any = None
     started = time.monotonic()
@@ -165,6 +167,7 @@ def run_container(
             detach=True,
             environment=dict(environment or {}),
             **({"entrypoint": list(entrypoint)} if entrypoint is not None else {}),
+            **({"user": user} if user is not None else {}),
         )
         tracker.add(container)
         started = time.monotonic()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -35,7 +34,16 @@ from pipeline.testing.keep import ArtifactStore, store_for
 from pipeline.testing.model import LOCAL_CPU, Result, TestReport, Verdict
 from pipeline.testing.params import MalformedNotebook, NotebookPlan, load_notebook, plan
 from pipeline.testing.runner import Cancelled, Limits, SharedContainer, Tracker, ensure_image, sweep
-from pipeline.testing.tasks import Run, Sink, render_html, run_notebook, run_smoke, warm_up
+from pipeline.testing.tasks import (
+    Run,
+    Sink,
+    WarmUpFailed,
+    remove_work,
+    render_html,
+    run_notebook,
+    run_smoke,
+    warm_up,
+)
 
 log = logging.getLogger(__name__)
 STARTUP_GRACE = 60.0  # container, papermill and kernel start, on top of tests.timeout
@@ -76,7 +84,7 @@ def _checks(run: Run, tree: Tree, paths: list[str]) -> list[Result]:
         return [Result(name="image checks", kind="check", verdict=verdict, seconds=0.0)]
 
 
-def _cache(warmed: Future[Path | None] | None) -> Path | None:
+def _cache(warmed: Future[Path | None] | None, warn: Sink) -> Path | None:
     """The bytecode cache the warm-up filled; None when it failed (the notebooks compile their own)."""
     if warmed is None:
         return None
@@ -84,8 +92,10 @@ def _cache(warmed: Future[Path | None] | None) -> Path | None:
         return warmed.result()
     except Cancelled:
         raise
-    except Exception:
+    except Exception as e:
         log.debug("the bytecode warm-up failed", exc_info=True)
+        why = str(e) if isinstance(e, WarmUpFailed) else f"{type(e).__name__}: {e}"
+        warn(f"the bytecode warm-up failed ({why}); the notebooks run without the cache")
         return None
 
 
@@ -206,14 +216,16 @@ def run_tests(
     try:
         warmed = warming.submit(warm_up, run, kernels) if kernels else None
         checks = _checks(run, tree, paths)
-        run = dataclasses.replace(run, pycache=_cache(warmed))
+        run = dataclasses.replace(run, pycache=_cache(warmed, warn))
     except BaseException:
+        # The warm-up's container may still run: it is stopped and waited for before
+        # the sweep and before its folder goes.
         run.tracker.cancel()
+        warming.shutdown(wait=True, cancel_futures=True)
         sweep(client, run_id)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work(work)
         raise
-    finally:
-        warming.shutdown(wait=True)
+    warming.shutdown(wait=True)
     if spec.tests.isolation == "run":  # one container for the run, each notebook an exec in it
         run = dataclasses.replace(
             run,
@@ -264,7 +276,7 @@ def run_tests(
         left = sweep(client, run_id)
         if left:
             log.warning("removed %d leftover container(s) of run %s", left, run_id)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_work(work)
 
     report = TestReport(
         run_id=run_id,

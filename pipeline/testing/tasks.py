@@ -8,9 +8,11 @@ host, from the executed notebook (`artifacts.notebook_html`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shlex
 import shutil
 from collections.abc import Callable, Collection
@@ -220,16 +222,22 @@ def warm_up(run: Run, kernels: Collection[str]) -> Path | None:
     about a second of CPU per notebook. Here one container of the version runs the
     driver's warm-up (an empty cell in each kernel the notebooks name) with this folder
     writable as its `sys.pycache_prefix`; the notebooks' containers mount it read-only.
-    Only the driver and the kernel's start-up read it: the driver has the kernel forget it
-    before the first cell (`driver.FORGET`), so a notebook's own imports and processes see
-    the image as it is. Python checks each cached file against its source (mtime and
-    size), as it does in `__pycache__`. None (a failed warm-up): notebooks run without it.
+    Only the driver and a Python kernel's start-up read it: the driver has the kernel
+    forget it before the first cell (`driver.FORGET`), so a notebook's own imports and
+    processes see the image as it is. Python checks each cached file against its source
+    (mtime and size), as it does in `__pycache__`.
+
+    The warm-up runs as the user running envctl (only the image's own code runs in it),
+    so the cache belongs to that user; it is then made read-only (folders 0555, files
+    0444) before any notebook mounts it: nobody else can plant bytecode in it.
+    `WarmUpFailed` (the reason): the notebooks run without it.
     """
     if "PYTHONPYCACHEPREFIX" in run.spec.tests.env:
         return None  # the spec chose its own
     folder = run.work / "pycache"
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o777)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    environment = dict(run.spec.tests.env)
+    environment.setdefault("HOME", "/tmp")  # a user the image may not know: a writable home for Jupyter
     ran = run_container(
         run.client,
         run.tracker,
@@ -239,14 +247,48 @@ def warm_up(run: Run, kernels: Collection[str]) -> Path | None:
         limits=run.limits,
         deadline=WARM_UP_DEADLINE,
         mounts={folder: (PYCACHE, "rw"), driver_folder(run.work): (BIN, "ro")},
-        environment=run.spec.tests.env,
+        environment=environment,
+        user=f"{os.getuid()}:{os.getgid()}",
     )
     if ran.exit_code != 0:
         last = next((line for line in reversed(ran.logs.splitlines()) if line.strip()), "")
-        why = ran.start_error or ("deadline" if ran.deadline_hit else f"exit {ran.exit_code}: {last}")
-        log.info("the bytecode warm-up failed (%s); the notebooks run without the cache", why)
-        return None
+        why = ran.start_error or (
+            f"past its deadline of {WARM_UP_DEADLINE:.0f} s"
+            if ran.deadline_hit
+            else f"exit {ran.exit_code}: {last}"
+        )
+        raise WarmUpFailed(why)
+    read_only(folder)
     return folder
+
+
+class WarmUpFailed(Exception):
+    """The bytecode warm-up did not fill the cache; the message says why."""
+
+
+def read_only(folder: Path) -> None:
+    """Make a tree read-only for everyone (folders 0555, files 0444); symbolic links are left alone."""
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            path = Path(root) / name
+            if not path.is_symlink():
+                path.chmod(0o444)
+        for name in dirs:
+            path = Path(root) / name
+            if not path.is_symlink():
+                path.chmod(0o555)
+    folder.chmod(0o555)
+
+
+def remove_work(work: Path) -> None:
+    """Remove a run's working folder, read-only parts (the bytecode cache) included."""
+    for root, dirs, _ in os.walk(work):
+        for name in dirs:
+            path = Path(root) / name
+            if not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.chmod(0o700)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def driver_folder(work: Path) -> Path:
