@@ -189,7 +189,8 @@ def test_the_warm_up_fills_a_bytecode_cache_that_the_kernel_forgets_before_the_f
             "IPython/core/interactiveshell",
         ):
             assert any(f"site-packages/{module}.cpython-" in p for p in compiled), module
-        assert all(p.stat().st_mode & 0o777 == 0o777 for p in cache.rglob("*") if p.is_dir())
+        # the warm-up leaves the modes to the host (tasks.read_only), nothing world-writable
+        assert not any(p.stat().st_mode & 0o002 for p in cache.rglob("*"))
 
         with_cache = probe(pycache=True)
         # The kernel started from the cache, then forgot it: the notebook's own imports
@@ -200,6 +201,113 @@ def test_the_warm_up_fills_a_bytecode_cache_that_the_kernel_forgets_before_the_f
         assert {p.relative_to(cache).as_posix() for p in cache.rglob("*.pyc")} == compiled
         without = probe(pycache=False)
         assert without[:3] == with_cache[:3] and not without[3].startswith("/envctl/pycache/")
+    finally:
+        sweep(client, tracker.run_id)
+        client.close()
+        subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "-v",
+                f"{tmp_path}:/t",
+                "--entrypoint",
+                "sh",
+                BASE_IMAGE,
+                "-c",
+                "chmod -R a+rwX /t",
+            ],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+
+
+# An IPython start-up file that makes the driver's FORGET fail in the kernel (as a kernel
+# that ran something of its own first, or answered an error, would).
+KEEPS_THE_CACHE = """\
+def _no_forgetting(lines):
+    return ["raise RuntimeError('not forgetting')\\n"] if any("pycache_prefix = None" in l for l in lines) else lines
+get_ipython().input_transformers_cleanup.append(_no_forgetting)
+"""
+
+
+def test_a_kernel_that_does_not_forget_the_cache_or_is_no_python_kernel_runs_without_it(
+    tmp_path: Path,
+) -> None:
+    client = docker.from_env()
+    tracker = Tracker(run_id=f"driver-{uuid.uuid4().hex[:8]}")
+    cache, work = tmp_path / "pycache", tmp_path / "w"
+    (work / "bin").mkdir(parents=True)
+    cache.mkdir()
+    (work / "bin" / "driver.py").write_text(SCRIPT)
+    (work / "nb.ipynb").write_text(notebook(PROBE))
+    (work / "helper.py").write_text("VALUE = 1\n")
+    startup = work / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "keep.py").write_text(KEEPS_THE_CACHE)
+    # A kernelspec whose language is not Python, running the image's Python kernel.
+    other = work / "jupyter" / "kernels" / "other"
+    other.mkdir(parents=True)
+    argv = ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (other / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "Other", "language": "other"})
+    )
+    for path in [cache, work, *work.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+
+    def run(job: dict[str, Any], mode: str, environment: dict[str, str]) -> ContainerExit:
+        return run_container(
+            client,
+            tracker,
+            image_ref=BASE_IMAGE,
+            command=["python3", "/w/bin/driver.py", json.dumps(job)],
+            labels={},
+            limits=LIMITS,
+            deadline=120,
+            mounts={work: ("/w", "rw"), cache: ("/envctl/pycache", mode)},
+            environment=environment,
+        )
+
+    def probe(kernel: str, environment: dict[str, str]) -> tuple[list[Any], str]:
+        job = {
+            "input": "/w/nb.ipynb",
+            "output": "/w/out.ipynb",
+            "parameters": {},
+            "kernel": kernel,
+            "timeout": 60,
+            "cwd": "/w",
+            "pycache": "/envctl/pycache",
+        }
+        ran = run(job, "ro", environment)
+        assert ran.exit_code == 0, ran.logs
+        executed = json.loads((work / "out.ipynb").read_text())
+        (output,) = executed["cells"][0]["outputs"]
+        found: list[Any] = json.loads(
+            output["text"] if isinstance(output["text"], str) else "".join(output["text"])
+        )
+        return found, ran.logs
+
+    try:
+        warm = run(
+            {"warm": ["python3", "other"], "pycache": "/envctl/pycache"}, "rw", {"JUPYTER_PATH": "/w/jupyter"}
+        )
+        assert warm.exit_code == 0, warm.logs
+        assert list(cache.rglob("ipykernel/kernelapp.*.pyc"))
+        compiled = {p.relative_to(cache).as_posix() for p in cache.rglob("*.pyc")}
+
+        cached, _ = probe("python3", {})
+        assert cached[3].startswith("/envctl/pycache/")  # the cache works for a kernel that forgets it
+
+        kept, logs = probe("python3", {"IPYTHONDIR": "/w/ipython"})
+        assert "the kernel did not forget the bytecode cache (RuntimeError: not forgetting)" in logs
+        assert kept[:2] == [None, None] and not kept[3].startswith("/envctl/pycache/"), kept
+
+        other_language, _ = probe("other", {"JUPYTER_PATH": "/w/jupyter"})
+        assert other_language[:2] == [None, None] and not other_language[3].startswith("/envctl/pycache/")
+        assert {p.relative_to(cache).as_posix() for p in cache.rglob("*.pyc")} == compiled
     finally:
         sweep(client, tracker.run_id)
         client.close()
