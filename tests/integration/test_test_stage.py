@@ -33,7 +33,7 @@ from pipeline.settings import Settings
 from pipeline.source import GitTree
 from pipeline.spec import model as spec_module
 from pipeline.spec.model import Spec
-from pipeline.testing import run_tests
+from pipeline.testing import run_tests, tasks
 from tests.helpers import BASE_IMAGE, DATA, envctl, interrupted, login
 from tests.minirepo import git
 
@@ -353,6 +353,63 @@ def test_notebooks_start_from_the_runs_bytecode_cache(images: dict[str, str], tm
         # the kernel's modules came from the cache the warm-up filled; the notebook does not see it
         assert seen["kernel"].startswith("/envctl/pycache/") and seen["kernel"].endswith(".pyc")
         assert seen["prefix"] is None and seen["env"] is None
+    assert containers_with(f"org.envctl.run={report.run_id}") == []
+
+
+def test_a_notebook_can_not_change_the_cache_and_its_subprocesses_do_not_see_it(
+    images: dict[str, str], tmp_path: Path
+) -> None:
+    world = make_world(tmp_path, images["tests"], ["pycache_guarded.ipynb"])
+    settings, spec, tree, version = world.library()
+    report = run_tests(settings, spec, tree, version)
+    (result,) = report.results
+    assert result.verdict.outcome == "passed", result.verdict
+    assert result.notebook is not None
+    executed = json.loads((report.artifacts / result.notebook).read_text())
+    (output,) = [o for c in executed["cells"] for o in c.get("outputs", [])]
+    seen = json.loads("".join(output["text"]))
+    # mounted read-only, and read-only on the host too (folders 0555, files 0444)
+    assert seen["tries"] == dict.fromkeys(["plant", "overwrite", "chmod", "remove"], "OSError"), seen
+    assert seen["same"] is True and seen["files"] > 100
+    assert seen["modes"] == ["0o444", "0o555"]
+    assert seen["child"] == "None None"
+    assert not (report.artifacts / ".work").exists()
+    assert containers_with(f"org.envctl.run={report.run_id}") == []
+
+
+def test_a_failed_warm_up_warns_and_the_notebooks_pass_without_the_cache(
+    images: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The warm-up's container leaves part of a cache, read-only, and exits 3.
+    real = tasks.run_container
+
+    def failing_warm_up(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["labels"].get("org.envctl.notebook") == "warm-up":
+            kwargs["command"] = [
+                "sh",
+                "-c",
+                "mkdir -p /envctl/pycache/x && echo partial > /envctl/pycache/x/partial.pyc"
+                " && chmod 555 /envctl/pycache/x && echo gave up && exit 3",
+            ]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "run_container", failing_warm_up)
+    world = make_world(
+        tmp_path, images["tests"], {"cached.ipynb": "cached_start.ipynb", "passes.ipynb": "passes.ipynb"}
+    )
+    settings, spec, tree, version = world.library()
+    said: list[str] = []
+    report = run_tests(settings, spec, tree, version, on_warning=said.append)
+    assert [r.verdict.outcome for r in report.results] == ["passed", "passed"]
+    assert "the bytecode warm-up failed (exit 3: gave up); the notebooks run without the cache" in said
+    cached = next(r for r in report.results if r.name.endswith("cached.ipynb"))
+    assert cached.notebook is not None
+    executed = json.loads((report.artifacts / cached.notebook).read_text())
+    (output,) = [o for c in executed["cells"] for o in c.get("outputs", [])]
+    seen = json.loads("".join(output["text"]))
+    assert not str(seen["kernel"]).startswith("/envctl/pycache/")
+    assert seen["prefix"] is None and seen["env"] is None
+    assert not (report.artifacts / ".work").exists()
     assert containers_with(f"org.envctl.run={report.run_id}") == []
 
 
