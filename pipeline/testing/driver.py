@@ -251,7 +251,7 @@ def execute(source, output, parameters, kernel, timeout, cwd):
     while True:
         if cache["on"]:
             os.environ["PYTHONPYCACHEPREFIX"] = prefix  # the kernel's start-up reads the cache
-        else:
+        elif prefix:
             os.environ.pop("PYTHONPYCACHEPREFIX", None)
         try:
             papermill.execute_notebook(
