@@ -75,7 +75,9 @@ class Settings:
 
     @property
     def stack_dir(self) -> Path:
-        return self.state_dir / "stack"
+        # resolved: a stack reached through a symlink (checkouts sharing one) renders the
+        # same daemon configs, so `stack up` from either sees nothing to restart
+        return (self.state_dir / "stack").resolve()
 
     @property
     def auth_hosts(self) -> tuple[str, ...]:

@@ -226,3 +226,15 @@ def test_a_ledger_password_with_a_sqlite_ledger_is_one_line_exit_2(tmp_path: Pat
         f"sqlite:///{ledger}; unset it, or set ENVCTL_LEDGER_URL to postgresql+psycopg://USER@HOST/DB"
     ]
     assert "pw-5e2" not in result.stderr + result.stdout and not ledger.exists()
+
+
+def test_a_stack_shared_through_a_symlink_is_one_stack(tmp_path: Path) -> None:
+    # Two checkouts sharing one running stack (a symlinked .envctl/stack) render the same
+    # daemon configs, so `stack up` from the second restarts nothing.
+    shared = tmp_path / "first" / ".envctl" / "stack"
+    shared.mkdir(parents=True)
+    (tmp_path / "second" / ".envctl").mkdir(parents=True)
+    (tmp_path / "second" / ".envctl" / "stack").symlink_to(shared)
+    first = load(repo=tmp_path / "first", env={"ENVCTL_STATE_DIR": str(tmp_path / "first" / ".envctl")})
+    second = load(repo=tmp_path / "second", env={"ENVCTL_STATE_DIR": str(tmp_path / "second" / ".envctl")})
+    assert second.stack_dir == first.stack_dir == shared.resolve()
