@@ -11,9 +11,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.errors import Unavailable, UsageError, shown
+
+if TYPE_CHECKING:
+    import subprocess
 
 # GitPython loads inside the functions that need it (`envctl promote` reads one file of a
 # commit through `read_at`, with the git program: importing GitPython costs start-up time).
@@ -252,7 +255,31 @@ def default_rev(repo: Any) -> str:
     return "staging"
 
 
-_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
+_NOT_IN_PATHS = ("\n", "\r", "\0")
+
+# Options of every git call that reads history: no replace refs (`git replace` would make
+# a commit read as another one), no fsmonitor hook, no fetch of missing objects.
+_GIT_READ = ("--no-replace-objects", "-c", "core.fsmonitor=false")
+
+
+def git_read(repo: Path, *args: str, input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """`git -C repo ARGS` for a command that reads history: the objects as stored, never replaced.
+
+    Raises `Unavailable` when git is missing or runs past its time; the caller reads the exit code.
+    """
+    from pipeline.proc import run
+
+    env = {**os.environ, "GIT_NO_LAZY_FETCH": "1"}
+    return run(
+        ["git", *_GIT_READ, "-C", repo, *args], timeout=60, check=False, input_bytes=input_bytes, env=env
+    )
+
+
+def git_reason(done: subprocess.CompletedProcess[bytes]) -> str:
+    """The last line git wrote to stderr, quoted for a message (`shown`); empty when none."""
+    lines = (done.stderr or b"").decode(errors="replace").strip().splitlines()
+    return f" (git: {shown(lines[-1].strip(), 160)})" if lines else ""
 
 
 def read_at(repo: Path, sha: str, path: str) -> bytes | None:
@@ -261,34 +288,41 @@ def read_at(repo: Path, sha: str, path: str) -> bytes | None:
     The same answers without GitPython (a few subprocesses instead of its import):
     `UsageError` when `repo` is not in a git repository, the commit is not in it, its
     tree has an entry git refuses to check out (`check_entries`), or git can't run;
-    None when the commit has no file at `path`.
+    None when the commit has no file at `path`, and for a path GitPython's tree lookup
+    finds nothing at: one with an empty, '.' or '..' part, or a newline, carriage return
+    or NUL (git would read './x' relative to `repo`, and a newline as a second query).
+    Replace refs are ignored: the commit's own tree is read.
     """
-    if not _FULL_SHA.match(sha):
-        raise UsageError(f"invalid commit SHA {shown(sha)}")
-    from pipeline.proc import run
+    lowered = sha.lower() if sha.isascii() else sha
+    if not _FULL_SHA.fullmatch(lowered):
+        raise UsageError(
+            f"invalid commit SHA {shown(sha)}; give the 40 hex characters of a commit "
+            "(SHA-256 repositories are not supported)"
+        )
+    sha = lowered
 
-    def git_(*args: str, input_bytes: bytes | None = None) -> bytes | None:
+    def git_(*args: str, input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         try:
-            done = run(["git", "-C", repo, *args], timeout=60, check=False, input_bytes=input_bytes)
+            return git_read(repo, *args, input_bytes=input_bytes)
         except Unavailable as e:
             raise UsageError(f"git can't read commit {sha[:12]} in {repo}: {e}") from e
-        return done.stdout if done.returncode == 0 else None
 
-    if git_("rev-parse", "--verify", "--quiet", "--end-of-options", f"{sha}^{{commit}}") is None:
-        if git_("rev-parse", "--git-dir") is None:
-            raise UsageError(f"{repo} is not a git repository; pass --repo PATH")
+    if git_("rev-parse", "--verify", "--quiet", "--end-of-options", f"{sha}^{{commit}}").returncode:
+        where = git_("rev-parse", "--git-dir")
+        if where.returncode:
+            raise UsageError(f"{repo} is not a git repository; pass --repo PATH{git_reason(where)}")
         raise UsageError(f"unknown revision {shown(sha)}; no commit of {repo} has it")
     listed = git_("ls-tree", "--full-tree", "-r", "-t", "-z", "--name-only", sha)
-    if listed is None:
-        raise UsageError(f"commit {sha[:12]}: git can't list its tree")
-    _check_listing(sha, listed.decode(errors="surrogateescape"))
+    if listed.returncode:
+        raise UsageError(f"commit {sha[:12]}: git can't list its tree{git_reason(listed)}")
+    _check_listing(sha, listed.stdout.decode(errors="surrogateescape"))
     wanted = path.strip("/")
-    if wanted in {"", "."}:
-        return None
+    if any(c in path for c in _NOT_IN_PATHS) or any(p in _BAD_ENTRIES for p in wanted.split("/")):
+        return None  # not a name GitPython's tree lookup finds; "" and "." are the root, no file
     found = git_("cat-file", "--batch", input_bytes=f"{sha}:{wanted}\n".encode())
-    if found is None:
-        raise UsageError(f"git can't read {shown(path)} of commit {sha[:12]}")
-    header, _, rest = found.partition(b"\n")
+    if found.returncode:
+        raise UsageError(f"git can't read {shown(path)} of commit {sha[:12]}{git_reason(found)}")
+    header, _, rest = found.stdout.partition(b"\n")
     fields = header.split()
     if len(fields) != 3 or fields[1] != b"blob":
         return None  # missing, or a folder or a submodule: not a file of the tree

@@ -187,9 +187,9 @@ def resolve_version(settings: Settings, ledger: Ledger, image: str, rev: str) ->
 
 def descends(settings: Settings, old: str, new: str) -> bool:
     """True when `new` has `old` as an ancestor (git merge-base --is-ancestor)."""
-    result = run(
-        ["git", "-C", settings.repo, "merge-base", "--is-ancestor", old, new], timeout=60, check=False
-    )
+    from pipeline.source import git_read
+
+    result = git_read(settings.repo, "merge-base", "--is-ancestor", old, new)
     if result.returncode in {0, 1}:
         return result.returncode == 0
     log.info("git cannot compare %s and %s: %s", old[:12], new[:12], result.stderr.decode(errors="replace"))
@@ -274,6 +274,12 @@ def signoffs_of(ledger: Ledger, version: Version, required: int) -> Signoffs | N
     )
 
 
+def _proof(settings: Settings, ledger: Ledger, version: Version) -> Evidence:
+    """Production's evidence for `version`, with the accelerator its spec asks for (or why unknown)."""
+    asked, unread = asked_by(settings, version)
+    return evidence_for(ledger, version, asked=asked, unread=unread)
+
+
 def _ready(ledger: Ledger, publisher: Publisher, version: Version) -> None:
     not_pruned(version)
     publisher.require()
@@ -310,11 +316,7 @@ def promote(
     envs.require_known(ledger, env.image)
     version = resolve_version(settings, ledger, env.image, rev)
     publisher = publisher or publisher_for(settings)
-    proof = (
-        evidence_for(ledger, version, asked=asked_by(settings, version))
-        if env.stage == "production"
-        else None
-    )
+    proof = _proof(settings, ledger, version) if env.stage == "production" else None
     _ready(ledger, publisher, version)
     signed, unread = None, None
     if env.stage == "production":
@@ -415,7 +417,7 @@ def rollback(
         if target is not None and target.digest == digest:
             not_pruned(target)
         proof = (
-            evidence_for(ledger, target, asked=asked_by(settings, target))
+            _proof(settings, ledger, target)
             if target is not None and target.digest == digest
             else evidence(ledger, image, digest, sha=sha, test_key=None)
         )

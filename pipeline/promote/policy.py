@@ -46,6 +46,7 @@ class Evidence:
     run_id: str | None = None  # the run that decides
     ran_on: dict[str, Any] | None = None  # where it ran (None: before envctl recorded it)
     asked: str | None = None  # the accelerator the version's spec asks for (None: none or unknown)
+    unread: str | None = None  # why the version's spec can't be read (production refuses it)
 
     @property
     def cpu_for_accelerator(self) -> str | None:
@@ -97,23 +98,34 @@ def evidence(ledger: Ledger, image: str, digest: str, *, sha: str, test_key: str
     return Evidence(runs=len(runs), passed=runs[-1].passed, run_id=runs[-1].run_id, ran_on=runs[-1].ran_on)
 
 
-def evidence_for(ledger: Ledger, version: Version, *, asked: str | None = None) -> Evidence:
-    """The version's evidence; `asked`: the accelerator its spec asks for (`asked_by`)."""
+def evidence_for(
+    ledger: Ledger, version: Version, *, asked: str | None = None, unread: str | None = None
+) -> Evidence:
+    """The version's evidence; `asked`, `unread`: what `asked_by` says of its spec."""
     found = evidence(ledger, version.image, version.digest, sha=version.sha, test_key=version.test_key)
-    return replace(found, asked=asked)
+    return replace(found, asked=asked, unread=unread)
 
 
-def asked_by(settings: Settings, version: Version | None) -> str | None:
-    """The accelerator (`1 x NVIDIA_TESLA_T4`) of the spec at the version's commit; None: none or unknown."""
+def asked_by(settings: Settings, version: Version | None) -> tuple[str | None, str | None]:
+    """The accelerator (`1 x NVIDIA_TESLA_T4`) of the spec at the version's commit, and why it is unknown.
+
+    (None, None): the spec asks for none (or the commit has no spec); (None, reason): the
+    spec at that commit can't be read (a commit this clone lacks, a tree git refuses, a
+    spec that does not parse), which production refuses as `_rule_at` does: an unknown
+    accelerator must not let a CPU run pass for a GPU spec.
+    """
     if version is None:
-        return None
+        return None, None
     try:
         spec = spec_at(settings.repo, version.image, version.sha)
-    except UsageError as e:
+    except (UsageError, OSError, ValueError) as e:
         log.debug("no spec of %s at %s: %s", version.image, version.sha[:12], e)
-        return None
+        return None, (
+            f"the spec of {version.image} at {version.sha[:12]} can't be read ({e}), so its "
+            "accelerator is unknown; fix or fetch that commit or use --force (recorded)"
+        )
     wanted = None if spec is None else spec.cloud.accelerator
-    return None if wanted is None else str(wanted)
+    return (None if wanted is None else str(wanted)), None
 
 
 def spec_at(repo: Path, image: str, sha: str) -> Spec | None:
@@ -147,6 +159,8 @@ def refusals(
     stage asks for no sign-off.
     """
     reasons = [f"{name} is pinned" for name in pinned]
+    if evidence is not None and stage == "production" and evidence.unread:
+        reasons.append(evidence.unread)
     if evidence is not None:
         if evidence.runs == 0:
             reasons.append(f"{target} has no test evidence; run `envctl test` first")
