@@ -30,6 +30,7 @@ def repo(tmp_path: Path) -> Path:
     _git(root, "init", "-q", "-b", "main")
     (root / "environments" / "team.task.yaml").write_bytes(b"image: team.task\n\x00\xff binary\n")
     (root / "environments" / "deep" / "empty.yaml").write_bytes(b"")
+    (root / "top.txt").write_bytes(b"top\n")
     _git(root, "add", "-A")
     _git(root, "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "one")
     return root
@@ -46,12 +47,66 @@ def repo(tmp_path: Path) -> Path:
         "environments",
         "",
         "nothing/here",
+        "../top.txt",
+        "./top.txt",
+        "environments/./team.task.yaml",
+        "environments/../top.txt",
+        "environments//team.task.yaml",
+        "./team.task.yaml",
+        "environments/team.task.yaml\nHEAD:top.txt",
+        "top.txt\n",
+        "top.txt\r",
+        "top.txt\0",
+        "environments/team.task.yaml\0top.txt",
     ],
 )
 def test_read_at_equals_the_gitpython_tree(repo: Path, path: str) -> None:
     sha = _git(repo, "rev-parse", "HEAD")
     assert read_at(repo, sha, path) == _gitpython(repo, sha, path)
     assert read_at(repo / "environments", sha, path) == _gitpython(repo / "environments", sha, path)
+
+
+def test_read_at_reads_no_path_git_would_take_relative_to_the_folder_or_as_two_queries(repo: Path) -> None:
+    sha = _git(repo, "rev-parse", "HEAD")
+    assert read_at(repo, sha, "top.txt") == b"top\n"
+    assert read_at(repo / "environments", sha, "../top.txt") is None
+    assert read_at(repo, sha, "./top.txt") is None
+    assert read_at(repo / "environments", sha, "./team.task.yaml") is None
+    assert read_at(repo, sha, "environments/x.yaml\nHEAD:top.txt") is None
+    assert read_at(repo, sha, "environments/team.task.yaml\nHEAD:top.txt") is None
+
+
+def test_read_at_reads_the_commit_not_its_replacement(repo: Path) -> None:
+    sha = _git(repo, "rev-parse", "HEAD")
+    (repo / "environments" / "team.task.yaml").write_bytes(b"image: replaced\n")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qam", "other")
+    other = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "replace", sha, other)
+    assert _git(repo, "show", f"{sha}:environments/team.task.yaml") == "image: replaced"  # git follows it
+    assert read_at(repo, sha, "environments/team.task.yaml") == b"image: team.task\n\x00\xff binary\n"
+    # the ancestry a staging move checks ignores the replacement too (`sha` replaced by its child)
+    from pipeline.promote.moves import descends
+    from pipeline.settings import Settings
+
+    assert not descends(Settings(repo=repo), other, sha)
+    assert descends(Settings(repo=repo), sha, other)
+
+
+def test_read_at_takes_an_uppercase_sha_and_refuses_anything_else(repo: Path) -> None:
+    sha = _git(repo, "rev-parse", "HEAD")
+    assert read_at(repo, sha.upper(), "top.txt") == b"top\n"
+    for bad in (f"{sha}\n", sha[:39] + "g", "a" * 64, sha + " "):
+        with pytest.raises(UsageError, match="invalid commit SHA .*SHA-256 repositories are not supported"):
+            read_at(repo, bad, "top.txt")
+
+
+def test_read_at_says_why_git_refused_the_repository(repo: Path) -> None:
+    sha = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "config", "core.repositoryformatversion", "99")
+    with pytest.raises(UsageError) as caught:
+        read_at(repo, sha, "top.txt")
+    assert str(caught.value).startswith(f"{repo} is not a git repository; pass --repo PATH (git: ")
+    assert "99" in str(caught.value)
 
 
 def test_read_at_refuses_what_resolve_refuses(repo: Path, tmp_path: Path) -> None:
