@@ -89,6 +89,10 @@ def test_an_old_commit_does_not_escape_the_newer_rule_of_production(
     _production(ledger, new)
     signed, unread = moves._signoff_rule(settings, ledger, old, None)
     assert unread is None and signed is not None and signed.required == 2
+    # the rule is the commit's, not an uncommitted edit of the work tree
+    (repo / "environments" / f"{IMAGE}.yaml").write_text(spec_yaml(IMAGE, SIGNOFFS.format(n=5)))
+    assert moves._rule_at(settings, IMAGE, old.sha) == 0
+    assert moves._rule_at(settings, IMAGE, new.sha) == 2
     # the version's own rule counts too when production's is lower
     _production(ledger, old)
     signed, _ = moves._signoff_rule(settings, ledger, new, None)
@@ -110,6 +114,38 @@ def test_an_unreadable_rule_is_a_refusal_not_zero(
     assert moves.required_signoffs(settings, here) == 1
     monkeypatch.setattr(proc, "which", lambda program: None)
     assert moves.required_signoffs(settings, here) is None
+
+
+@pytest.mark.parametrize("spec", ["image: [unclosed\n", "image: team.task\n"])
+def test_an_unreadable_spec_refuses_production_as_an_unknown_accelerator(
+    world: tuple[Settings, Ledger, Path], spec: str
+) -> None:
+    settings, ledger, repo = world
+    (repo / "environments").mkdir()
+    (repo / "environments" / f"{IMAGE}.yaml").write_text(spec)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "a spec that does not parse")
+    version = _version(ledger, _git(repo, "rev-parse", "HEAD"))
+    _tested(ledger, version)  # a passing run from before envctl kept where runs ran
+    proof = moves._proof(settings, ledger, version)
+    assert proof.passed and proof.asked is None and proof.unread is not None
+    assert proof.unread.startswith(f"the spec of {IMAGE} at {version.sha[:12]} can't be read (")
+    assert proof.unread.endswith(
+        "so its accelerator is unknown; fix or fetch that commit or use --force (recorded)"
+    )
+    reasons = refusals(stage="production", target="x", evidence=proof, descends=None, pinned=[])
+    assert reasons == [proof.unread]  # as `_rule_at` refuses the sign-off rule of the same commit
+    assert moves._rule_at(settings, IMAGE, version.sha) is None
+    # a commit this clone lacks: refused the same way
+    absent = moves._proof(settings, ledger, _version(ledger, "e" * 40))
+    assert absent.unread is not None and "unknown revision" in absent.unread
+    # a readable spec asking for no accelerator: no refusal
+    _commit(repo, 0)
+    readable = _version(ledger, _git(repo, "rev-parse", "HEAD"))
+    _tested(ledger, readable)
+    fine = moves._proof(settings, ledger, readable)
+    assert fine.unread is None
+    assert refusals(stage="production", target="x", evidence=fine, descends=None, pinned=[]) == []
 
 
 def test_rollback_to_a_version_production_never_ran_needs_its_signoffs(

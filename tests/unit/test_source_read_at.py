@@ -96,7 +96,7 @@ def test_read_at_takes_an_uppercase_sha_and_refuses_anything_else(repo: Path) ->
     sha = _git(repo, "rev-parse", "HEAD")
     assert read_at(repo, sha.upper(), "top.txt") == b"top\n"
     for bad in (f"{sha}\n", sha[:39] + "g", "a" * 64, sha + " "):
-        with pytest.raises(UsageError, match="invalid commit SHA .*SHA-256 repositories are not supported"):
+        with pytest.raises(UsageError, match=r"invalid commit SHA .*SHA-256 repositories are not supported"):
             read_at(repo, bad, "top.txt")
 
 
