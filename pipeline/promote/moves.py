@@ -274,10 +274,14 @@ def signoffs_of(ledger: Ledger, version: Version, required: int) -> Signoffs | N
     )
 
 
-def _proof(settings: Settings, ledger: Ledger, version: Version) -> Evidence:
-    """Production's evidence for `version`, with the accelerator its spec asks for (or why unknown)."""
+def _proof(settings: Settings, ledger: Ledger, version: Version, *, refuse_unread: bool = True) -> Evidence:
+    """Production's evidence for `version`, with the accelerator its spec asks for (or why unknown).
+
+    `refuse_unread` False: a spec that can't be read is no refusal (a rollback to a version
+    production already ran, as its sign-offs are not asked either).
+    """
     asked, unread = asked_by(settings, version)
-    return evidence_for(ledger, version, asked=asked, unread=unread)
+    return evidence_for(ledger, version, asked=asked, unread=unread if refuse_unread else None)
 
 
 def _ready(ledger: Ledger, publisher: Publisher, version: Version) -> None:
@@ -389,10 +393,13 @@ def rollback(
     envs.require_known(ledger, image)
     chosen = find_version(ledger, image, to) if to else None
     signed, unread = None, None
+    new_to_production = False
     if chosen is not None:
         not_pruned(chosen)
         if not _ever_in_production(ledger, image, chosen.digest):
-            # a version production never ran is a promotion by another name: its sign-offs apply
+            # a version production never ran is a promotion by another name: its sign-offs apply,
+            # and so does the refusal of a spec that can't be read (unknown accelerator)
+            new_to_production = True
             signed, unread = _signoff_rule(settings, ledger, chosen, None)
     publisher = publisher or publisher_for(settings)
     publisher.require()
@@ -417,7 +424,7 @@ def rollback(
         if target is not None and target.digest == digest:
             not_pruned(target)
         proof = (
-            _proof(settings, ledger, target)
+            _proof(settings, ledger, target, refuse_unread=new_to_production)
             if target is not None and target.digest == digest
             else evidence(ledger, image, digest, sha=sha, test_key=None)
         )

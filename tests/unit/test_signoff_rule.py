@@ -6,6 +6,7 @@ Real git repositories, a SQLite ledger, and `envctl signoff` in child processes.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline import proc
-from pipeline.errors import Refused
+from pipeline.errors import Refused, Unavailable
 from pipeline.ledger import db, signoffs
 from pipeline.ledger.db import Ledger, Version, now
 from pipeline.ledger.pointers import history
@@ -146,6 +147,14 @@ def test_an_unreadable_spec_refuses_production_as_an_unknown_accelerator(
     fine = moves._proof(settings, ledger, readable)
     assert fine.unread is None
     assert refusals(stage="production", target="x", evidence=fine, descends=None, pinned=[]) == []
+    # a rollback to it is a promotion by another name: refused; back to it once production ran it: not
+    _production(ledger, readable)
+    with pytest.raises(Refused, match=re.escape(proof.unread)):
+        moves.rollback(settings, ledger, IMAGE, to=version.sha[:12])
+    _production(ledger, version)
+    _production(ledger, readable)
+    with pytest.raises(Unavailable, match="is not in the registry"):  # no refusal: the registry stops it
+        moves.rollback(settings, ledger, IMAGE, to=version.sha[:12])
 
 
 def test_rollback_to_a_version_production_never_ran_needs_its_signoffs(
