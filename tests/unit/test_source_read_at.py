@@ -84,11 +84,15 @@ def test_read_at_reads_the_commit_not_its_replacement(repo: Path) -> None:
     _git(repo, "replace", sha, other)
     assert _git(repo, "show", f"{sha}:environments/team.task.yaml") == "image: replaced"  # git follows it
     assert read_at(repo, sha, "environments/team.task.yaml") == b"image: team.task\n\x00\xff binary\n"
-    # the ancestry a staging move checks ignores the replacement too (`sha` replaced by its child)
+    # the ancestry a staging move checks ignores replacements too: an unrelated commit replaced
+    # by a descendant of `sha` still does not descend from it
     from pipeline.promote.moves import descends
     from pipeline.settings import Settings
 
-    assert not descends(Settings(repo=repo), other, sha)
+    orphan = _git(repo, "commit-tree", f"{sha}^{{tree}}", "-m", "unrelated")
+    _git(repo, "replace", orphan, other)
+    assert _git(repo, "merge-base", "--is-ancestor", sha, orphan) == ""  # git follows it (exit 0)
+    assert not descends(Settings(repo=repo), sha, orphan)
     assert descends(Settings(repo=repo), sha, other)
 
 
