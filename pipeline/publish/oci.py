@@ -357,7 +357,7 @@ class Registry:
 
     def manifest(self, repo: str, reference: str) -> Manifest | None:
         path = f"/{repo}/manifests/{reference}"
-        quick = self._quick_get(path, {"Accept": MANIFEST_TYPES})
+        quick = self._quick_request(path, {"Accept": MANIFEST_TYPES})
         if quick is not None:
             status, answered, body = quick
             content_type = answered.get("Content-Type", "")
@@ -370,14 +370,22 @@ class Registry:
             )
         if status == 404:
             return None
+        if 300 <= status < 400:
+            target = answered.get("Location", "") if quick is not None else ""
+            raise Unavailable(
+                f"registry {self.host} redirected GET {repo}:{reference} to {target or 'elsewhere'}; "
+                "envctl does not follow registry redirects"
+            )
         self._refuse(status, body, f"read {repo}:{reference}")
+        if status != 200:
+            raise Unavailable(f"registry {self.host} refused to read {repo}:{reference}: HTTP {status}")
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         return Manifest(body=body, media_type=content_type.split(";")[0], digest=digest)
 
-    def _quick_get(
+    def _quick_request(
         self, path: str, headers: dict[str, str], *, method: str = "GET", data: bytes | None = None
     ) -> tuple[int, Message, bytes] | None:
-        """A GET (or a PUT of `data`: a manifest) of a loopback registry over this thread's
+        """A GET or PUT (of `data`: a manifest) of a loopback registry over this thread's
         keep-alive `http.client` connection: status, headers, body.
 
         Status reads a tag per environment; through requests each costs several times the
@@ -389,20 +397,22 @@ class Registry:
         if not self.local or (self._session is not None and self._session.auth is not None):
             return None
         scope = _repository_of(path)
-        status, answered, body = self._plain_get(path, headers, scope, method, data)
+        status, answered, body = self._plain_request(path, headers, scope, method, data)
         if status == 401 and self._answer(answered.get("WWW-Authenticate", ""), scope):
             if self._session is not None and self._session.auth is not None:
                 return None  # a Basic challenge: the session sends the credentials
-            status, answered, body = self._plain_get(path, headers, scope, method, data)
+            status, answered, body = self._plain_request(path, headers, scope, method, data)
         if status == 401:
             raise self._unauthorised()
         return status, answered, body
 
-    def _plain_get(
+    def _plain_request(
         self, path: str, headers: dict[str, str], scope: str, method: str, data: bytes | None
     ) -> tuple[int, Message, bytes]:
-        """One GET or PUT over this thread's connection, retried as `_send` retries (both are
-        idempotent): status, headers, body."""
+        """One GET or PUT over this thread's connection: status, headers, body.
+
+        Retried at once when a reused keep-alive connection was closed by the registry, or
+        (as `_send`) when the connection is refused or a 5xx answers; never after a timeout."""
         import http.client
 
         token = self._tokens.get(scope) or self.static_token
@@ -414,16 +424,39 @@ class Registry:
                 connection = self._plain.connection = http.client.HTTPConnection(
                     url.netloc, timeout=self.timeout
                 )
+            reused = connection.sock is not None
             try:
                 connection.request(method, url.path + path, body=data, headers=sent)
+            except ValueError:  # also UnicodeEncodeError: never echo the header value
+                connection.close()
+                self._plain.connection = None
+                raise Unavailable(f"registry {self.host}: the token is not a valid header value") from None
+            except (OSError, http.client.HTTPException) as e:
+                connection.close()
+                self._plain.connection = None
+                if isinstance(e, TimeoutError):
+                    raise Unavailable(f"registry {self.host} timed out after {self.timeout:g} s") from e
+                if attempt < RETRIES and isinstance(
+                    e, (ConnectionRefusedError, BrokenPipeError, ConnectionResetError)
+                ):
+                    if not reused:
+                        time.sleep(0.1 * 3**attempt)
+                    continue
+                raise Unavailable(
+                    f"registry {self.host} does not answer ({type(e).__name__}); "
+                    "start it with `envctl stack up`"
+                ) from e
+            try:
                 response = connection.getresponse()
                 body = response.read()
             except (OSError, http.client.HTTPException) as e:
                 connection.close()
                 self._plain.connection = None
-                if attempt < RETRIES:
-                    time.sleep(0.1 * 3**attempt)
-                    continue
+                if isinstance(e, TimeoutError):
+                    raise Unavailable(f"registry {self.host} timed out after {self.timeout:g} s") from e
+                closed = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+                if reused and attempt < RETRIES and isinstance(e, closed):
+                    continue  # the registry closed an idle keep-alive connection: send once more
                 raise Unavailable(
                     f"registry {self.host} does not answer ({type(e).__name__}); "
                     "start it with `envctl stack up`"
@@ -442,11 +475,13 @@ class Registry:
 
     def put_manifest(self, repo: str, tag: str, manifest: Manifest) -> str:
         path, headers = f"/{repo}/manifests/{tag}", {"Content-Type": manifest.media_type}
-        quick = self._quick_get(path, headers, method="PUT", data=manifest.body)
+        quick = self._quick_request(path, headers, method="PUT", data=manifest.body)
         if quick is not None:
             status, answered, body = quick
             self._refuse(status, body, f"tag {repo}:{tag}")
-            digest = answered.get("Docker-Content-Digest", manifest.digest)
+            if status != 201:
+                raise Unavailable(f"registry {self.host} refused to tag {repo}:{tag}: HTTP {status}")
+            digest = answered.get("Docker-Content-Digest") or self.digest_of(repo, tag) or "none"
         else:
             response = self._request("PUT", path, data=manifest.body, headers=headers)
             self._check(response, f"tag {repo}:{tag}")
