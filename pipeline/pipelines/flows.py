@@ -377,7 +377,7 @@ def production_image(
         EnvId(image, "production"),
         version.sha,
         reason=f"pipeline {run_id} ({tree.sha[:12]})",
-        signoffs_required=spec.promotion.production.signoffs,
+        spec=spec,
     )
     return ImageVerdict(
         image=image,

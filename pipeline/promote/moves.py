@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.backends import Publisher, publisher_for
 from pipeline.errors import Refused, Unavailable, UsageError
@@ -35,6 +35,9 @@ from pipeline.promote.policy import (
 )
 from pipeline.publish.tags import publish, repair
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.spec.model import Spec
 
 log = logging.getLogger(__name__)
 
@@ -274,13 +277,25 @@ def signoffs_of(ledger: Ledger, version: Version, required: int) -> Signoffs | N
     )
 
 
-def _proof(settings: Settings, ledger: Ledger, version: Version, *, refuse_unread: bool = True) -> Evidence:
+def _proof(
+    settings: Settings,
+    ledger: Ledger,
+    version: Version,
+    *,
+    refuse_unread: bool = True,
+    spec: Spec | None = None,
+) -> Evidence:
     """Production's evidence for `version`, with the accelerator its spec asks for (or why unknown).
 
     `refuse_unread` False: a spec that can't be read is no refusal (a rollback to a version
-    production already ran, as its sign-offs are not asked either).
+    production already ran, as its sign-offs are not asked either). `spec`: the spec the
+    caller promotes for (the pipeline's tree); None reads it at the version's commit.
     """
-    asked, unread = asked_by(settings, version)
+    if spec is not None:
+        wanted = spec.cloud.accelerator
+        asked, unread = (None if wanted is None else str(wanted)), None
+    else:
+        asked, unread = asked_by(settings, version)
     return evidence_for(ledger, version, asked=asked, unread=unread if refuse_unread else None)
 
 
@@ -304,13 +319,13 @@ def promote(
     reason: str | None = None,
     publisher: Publisher | None = None,
     on_read: Callable[[], None] | None = None,
-    signoffs_required: int | None = None,
+    spec: Spec | None = None,
 ) -> Outcome:
     """Point `env` at the version of REV; production keeps the old production as fallback.
 
     `on_read` runs between reading the pointers and the swap (see `compare_and_swap`).
-    `signoffs_required`: production's sign-off rule; None reads it from the spec at the
-    version's commit (`required_signoffs`).
+    `spec`: the spec the caller promotes for (the pipeline's tree: its sign-off rule and
+    accelerator); None reads them from the spec at the version's commit.
     """
     if env.stage == "fallback":
         raise UsageError(
@@ -320,11 +335,12 @@ def promote(
     envs.require_known(ledger, env.image)
     version = resolve_version(settings, ledger, env.image, rev)
     publisher = publisher or publisher_for(settings)
-    proof = _proof(settings, ledger, version) if env.stage == "production" else None
+    proof = _proof(settings, ledger, version, spec=spec) if env.stage == "production" else None
     _ready(ledger, publisher, version)
     signed, unread = None, None
     if env.stage == "production":
-        signed, unread = _signoff_rule(settings, ledger, version, signoffs_required)
+        rule = None if spec is None else spec.promotion.production.signoffs
+        signed, unread = _signoff_rule(settings, ledger, version, rule)
     forced_over: list[str] = []
 
     def decide(seen: dict[Stage, Pointer]) -> list[Change]:
