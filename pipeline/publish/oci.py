@@ -223,10 +223,7 @@ class Registry:
                 if attempt + 1 < attempts:
                     time.sleep(0.1 * 3**attempt)
                     continue
-                raise Unavailable(
-                    f"registry {self.host} does not answer ({type(e).__name__}); "
-                    "start it with `envctl stack up`"
-                ) from e
+                raise self._no_answer(e) from e
             except requests.RequestException as e:
                 raise Unavailable(f"registry {self.host} failed ({type(e).__name__}: {e})") from e
             if response.status_code in RETRY_STATUS and attempt + 1 < attempts:
@@ -428,42 +425,28 @@ class Registry:
             try:
                 connection.request(method, url.path + path, body=data, headers=sent)
             except ValueError:  # also UnicodeEncodeError: never echo the header value
-                connection.close()
-                self._plain.connection = None
+                self._drop(connection)
                 raise Unavailable(f"registry {self.host}: the token is not a valid header value") from None
             except (OSError, http.client.HTTPException) as e:
-                connection.close()
-                self._plain.connection = None
-                if isinstance(e, TimeoutError):
-                    raise Unavailable(f"registry {self.host} timed out after {self.timeout:g} s") from e
+                self._drop(connection)
                 if attempt < RETRIES and isinstance(
                     e, (ConnectionRefusedError, BrokenPipeError, ConnectionResetError)
                 ):
                     if not reused:
                         time.sleep(0.1 * 3**attempt)
                     continue
-                raise Unavailable(
-                    f"registry {self.host} does not answer ({type(e).__name__}); "
-                    "start it with `envctl stack up`"
-                ) from e
+                raise self._no_answer(e) from e
             try:
                 response = connection.getresponse()
                 body = response.read()
             except (OSError, http.client.HTTPException) as e:
-                connection.close()
-                self._plain.connection = None
-                if isinstance(e, TimeoutError):
-                    raise Unavailable(f"registry {self.host} timed out after {self.timeout:g} s") from e
+                self._drop(connection)
                 closed = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
                 if reused and attempt < RETRIES and isinstance(e, closed):
                     continue  # the registry closed an idle keep-alive connection: send once more
-                raise Unavailable(
-                    f"registry {self.host} does not answer ({type(e).__name__}); "
-                    "start it with `envctl stack up`"
-                ) from e
+                raise self._no_answer(e) from e
             if response.will_close:
-                connection.close()
-                self._plain.connection = None
+                self._drop(connection)
             if response.status in RETRY_STATUS and attempt < RETRIES:
                 log.debug(
                     "registry %s answered %d to %s %s; retrying", self.host, response.status, method, path
@@ -472,6 +455,19 @@ class Registry:
                 continue
             return response.status, response.msg, body
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drop(self, connection: Any) -> None:
+        """Close this thread's keep-alive connection; the next request opens a new one."""
+        connection.close()
+        self._plain.connection = None
+
+    def _no_answer(self, e: Exception) -> Unavailable:
+        """The error of a request that got no answer (both paths); a timeout is never retried."""
+        if isinstance(e, TimeoutError):
+            return Unavailable(f"registry {self.host} timed out after {self.timeout:g} s")
+        return Unavailable(
+            f"registry {self.host} does not answer ({type(e).__name__}); start it with `envctl stack up`"
+        )
 
     def put_manifest(self, repo: str, tag: str, manifest: Manifest) -> str:
         path, headers = f"/{repo}/manifests/{tag}", {"Content-Type": manifest.media_type}
