@@ -202,27 +202,7 @@ def test_the_warm_up_fills_a_bytecode_cache_that_the_kernel_forgets_before_the_f
         without = probe(pycache=False)
         assert without[:3] == with_cache[:3] and not without[3].startswith("/envctl/pycache/")
     finally:
-        sweep(client, tracker.run_id)
-        client.close()
-        subprocess.run(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "-v",
-                f"{tmp_path}:/t",
-                "--entrypoint",
-                "sh",
-                BASE_IMAGE,
-                "-c",
-                "chmod -R a+rwX /t",
-            ],
-            capture_output=True,
-            check=False,
-            timeout=60,
-        )
+        _release(client, tracker.run_id, tmp_path)
 
 
 # An IPython start-up file that makes the driver's FORGET fail in the kernel (as a kernel
@@ -309,24 +289,29 @@ def test_a_kernel_that_does_not_forget_the_cache_or_is_no_python_kernel_runs_wit
         assert other_language[:2] == [None, None] and not other_language[3].startswith("/envctl/pycache/")
         assert {p.relative_to(cache).as_posix() for p in cache.rglob("*.pyc")} == compiled
     finally:
-        sweep(client, tracker.run_id)
-        client.close()
-        subprocess.run(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "-v",
-                f"{tmp_path}:/t",
-                "--entrypoint",
-                "sh",
-                BASE_IMAGE,
-                "-c",
-                "chmod -R a+rwX /t",
-            ],
-            capture_output=True,
-            check=False,
-            timeout=60,
-        )
+        _release(client, tracker.run_id, tmp_path)
+
+
+def _release(client: Any, run_id: str, tmp_path: Path) -> None:
+    """Remove the run's containers, and let pytest remove what the containers wrote."""
+    sweep(client, run_id)
+    client.close()
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            f"{tmp_path}:/t",
+            "--entrypoint",
+            "sh",
+            BASE_IMAGE,
+            "-c",
+            "chmod -R a+rwX /t",
+        ],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
