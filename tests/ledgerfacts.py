@@ -9,6 +9,25 @@ from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
 from pipeline.ledger.pointers import Change, Stage, Who, compare_and_swap
 
 
+def numbered_version(image: str, n: int) -> Version:
+    """Version number `n` of `image`: SHA, digest, build key and size all made of `n`."""
+    digest = f"sha256:{n:064d}"
+    return Version(
+        image=image,
+        sha=f"{n:040d}",
+        tree="0" * 40,
+        inputs_key="k",
+        build_key=f"b{n}",
+        digest=digest,
+        image_ref=f"localhost:5000/{image}@{digest}",
+        size=n,
+        reused_from=None,
+        labels={},
+        sbom={},
+        created_at=now(),
+    )
+
+
 def move(ledger: Ledger, image: str, stage: Stage, sha: str, digest: str, *, actor: str = "tester") -> None:
     """Point `stage` of `image` at (`sha`, `digest`), recorded as a promotion by `actor`."""
     who = Who(actor=actor)

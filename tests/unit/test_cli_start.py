@@ -85,11 +85,13 @@ def test_status_of_a_signed_ledger_reads_it_and_the_tags_without_sqlalchemy_or_r
     """`status` at scale: SQLite ledger and loopback registry tags through the standard library."""
     import hashlib
     import threading
+    from dataclasses import replace
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from pipeline.ledger import signoffs
-    from pipeline.ledger.db import Ledger, Version, now
+    from pipeline.ledger.db import Ledger
     from pipeline.ledger.pointers import Who, move, read
+    from tests.ledgerfacts import numbered_version
 
     body = b'{"schemaVersion": 2, "layers": []}'
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
@@ -115,20 +117,7 @@ def test_status_of_a_signed_ledger_reads_it_and_the_tags_without_sqlalchemy_or_r
     ledger = Ledger.open(f"sqlite:///{tmp_path / '.envctl' / 'ledger.db'}")
     for n, image in enumerate(["a.one", "b.two"], 1):
         version = ledger.record_version(
-            Version(
-                image=image,
-                sha=f"{n:040d}",
-                tree="0" * 40,
-                inputs_key="k",
-                build_key=f"b{n}",
-                digest=digest,
-                image_ref=f"127.0.0.1:1/{image}@{digest}",
-                size=n,
-                reused_from=None,
-                labels={},
-                sbom={},
-                created_at=now(),
-            )
+            replace(numbered_version(image, n), digest=digest, image_ref=f"127.0.0.1:1/{image}@{digest}")
         )
         with ledger.transaction() as conn:
             move(conn, read(conn, image, "staging"), version.sha, digest, "promote", Who(actor="t"))

@@ -8,32 +8,15 @@ from pathlib import Path
 import pytest
 
 from pipeline.ledger import db, model, pointers, quick
-from pipeline.ledger.db import Ledger, Version, now
+from pipeline.ledger.db import Ledger
 from pipeline.ledger.pointers import Who, move, read, set_pin
 from pipeline.pipelines import records
 from tests.helpers import envctl
+from tests.ledgerfacts import numbered_version
 
 
 def test_the_quick_schema_version_is_the_ledgers() -> None:
     assert model.SCHEMA_VERSION == db.SCHEMA_VERSION == len(db.MIGRATIONS)
-
-
-def _version(image: str, n: int) -> Version:
-    digest = f"sha256:{n:064d}"
-    return Version(
-        image=image,
-        sha=f"{n:040d}",
-        tree="0" * 40,
-        inputs_key="k",
-        build_key=f"b{n}",
-        digest=digest,
-        image_ref=f"localhost:5000/{image}@{digest}",
-        size=n,
-        reused_from=None,
-        labels={},
-        sbom={},
-        created_at=now(),
-    )
 
 
 @pytest.fixture
@@ -42,10 +25,10 @@ def ledger(tmp_path: Path) -> Ledger:
     for n, (image, stage) in enumerate(
         [("b.two", "production"), ("a.one", "staging"), ("a.one", "production"), ("b.two", "staging")], 1
     ):
-        version = ledger.record_version(_version(image, n))
+        version = ledger.record_version(numbered_version(image, n))
         with ledger.transaction() as conn:
             move(conn, read(conn, image, stage), version.sha, version.digest, "promote", Who(actor="t"))
-    ledger.record_version(_version("c.only-built", 9))
+    ledger.record_version(numbered_version("c.only-built", 9))
     with ledger.transaction() as conn:
         set_pin(conn, read(conn, "a.one", "fallback"), True, Who(actor="ops", reason="incident 7"))
     records.start(ledger, run_id="run-1", branch="staging", sha="1" * 40, log=Path("l"), trigger="t")
@@ -98,7 +81,7 @@ def test_status_of_a_ledger_newer_than_envctl_says_upgrade(tmp_path: Path) -> No
 def test_status_of_an_unknown_image_names_the_known_ones(tmp_path: Path) -> None:
     (tmp_path / "environments").mkdir()
     ledger = Ledger.open(f"sqlite:///{tmp_path / '.envctl' / 'ledger.db'}")
-    ledger.record_version(_version("a.one", 1))
+    ledger.record_version(numbered_version("a.one", 1))
     result = envctl("status", "b.two", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == "envctl: error: unknown image 'b.two'; images in the ledger: a.one"
