@@ -31,10 +31,11 @@ from pipeline.promote.policy import (
     evidence,
     evidence_for,
     refusals,
-    spec_at,
+    rules_at,
 )
 from pipeline.publish.tags import publish, repair
 from pipeline.settings import Settings
+from pipeline.spec.rules import Rules
 
 if TYPE_CHECKING:
     from pipeline.spec.model import Spec
@@ -227,10 +228,8 @@ def required_signoffs(settings: Settings, version: Version) -> int | None:
 
 def _rule_at(settings: Settings, image: str, sha: str) -> int | None:
     try:
-        spec = spec_at(settings.repo, image, sha)
-        if spec is None:
-            return 0  # no spec at that commit: no rule of it
-        return spec.promotion.production.signoffs
+        rules = rules_at(settings, image, sha)
+        return 0 if rules is None else rules.signoffs  # no spec at that commit: no rule of it
     except (UsageError, OSError, ValueError) as e:
         log.debug("no spec of %s at %s: %s", image, sha[:12], type(e).__name__)
         return None
@@ -292,8 +291,7 @@ def _proof(
     caller promotes for (the pipeline's tree); None reads it at the version's commit.
     """
     if spec is not None:
-        wanted = spec.cloud.accelerator
-        asked, unread = (None if wanted is None else str(wanted)), None
+        asked, unread = Rules.of(spec).accelerator, None
     else:
         asked, unread = asked_by(settings, version)
     return evidence_for(ledger, version, asked=asked, unread=unread if refuse_unread else None)
@@ -339,7 +337,7 @@ def promote(
     _ready(ledger, publisher, version)
     signed, unread = None, None
     if env.stage == "production":
-        rule = None if spec is None else spec.promotion.production.signoffs
+        rule = None if spec is None else Rules.of(spec).signoffs
         signed, unread = _signoff_rule(settings, ledger, version, rule)
     forced_over: list[str] = []
 

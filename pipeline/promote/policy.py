@@ -29,10 +29,8 @@ from pipeline.ledger.db import Ledger, TestRun, Version, test_runs_for
 from pipeline.ledger.pointers import Stage
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from pipeline.settings import Settings
-    from pipeline.spec.model import Spec
+    from pipeline.spec.rules import Rules
 
 log = logging.getLogger(__name__)
 
@@ -117,30 +115,32 @@ def asked_by(settings: Settings, version: Version | None) -> tuple[str | None, s
     if version is None:
         return None, None
     try:
-        spec = spec_at(settings.repo, version.image, version.sha)
+        rules = rules_at(settings, version.image, version.sha)
     except (UsageError, OSError, ValueError) as e:
         log.debug("no spec of %s at %s: %s", version.image, version.sha[:12], e)
         return None, (
             f"the spec of {version.image} at {version.sha[:12]} can't be read ({e}), so its "
             "accelerator is unknown; fix or fetch that commit or use --force (recorded)"
         )
-    wanted = None if spec is None else spec.cloud.accelerator
-    return (None if wanted is None else str(wanted)), None
+    return (None if rules is None else rules.accelerator), None
 
 
-def spec_at(repo: Path, image: str, sha: str) -> Spec | None:
-    """The spec of `image` at the commit `sha` (full) of the repository at `repo`; None: it has none.
+def rules_at(settings: Settings, image: str, sha: str) -> Rules | None:
+    """The rules of the spec of `image` at the commit `sha` (full); None: that commit has no spec.
 
     Read with the git program (`source.read_at`), as the rules of a move need one file
-    of one commit. `UsageError` (a `SpecError` for a spec that does not parse) when the
-    commit can't be read.
+    of one commit, and validated whole (`spec.rules.read`: kept in the state folder by
+    the spec's bytes, so the spec model loads once per spec). `UsageError` (a
+    `SpecError` for a spec that does not validate) when the commit can't be read.
     """
     from pipeline.source import read_at
-    from pipeline.spec import model as spec_module
+    from pipeline.spec import rules
+    from pipeline.spec.names import spec_path
 
-    path = spec_module.spec_path(image)
-    text = read_at(repo, sha, path)
-    return None if text is None else spec_module.parse(text, path)
+    path = spec_path(image)
+    text = read_at(settings.repo, sha, path)
+    cache = settings.state_dir if settings.state_dir.is_absolute() else None  # never beside the cwd
+    return None if text is None else rules.read(text, path, cache)
 
 
 def refusals(

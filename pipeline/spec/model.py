@@ -25,6 +25,7 @@ from pipeline.spec.names import IMAGE_RE as IMAGE_RE
 from pipeline.spec.names import SPEC_DIR as SPEC_DIR
 from pipeline.spec.names import STAGES as STAGES
 from pipeline.spec.names import check_image_name as check_image_name
+from pipeline.spec.names import spec_path as spec_path
 
 MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?[bkmg]?$", re.IGNORECASE)
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -350,10 +351,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}: {self.field}: {self.message}" if self.field else f"{self.file}: {self.message}"
-
-
-def spec_path(image: str) -> str:
-    return f"{SPEC_DIR}/{image}.yaml"
 
 
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:

@@ -9,6 +9,11 @@ IMAGE_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 STAGES = ("staging", "production", "fallback")
 
 
+def spec_path(image: str) -> str:
+    """The spec file of an image, relative to the repository root."""
+    return f"{SPEC_DIR}/{image}.yaml"
+
+
 def check_image_name(name: str) -> str:
     """Return the name when it is a valid `TEAM.TASK` image name, else raise ValueError."""
     if len(name) > 128:

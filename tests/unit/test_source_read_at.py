@@ -146,7 +146,7 @@ def test_the_rules_of_a_move_read_the_spec_without_gitpython(repo: Path) -> None
         "from pipeline.settings import Settings\n"
         f"settings = Settings(repo=Path({str(repo)!r}))\n"
         f"assert moves._rule_at(settings, 'team.other', {sha!r}) == 0\n"
-        f"assert policy.spec_at(settings.repo, 'team.other', {sha!r}) is None\n"
+        f"assert policy.rules_at(settings, 'team.other', {sha!r}) is None\n"
         "assert moves._rule_at(settings, 'team.other', 'f' * 40) is None\n"
         "print(sorted(m for m in sys.modules if m == 'git' or m.startswith('git.')))\n"
     )
