@@ -57,7 +57,11 @@ def test_the_rules_are_the_models_and_a_second_read_comes_from_the_cache(tmp_pat
 
 
 def test_a_spec_that_does_not_validate_is_refused_every_time_and_never_kept(tmp_path: Path) -> None:
-    for text in (b"image: team.task\n", b"image: [unclosed\n", spec_yaml(IMAGE, "cloud: {nope: 1}\n").encode()):
+    for text in (
+        b"image: team.task\n",
+        b"image: [unclosed\n",
+        spec_yaml(IMAGE, "cloud: {nope: 1}\n").encode(),
+    ):
         for _ in range(2):
             with pytest.raises(SpecError):
                 rules.read(text, PATH, tmp_path)
