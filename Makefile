@@ -17,6 +17,9 @@ $(BIN)/.installed: pyproject.toml
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,postgres,gcp]'
+	@# An editable install compiles no bytecode (a wheel's does); without it, and with
+	@# PYTHONDONTWRITEBYTECODE set, every envctl run compiles its modules again.
+	$(BIN)/python -m compileall -q pipeline >/dev/null
 	@# The report's browser test drives Debian's chromium through chromedriver.
 	if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -q \
