@@ -19,6 +19,7 @@ from pipeline.settings import Settings
 from pipeline.spec import model, rules
 from pipeline.spec.rules import Rules
 from tests.helpers import spec_yaml
+from tests.minirepo import git
 
 IMAGE = "team.task"
 PATH = f"environments/{IMAGE}.yaml"
@@ -113,23 +114,14 @@ def test_a_cache_that_can_not_be_written_costs_only_time(tmp_path: Path) -> None
     assert not list(tmp_path.glob(".tmp-*")) and (tmp_path / rules.CACHE).is_file()
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@x", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
 def test_the_rules_of_a_commit_come_from_the_cache_in_the_state_folder(tmp_path: Path) -> None:
     repo, state = tmp_path / "repo", tmp_path / "state"
     (repo / "environments").mkdir(parents=True)
     (repo / PATH).write_text(spec_yaml(IMAGE, GPU))
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "gpu")
-    sha = _git(repo, "rev-parse", "HEAD")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "gpu")
+    sha = git(repo, "rev-parse", "HEAD")
     settings = Settings(repo=repo, state_dir=state)
     assert policy.rules_at(settings, IMAGE, sha) == Rules(signoffs=3, accelerator="2 x NVIDIA_TESLA_T4")
     assert len(_entries(state)) == 1
