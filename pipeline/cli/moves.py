@@ -14,7 +14,8 @@ from pipeline.ledger.model import check_image_name, parse_env_id
 if TYPE_CHECKING:
     from pipeline.promote.moves import Outcome
 
-# SQLAlchemy, GitPython and requests load inside the commands (completion imports this module).
+# SQLAlchemy, GitPython and requests load inside the commands (completion imports this module);
+# promote and rollback of a SQLite ledger load none of them (`pipeline.ledger.lite`).
 
 _force = click.option("--force", is_flag=True, help="Override the rules; recorded on the event.")
 _reason = click.option("--reason", help="Why; recorded on the event.")
@@ -54,12 +55,12 @@ def promote(
     the old production as IMAGE.fallback, in the same transaction.
     Exits 1 when a rule refuses (--force overrides), 3 when the registry is down.
     """
-    from pipeline.ledger.db import Ledger
+    from pipeline.ledger.lite import for_moves
     from pipeline.promote import moves as promotion
 
     env = parse_env_id(env_id)
     settings = settings_of(ctx)
-    ledger = Ledger.for_settings(settings)
+    ledger = for_moves(settings)
     _report(promotion.promote(settings, ledger, env, rev, force=force, reason=reason), as_json)
 
 
@@ -80,11 +81,11 @@ def rollback(
     The target needs passing test evidence (--force overrides). A rollback is a
     new event; history is never rewritten.
     """
-    from pipeline.ledger.db import Ledger
+    from pipeline.ledger.lite import for_moves
     from pipeline.promote import moves as promotion
 
     settings = settings_of(ctx)
-    ledger = Ledger.for_settings(settings)
+    ledger = for_moves(settings)
     _report(promotion.rollback(settings, ledger, image, to=to, force=force, reason=reason), as_json)
 
 

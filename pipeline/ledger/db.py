@@ -14,7 +14,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,10 +30,17 @@ from sqlalchemy.exc import (
 )
 
 from pipeline.errors import ConfigError, Refused, Unavailable
+from pipeline.ledger.model import REFRESH_LABEL as REFRESH_LABEL
+from pipeline.ledger.model import STAGES, Event, Pointer, Stage, by_image_and_stage
+from pipeline.ledger.model import TestRun as TestRun
+from pipeline.ledger.model import Version as Version
 from pipeline.ledger.model import _aware as _aware
 from pipeline.ledger.model import now as now
+from pipeline.ledger.model import reused_labels as reused_labels
+from pipeline.ledger.quick import SQLITE_BUSY_MS
 
 if TYPE_CHECKING:
+    from pipeline.ledger.pointers import Change
     from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -187,61 +193,6 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x656E76637472_6C  # a fixed advisory lock key for schema migrations
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for a denied grant or row-level policy
-
-
-# The label of a version built by a base refresh: the commit it rebuilds on the moved base.
-REFRESH_LABEL = "org.envctl.refresh-of"
-
-
-def reused_labels(labels: dict[str, str]) -> dict[str, str]:
-    """The labels a later version reusing these bytes records: all but the refresh mark.
-
-    The refresh label names the commit one refresh build rebuilt; a later commit that
-    reuses the same bytes is a version of its own commit, not of that one.
-    """
-    return {k: v for k, v in labels.items() if k != REFRESH_LABEL}
-
-
-@dataclass(frozen=True, kw_only=True)
-class Version:
-    image: str
-    sha: str
-    tree: str
-    inputs_key: str
-    build_key: str
-    digest: str
-    image_ref: str
-    size: int | None
-    reused_from: str | None
-    labels: dict[str, str]
-    sbom: dict[str, Any]
-    created_at: datetime
-    test_key: str | None = None  # hash of the test inputs; None on versions older than it
-    pruned_at: datetime | None = None  # `envctl prune` deleted it from the registry
-
-    @property
-    def origin(self) -> str:
-        """The commit this version is of: its own, or the one a base refresh rebuilt."""
-        return self.labels.get(REFRESH_LABEL) or self.sha
-
-    @classmethod
-    def from_row(cls, row: Any) -> Version:
-        return cls(
-            image=row.image,
-            sha=row.sha,
-            tree=row.tree,
-            inputs_key=row.inputs_key,
-            build_key=row.build_key,
-            digest=row.digest,
-            image_ref=row.image_ref,
-            size=row.size,
-            reused_from=row.reused_from,
-            labels=json.loads(row.labels or "{}"),
-            sbom=json.loads(row.sbom or "{}"),
-            created_at=_aware(row.created_at),
-            test_key=row.test_key,
-            pruned_at=_aware(row.pruned_at) if row.pruned_at else None,
-        )
 
 
 class Ledger:
@@ -420,6 +371,58 @@ class Ledger:
             )
         return version
 
+    # what the move commands read and write (`pointers.MoveLedger`) ---------------
+
+    def known_images(self) -> list[str]:
+        with self.engine.connect() as conn:
+            names: set[str] = set(conn.execute(sa.select(versions.c.image).distinct()).scalars())
+            names |= set(conn.execute(sa.select(environments.c.image).distinct()).scalars())
+        return sorted(names)
+
+    def test_runs(self, image: str, digest: str) -> list[TestRun]:
+        """Every test run of one digest, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(test_runs)
+                .where(test_runs.c.image == image, test_runs.c.digest == digest)
+                .order_by(test_runs.c.id)
+            ).all()
+        return [TestRun.from_row(r) for r in rows]
+
+    def snapshot(self, image: str) -> dict[Stage, Pointer]:
+        """Every environment of `image`, read without a lock (unset ones as empty pointers)."""
+        found = {p.stage: p for p in self.pointers(image)}
+        return {stage: found.get(stage) or Pointer.empty(image, stage) for stage in STAGES}
+
+    def pointers(self, image: str | None = None) -> list[Pointer]:
+        """Every environment that was ever set (or pinned), by image then stage order."""
+        query = sa.select(environments)
+        if image is not None:
+            query = query.where(environments.c.image == image)
+        with self.engine.connect() as conn:
+            found = [Pointer.from_row(r) for r in conn.execute(query).all()]
+        return by_image_and_stage(found)
+
+    def history(self, image: str, stage: Stage | None = None) -> list[Event]:
+        """Every event of an image (or one environment), oldest first."""
+        query = sa.select(events).where(events.c.image == image)
+        if stage is not None:
+            query = query.where(events.c.stage == stage)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(events.c.id)).all()
+        return [Event.from_row(r) for r in rows]
+
+    def signers(self, image: str, digest: str) -> list[str]:
+        from pipeline.ledger import signoffs
+
+        return signoffs.people(signoffs.for_digest(self, image, digest))
+
+    def apply(self, image: str, changes: list[Change]) -> list[Change]:
+        from pipeline.ledger.pointers import apply_on
+
+        with self.transaction() as conn:
+            return apply_on(conn, image, changes)
+
     def set_pruned(self, image: str, digest: str, at: datetime | None) -> int:
         """Mark every version of `image` with `digest` pruned at `at` (None: back in the registry)."""
         with self.transaction() as conn:
@@ -440,9 +443,6 @@ def _sqlite_pragmas(engine: Engine) -> None:
         _wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
-
-
-SQLITE_BUSY_MS = 30_000
 
 
 def _wal(cursor: Any) -> None:
@@ -473,40 +473,6 @@ def _redact(url: str) -> str:
         return url
 
 
-@dataclass(frozen=True, kw_only=True)
-class TestRun:
-    __test__ = False  # not a pytest class
-    """Evidence: one test run of one version, bound to its digest."""
-
-    run_id: str
-    image: str
-    sha: str
-    digest: str
-    passed: bool
-    summary: dict[str, Any]
-    artifacts: str
-    started_at: datetime
-    finished_at: datetime
-    test_key: str | None = None  # hash of the test inputs; None on runs older than it
-    ran_on: dict[str, Any] | None = None  # where it ran; None on runs older than it (local CPU)
-
-    @classmethod
-    def from_row(cls, row: Any) -> TestRun:
-        return cls(
-            run_id=row.run_id,
-            image=row.image,
-            sha=row.sha,
-            digest=row.digest,
-            passed=bool(row.passed),
-            summary=json.loads(row.summary or "{}"),
-            artifacts=row.artifacts,
-            started_at=_aware(row.started_at),
-            finished_at=_aware(row.finished_at),
-            test_key=row.test_key,
-            ran_on=json.loads(row.ran_on) if row.ran_on else None,
-        )
-
-
 def record_test_run(ledger: Ledger, run: TestRun) -> None:
     with ledger.transaction() as conn:
         conn.execute(
@@ -528,10 +494,4 @@ def record_test_run(ledger: Ledger, run: TestRun) -> None:
 
 def test_runs_for(ledger: Ledger, image: str, digest: str) -> list[TestRun]:
     """Every test run of one digest, oldest first."""
-    with ledger.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(test_runs)
-            .where(test_runs.c.image == image, test_runs.c.digest == digest)
-            .order_by(test_runs.c.id)
-        ).all()
-    return [TestRun.from_row(r) for r in rows]
+    return ledger.test_runs(image, digest)

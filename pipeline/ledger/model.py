@@ -1,12 +1,13 @@
 """The ledger's record types and names, importable without SQLAlchemy.
 
-Environment IDs, stages, pointers and events as the commands see them. The database
+Environment IDs, stages, pointers, events, versions and test runs as the commands see them. The database
 code (`pipeline.ledger.db`, `pipeline.ledger.pointers`) and the quick SQLite reads
 (`pipeline.ledger.quick`) both build these, so a read command answers the same either way.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -181,3 +182,92 @@ class Event:
             "reason": self.reason,
             "forced": self.forced,
         }
+
+
+# The label of a version built by a base refresh: the commit it rebuilds on the moved base.
+REFRESH_LABEL = "org.envctl.refresh-of"
+
+
+def reused_labels(labels: dict[str, str]) -> dict[str, str]:
+    """The labels a later version reusing these bytes records: all but the refresh mark.
+
+    The refresh label names the commit one refresh build rebuilt; a later commit that
+    reuses the same bytes is a version of its own commit, not of that one.
+    """
+    return {k: v for k, v in labels.items() if k != REFRESH_LABEL}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Version:
+    image: str
+    sha: str
+    tree: str
+    inputs_key: str
+    build_key: str
+    digest: str
+    image_ref: str
+    size: int | None
+    reused_from: str | None
+    labels: dict[str, str]
+    sbom: dict[str, Any]
+    created_at: datetime
+    test_key: str | None = None  # hash of the test inputs; None on versions older than it
+    pruned_at: datetime | None = None  # `envctl prune` deleted it from the registry
+
+    @property
+    def origin(self) -> str:
+        """The commit this version is of: its own, or the one a base refresh rebuilt."""
+        return self.labels.get(REFRESH_LABEL) or self.sha
+
+    @classmethod
+    def from_row(cls, row: Any) -> Version:
+        return cls(
+            image=row.image,
+            sha=row.sha,
+            tree=row.tree,
+            inputs_key=row.inputs_key,
+            build_key=row.build_key,
+            digest=row.digest,
+            image_ref=row.image_ref,
+            size=row.size,
+            reused_from=row.reused_from,
+            labels=json.loads(row.labels or "{}"),
+            sbom=json.loads(row.sbom or "{}"),
+            created_at=_aware(row.created_at),
+            test_key=row.test_key,
+            pruned_at=_aware(row.pruned_at) if row.pruned_at else None,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestRun:
+    __test__ = False  # not a pytest class
+    """Evidence: one test run of one version, bound to its digest."""
+
+    run_id: str
+    image: str
+    sha: str
+    digest: str
+    passed: bool
+    summary: dict[str, Any]
+    artifacts: str
+    started_at: datetime
+    finished_at: datetime
+    test_key: str | None = None  # hash of the test inputs; None on runs older than it
+    ran_on: dict[str, Any] | None = None  # where it ran; None on runs older than it (local CPU)
+
+    @classmethod
+    def from_row(cls, row: Any) -> TestRun:
+        return cls(
+            run_id=row.run_id,
+            image=row.image,
+            sha=row.sha,
+            digest=row.digest,
+            passed=bool(row.passed),
+            summary=json.loads(row.summary or "{}"),
+            artifacts=row.artifacts,
+            started_at=_aware(row.started_at),
+            finished_at=_aware(row.finished_at),
+            test_key=row.test_key,
+            ran_on=json.loads(row.ran_on) if row.ran_on else None,
+        )

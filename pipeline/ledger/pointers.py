@@ -6,6 +6,12 @@ written by `compare_and_swap`: one short transaction after `lock_image()` (SQLit
 BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock) that writes only if
 every pointer is still at the generation that was read. A lost race decides again on
 fresh pointers. Every move appends an event; events are never updated or deleted.
+
+The move commands work on a `MoveLedger`: the SQLAlchemy `Ledger` (any database), or
+`pipeline.ledger.lite.LiteLedger`, the same reads and the same transaction over a SQLite
+file with the standard library (`promote` and `rollback` start without SQLAlchemy's
+quarter of a second). This module imports SQLAlchemy only inside the functions that take
+a SQLAlchemy connection.
 """
 
 from __future__ import annotations
@@ -17,22 +23,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pipeline.errors import Refused, Unavailable
-from pipeline.ledger.db import Ledger, environments, events, now, versions
 from pipeline.ledger.model import STAGES as STAGES
 from pipeline.ledger.model import EnvId as EnvId
 from pipeline.ledger.model import Event as Event
 from pipeline.ledger.model import Pointer as Pointer
 from pipeline.ledger.model import Stage as Stage
-from pipeline.ledger.model import by_image_and_stage, unknown_image
+from pipeline.ledger.model import TestRun, Version, now, unknown_image
 from pipeline.ledger.model import check_image_name as check_image_name
 from pipeline.ledger.model import parse_env_id as parse_env_id
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 Action = Literal["promote", "rollback", "pin", "unpin", "sync"]
 ATTEMPTS = 8  # decisions per command when other writers keep moving the pointers
@@ -57,52 +61,43 @@ class Conflict(Refused):
 # reads -------------------------------------------------------------------------
 
 
-def current(ledger: Ledger, image: str, stage: Stage) -> Pointer | None:
+def current(ledger: MoveLedger, image: str, stage: Stage) -> Pointer | None:
     """Where `<image>.<stage>` points now, or None when it was never set."""
-    with ledger.engine.connect() as conn:
-        pointer = read(conn, image, stage)
+    pointer = ledger.snapshot(image)[stage]
     return pointer if pointer.digest else None
 
 
 def read(conn: Connection, image: str, stage: Stage) -> Pointer:
+    """One pointer, read on a SQLAlchemy connection (inside a transaction: under its lock)."""
+    import sqlalchemy as sa
+
+    from pipeline.ledger.db import environments
+
     row = conn.execute(
         sa.select(environments).where(environments.c.image == image, environments.c.stage == stage)
     ).first()
     return Pointer.from_row(row) if row else Pointer.empty(image, stage)
 
 
-def pointers(ledger: Ledger, image: str | None = None) -> list[Pointer]:
+def pointers(ledger: MoveLedger, image: str | None = None) -> list[Pointer]:
     """Every environment that was ever set (or pinned), by image then stage order."""
-    query = sa.select(environments)
-    if image is not None:
-        query = query.where(environments.c.image == image)
-    with ledger.engine.connect() as conn:
-        found = [Pointer.from_row(r) for r in conn.execute(query).all()]
-    return by_image_and_stage(found)
+    return ledger.pointers(image)
 
 
-def known_images(ledger: Ledger) -> list[str]:
-    with ledger.engine.connect() as conn:
-        names: set[str] = set(conn.execute(sa.select(versions.c.image).distinct()).scalars())
-        names |= set(conn.execute(sa.select(environments.c.image).distinct()).scalars())
-    return sorted(names)
+def known_images(ledger: MoveLedger) -> list[str]:
+    return ledger.known_images()
 
 
-def require_known(ledger: Ledger, image: str) -> None:
+def require_known(ledger: MoveLedger, image: str) -> None:
     """A `UsageError` naming the known images when the ledger never heard of `image`."""
     known = known_images(ledger)
     if image not in known:
         raise unknown_image(image, known)
 
 
-def history(ledger: Ledger, image: str, stage: Stage | None = None) -> list[Event]:
+def history(ledger: MoveLedger, image: str, stage: Stage | None = None) -> list[Event]:
     """Every event of an image (or one environment), oldest first."""
-    query = sa.select(events).where(events.c.image == image)
-    if stage is not None:
-        query = query.where(events.c.stage == stage)
-    with ledger.engine.connect() as conn:
-        rows = conn.execute(query.order_by(events.c.id)).all()
-    return [Event.from_row(r) for r in rows]
+    return ledger.history(image, stage)
 
 
 # writes (inside one transaction) -----------------------------------------------
@@ -110,6 +105,8 @@ def history(ledger: Ledger, image: str, stage: Stage | None = None) -> list[Even
 
 def lock_image(conn: Connection, image: str) -> None:
     """Serialise writers of one image until the transaction ends."""
+    import sqlalchemy as sa
+
     if conn.dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(f"envctl:{image}".encode()).digest()[:8], "big", signed=True)
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
@@ -122,26 +119,38 @@ def refuse_pruned(conn: Connection, image: str, digests: list[str]) -> None:
     Retention marks a digest pruned under the same lock before it deletes it, so a move
     either lands first (and retention then sees the pointer) or sees the mark here.
     """
+    import sqlalchemy as sa
+
+    from pipeline.ledger.db import versions
+
     row = conn.execute(
         sa.select(versions.c.sha, versions.c.digest, versions.c.pruned_at).where(
             versions.c.image == image, versions.c.digest.in_(digests), versions.c.pruned_at.is_not(None)
         )
     ).first()
     if row is not None:
-        raise Refused(
-            f"{image} {row.sha[:12]} ({row.digest[:19]}) was pruned from the registry meanwhile; "
-            f"rebuild it with `envctl build {image} --rev {row.sha}` and try again; nothing was changed"
-        )
+        raise pruned_meanwhile(image, row.sha, row.digest)
+
+
+def pruned_meanwhile(image: str, sha: str, digest: str) -> Refused:
+    return Refused(
+        f"{image} {sha[:12]} ({digest[:19]}) was pruned from the registry meanwhile; "
+        f"rebuild it with `envctl build {image} --rev {sha}` and try again; nothing was changed"
+    )
 
 
 def _swap(conn: Connection, expected: Pointer, values: dict[str, Any]) -> None:
     """Write the pointer only if its generation is still the one read; else `Conflict`."""
+    from sqlalchemy.exc import IntegrityError
+
+    from pipeline.ledger.db import environments
+
     values = {**values, "generation": expected.generation + 1, "updated_at": now()}
     if expected.generation == 0:
         try:
             conn.execute(environments.insert().values(image=expected.image, stage=expected.stage, **values))
         except IntegrityError as e:
-            raise Conflict(_conflict(expected)) from e
+            raise Conflict(conflict(expected)) from e
         return
     result = conn.execute(
         environments.update()
@@ -153,10 +162,10 @@ def _swap(conn: Connection, expected: Pointer, values: dict[str, Any]) -> None:
         .values(**values)
     )
     if result.rowcount != 1:
-        raise Conflict(_conflict(expected))
+        raise Conflict(conflict(expected))
 
 
-def _conflict(expected: Pointer) -> str:
+def conflict(expected: Pointer) -> str:
     return f"{expected.image}.{expected.stage} moved while this command ran; run it again"
 
 
@@ -176,14 +185,51 @@ class Change:
 Decide = Callable[[dict[Stage, Pointer]], list[Change]]
 
 
-def snapshot(ledger: Ledger, image: str) -> dict[Stage, Pointer]:
+class MoveLedger(Protocol):
+    """What the move commands read from a ledger and the one write they make."""
+
+    def known_images(self) -> list[str]: ...
+    def get_version(self, image: str, sha: str) -> Version | None: ...
+    def list_versions(self, image: str) -> list[Version]: ...
+    def test_runs(self, image: str, digest: str) -> list[TestRun]:
+        """Every test run of one digest, oldest first."""
+        ...
+
+    def snapshot(self, image: str) -> dict[Stage, Pointer]:
+        """Every environment of `image`, read without a lock (unset ones as empty pointers)."""
+        ...
+
+    def pointers(self, image: str | None = None) -> list[Pointer]: ...
+    def history(self, image: str, stage: Stage | None = None) -> list[Event]: ...
+    def signers(self, image: str, digest: str) -> list[str]:
+        """The distinct people who signed off `digest` of `image`, in the order they signed."""
+        ...
+
+    def apply(self, image: str, changes: list[Change]) -> list[Change]:
+        """One transaction: lock `image`, refuse a digest pruned meanwhile, then move each
+        pointer by compare-and-swap with its event (`Conflict` when one moved since it was
+        read). The changes with their event ids and times."""
+        ...
+
+
+def snapshot(ledger: MoveLedger, image: str) -> dict[Stage, Pointer]:
     """Every environment of `image`, read without a lock (unset ones as empty pointers)."""
-    with ledger.engine.connect() as conn:
-        return {stage: read(conn, image, stage) for stage in STAGES}
+    return ledger.snapshot(image)
+
+
+def apply_on(conn: Connection, image: str, changes: list[Change]) -> list[Change]:
+    """`MoveLedger.apply` inside a SQLAlchemy transaction."""
+    lock_image(conn, image)
+    refuse_pruned(conn, image, [c.digest for c in changes])
+    done = []
+    for c in changes:
+        event_id, at = move(conn, c.expected, c.sha, c.digest, c.action, c.who)
+        done.append(replace(c, event_id=event_id, at=at))
+    return done
 
 
 def compare_and_swap(
-    ledger: Ledger,
+    ledger: MoveLedger,
     image: str,
     decide: Decide,
     *,
@@ -213,14 +259,7 @@ def compare_and_swap(
         if not changes:
             return []
         try:
-            with ledger.transaction() as conn:
-                lock_image(conn, image)
-                refuse_pruned(conn, image, [c.digest for c in changes])
-                done = []
-                for c in changes:
-                    event_id, at = move(conn, c.expected, c.sha, c.digest, c.action, c.who)
-                    done.append(replace(c, event_id=event_id, at=at))
-            return done
+            return ledger.apply(image, changes)
         except Conflict:
             lost.append(_what_moved(seen, snapshot(ledger, image), [c.expected.stage for c in changes]))
             log.info("%s while this command ran; deciding again", lost[-1])
@@ -254,6 +293,8 @@ def _event(
     conn: Connection, pointer: Pointer, action: Action, sha: str | None, digest: str | None, who: Who
 ) -> tuple[int, datetime]:
     """Append the event; its id and time."""
+    from pipeline.ledger.db import events
+
     at = now()
     result = conn.execute(
         events.insert().values(

@@ -39,7 +39,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path)
 
 
-class _Row:
+class Row:
     __slots__ = ("_values",)
 
     def __init__(self, cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> None:
@@ -52,9 +52,25 @@ class _Row:
             raise AttributeError(name) from e
 
 
-def _datetime(value: Any) -> datetime | None:
+def stored_datetime(value: Any) -> datetime | None:
     """A DateTime column as SQLAlchemy's SQLite dialect returns it (stored naive, as text)."""
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+SQLITE_BUSY_MS = 30_000  # how long a ledger command waits for another's write lock
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the existing ledger file `path` (never created here), rows as `Row`.
+
+    Autocommit (no implicit transactions): a writer says BEGIN IMMEDIATE itself.
+    """
+    conn = sqlite3.connect(
+        f"file:{quote(str(path))}?mode=rw", uri=True, timeout=SQLITE_BUSY_MS / 1000, isolation_level=None
+    )
+    conn.row_factory = Row
+    conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+    return conn
 
 
 @contextmanager
@@ -65,12 +81,10 @@ def _connect(url: str) -> Iterator[sqlite3.Connection]:
     if not path.exists():
         raise _Absent
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=rw", uri=True, timeout=30)
+        conn = connect(path)
     except sqlite3.Error as e:
         raise _NotHere from e
     try:
-        conn.row_factory = _Row
-        conn.execute("PRAGMA busy_timeout=30000")
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         if row is None or row.version != SCHEMA_VERSION:
             raise _NotHere
@@ -91,7 +105,7 @@ def pointers(url: str, image: str | None = None) -> list[Pointer] | None:
                 rows = conn.execute("SELECT * FROM environments WHERE image = ?", (image,)).fetchall()
             found = []
             for row in rows:
-                row._values["updated_at"] = _datetime(row.updated_at)
+                row._values["updated_at"] = stored_datetime(row.updated_at)
                 found.append(Pointer.from_row(row))
     except _Absent:
         return []

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from pipeline.backends import Publisher, publisher_for
 from pipeline.errors import Refused, Unavailable, UsageError
 from pipeline.ledger import pointers as envs
-from pipeline.ledger.db import Ledger, Version
-from pipeline.ledger.pointers import Change, EnvId, Pointer, Stage, Who
+from pipeline.ledger.model import Version
+from pipeline.ledger.pointers import Change, EnvId, MoveLedger, Pointer, Stage, Who
 from pipeline.proc import run
 from pipeline.promote.policy import (
     Evidence,
@@ -38,6 +38,7 @@ from pipeline.settings import Settings
 from pipeline.spec.rules import Rules
 
 if TYPE_CHECKING:
+    from pipeline.ledger.db import Ledger
     from pipeline.spec.model import Spec
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def _check_prefix(rev: str) -> None:
         raise UsageError(f"SHA prefix {rev!r} is too short; give at least {MIN_PREFIX} characters")
 
 
-def find_version(ledger: Ledger, image: str, prefix: str) -> Version:
+def find_version(ledger: MoveLedger, image: str, prefix: str) -> Version:
     """The version of `image` whose SHA starts with `prefix` (7+ hex characters), exactly one."""
     _check_prefix(prefix)
     if not _HEX.match(prefix):
@@ -166,7 +167,7 @@ def find_version(ledger: Ledger, image: str, prefix: str) -> Version:
     return found[0]
 
 
-def resolve_version(settings: Settings, ledger: Ledger, image: str, rev: str) -> Version:
+def resolve_version(settings: Settings, ledger: MoveLedger, image: str, rev: str) -> Version:
     """The version built from REV (branch, tag, SHA or prefix) of the repository."""
     from pipeline.source import open_repo, resolve
 
@@ -236,7 +237,7 @@ def _rule_at(settings: Settings, image: str, sha: str) -> int | None:
 
 
 def _signoff_rule(
-    settings: Settings, ledger: Ledger, version: Version, rule: int | None
+    settings: Settings, ledger: MoveLedger, version: Version, rule: int | None
 ) -> tuple[Signoffs | None, str | None]:
     """Production's sign-offs for `version`, and the refusal when a rule can't be read.
 
@@ -256,17 +257,15 @@ def _signoff_rule(
     return signoffs_of(ledger, version, max(n or 0 for n in rules.values())), None
 
 
-def _ever_in_production(ledger: Ledger, image: str, digest: str) -> bool:
+def _ever_in_production(ledger: MoveLedger, image: str, digest: str) -> bool:
     return any(e.to_digest == digest for e in envs.history(ledger, image, "production"))
 
 
-def signoffs_of(ledger: Ledger, version: Version, required: int) -> Signoffs | None:
+def signoffs_of(ledger: MoveLedger, version: Version, required: int) -> Signoffs | None:
     """The sign-offs production checks for `version`; None when the spec asks for none."""
     if required <= 0:
         return None
-    from pipeline.ledger import signoffs
-
-    signed = signoffs.people(signoffs.for_digest(ledger, version.image, version.digest))
+    signed = ledger.signers(version.image, version.digest)
     return Signoffs(
         required=required,
         people=tuple(signed),
@@ -278,7 +277,7 @@ def signoffs_of(ledger: Ledger, version: Version, required: int) -> Signoffs | N
 
 def _proof(
     settings: Settings,
-    ledger: Ledger,
+    ledger: MoveLedger,
     version: Version,
     *,
     refuse_unread: bool = True,
@@ -297,7 +296,7 @@ def _proof(
     return evidence_for(ledger, version, asked=asked, unread=unread if refuse_unread else None)
 
 
-def _ready(ledger: Ledger, publisher: Publisher, version: Version) -> None:
+def _ready(ledger: MoveLedger, publisher: Publisher, version: Version) -> None:
     not_pruned(version)
     publisher.require()
     if publisher.digest_of(version.image, version.digest) is None:
@@ -309,7 +308,7 @@ def _ready(ledger: Ledger, publisher: Publisher, version: Version) -> None:
 
 def promote(
     settings: Settings,
-    ledger: Ledger,
+    ledger: MoveLedger,
     env: EnvId,
     rev: str,
     *,
@@ -394,7 +393,7 @@ def promote(
 
 def rollback(
     settings: Settings,
-    ledger: Ledger,
+    ledger: MoveLedger,
     image: str,
     *,
     to: str | None = None,
@@ -495,7 +494,7 @@ def set_pin(settings: Settings, ledger: Ledger, env: EnvId, *, pinned: bool, rea
 
 
 def _repair(
-    settings: Settings, ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage]
+    settings: Settings, ledger: MoveLedger, publisher: Publisher, image: str, stages: list[Stage]
 ) -> list[str]:
     """`repair` the tags of `stages`, with one `drift` event (repaired) per tag put back."""
     from pipeline import notify

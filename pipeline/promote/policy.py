@@ -25,10 +25,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, assert_never
 
 from pipeline.errors import UsageError
-from pipeline.ledger.db import Ledger, TestRun, Version, test_runs_for
-from pipeline.ledger.pointers import Stage
+from pipeline.ledger.model import Stage, TestRun, Version
 
 if TYPE_CHECKING:
+    from pipeline.ledger.pointers import MoveLedger
     from pipeline.settings import Settings
     from pipeline.spec.rules import Rules
 
@@ -88,16 +88,16 @@ def counts_for(run: TestRun, *, sha: str, test_key: str | None) -> bool:
     return run.sha == sha or (test_key is not None and run.test_key == test_key)
 
 
-def evidence(ledger: Ledger, image: str, digest: str, *, sha: str, test_key: str | None) -> Evidence:
+def evidence(ledger: MoveLedger, image: str, digest: str, *, sha: str, test_key: str | None) -> Evidence:
     """The evidence for the digest `digest` as the commit `sha` (with tests key `test_key`) would use it."""
-    runs = [r for r in test_runs_for(ledger, image, digest) if counts_for(r, sha=sha, test_key=test_key)]
+    runs = [r for r in ledger.test_runs(image, digest) if counts_for(r, sha=sha, test_key=test_key)]
     if not runs:
         return Evidence(runs=0, passed=False)
     return Evidence(runs=len(runs), passed=runs[-1].passed, run_id=runs[-1].run_id, ran_on=runs[-1].ran_on)
 
 
 def evidence_for(
-    ledger: Ledger, version: Version, *, asked: str | None = None, unread: str | None = None
+    ledger: MoveLedger, version: Version, *, asked: str | None = None, unread: str | None = None
 ) -> Evidence:
     """The version's evidence; `asked`, `unread`: what `asked_by` says of its spec."""
     found = evidence(ledger, version.image, version.digest, sha=version.sha, test_key=version.test_key)

@@ -17,7 +17,7 @@ from pipeline.errors import EnvctlError, Unavailable
 from pipeline.ledger.model import Pointer, Stage
 
 if TYPE_CHECKING:
-    from pipeline.ledger.db import Ledger
+    from pipeline.ledger.pointers import MoveLedger
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,13 @@ def tag_states(publisher: Publisher, pointers: list[Pointer]) -> list[TagState]:
         return list(pool.map(lambda p: tag_state(publisher, p), pointers))
 
 
-def states(ledger: Ledger, publisher: Publisher, image: str | None = None) -> list[TagState]:
+def states(ledger: MoveLedger, publisher: Publisher, image: str | None = None) -> list[TagState]:
     from pipeline.ledger import pointers as environments
 
     return tag_states(publisher, environments.pointers(ledger, image))
 
 
-def publish(ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage]) -> None:
+def publish(ledger: MoveLedger, publisher: Publisher, image: str, stages: list[Stage]) -> None:
     """Tag what the ledger names now; re-read after each write so racing publishers converge.
 
     Raises `Unavailable` telling to run `envctl sync` when the registry fails: the
@@ -110,7 +110,7 @@ def publish(ledger: Ledger, publisher: Publisher, image: str, stages: list[Stage
 
 
 def repair(
-    ledger: Ledger,
+    ledger: MoveLedger,
     publisher: Publisher,
     image: str,
     stages: list[Stage],
@@ -141,7 +141,7 @@ def repair(
     return fixed
 
 
-def sync(ledger: Ledger, publisher: Publisher, image: str | None = None) -> list[TagState]:
+def sync(ledger: MoveLedger, publisher: Publisher, image: str | None = None) -> list[TagState]:
     """Republish every tag that differs from the ledger; returns the states that were fixed."""
     publisher.require()
     fixed = []
