@@ -1,12 +1,16 @@
-"""Ledger facts the tests set up directly (a pointer moved, a test run), and a fake Artifact Registry's settings."""
+"""Ledger facts the tests set up directly (a pointer moved, a test run), the ledgers a move runs on,
+and a fake Artifact Registry's settings."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
 
+import pytest
+
 from pipeline.ledger.db import Ledger, TestRun, Version, now, record_test_run
-from pipeline.ledger.pointers import Change, Stage, Who, compare_and_swap
+from pipeline.ledger.lite import LiteLedger
+from pipeline.ledger.pointers import Change, MoveLedger, Stage, Who, compare_and_swap
 
 
 def numbered_version(image: str, n: int) -> Version:
@@ -69,3 +73,37 @@ def artifact_registry_env(endpoint: str, registry: str, state: Path) -> dict[str
         "ENVCTL_GCP_RETRY": "0",
         "ENVCTL_STATE_DIR": str(state),
     }
+
+
+#: The ledgers a move runs on: (database, this command's ledger, the other writer's ledger).
+MOVE_LEDGERS = [
+    "sqlite-sqlalchemy",
+    "sqlite-lite",
+    "sqlite-lite-vs-sqlalchemy",
+    "sqlite-sqlalchemy-vs-lite",
+    "postgresql-sqlalchemy",
+]
+
+
+def move_ledgers(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[MoveLedger, MoveLedger]:
+    """Two ledgers on one new database as `MOVE_LEDGERS` names them (`request.param`).
+
+    `lite`: `LiteLedger` (the standard library's sqlite3, as `promote` opens a SQLite
+    ledger); `sqlalchemy`: `Ledger`. The second races the first in the tests.
+    """
+    kind: str = request.param
+    if kind.startswith("postgresql"):
+        url: str = request.getfixturevalue("postgres_url")
+        return Ledger.open(url), Ledger.open(url)
+    url = f"sqlite:///{tmp_path / 'state' / 'ledger.db'}"
+    Ledger.open(url)  # creates it at the current schema
+
+    def one(name: str) -> MoveLedger:
+        if name == "sqlalchemy":
+            return Ledger.open(url)
+        lite = LiteLedger.open(url)
+        assert lite is not None, "an existing SQLite ledger at the current schema opens as LiteLedger"
+        return lite
+
+    first, _, second = kind.removeprefix("sqlite-").partition("-vs-")
+    return one(first), one(second or first)

@@ -153,8 +153,11 @@ def test_status_of_a_signed_ledger_reads_it_and_the_tags_without_sqlalchemy_or_r
     assert "/v2/b.two/manifests/staging" in seen
 
 
-def test_promote_to_a_loopback_registry_loads_neither_gitpython_nor_requests(tmp_path: Path) -> None:
-    """`promote`: the spec at the commit through the git program, the retag through http.client."""
+def test_promote_and_rollback_of_a_sqlite_ledger_load_no_sqlalchemy_gitpython_or_requests(
+    tmp_path: Path,
+) -> None:
+    """`promote`: the ledger through sqlite3 (`LiteLedger`), the spec at the commit through the
+    git program, the retag through http.client; `rollback` to the same version, likewise."""
     import hashlib
     import threading
     import uuid
@@ -247,6 +250,10 @@ def test_promote_to_a_loopback_registry_loads_neither_gitpython_nor_requests(tmp
         f"    main(['promote', 'a.one.production', '--rev', {sha!r}])\n"
         "except SystemExit as e:\n"
         "    print('EXITED', e.code, file=sys.stderr)\n"
+        "try:\n"
+        f"    main(['rollback', 'a.one', '--rev', {sha[:12]!r}])\n"
+        "except SystemExit as e:\n"
+        "    print('EXITED', e.code, file=sys.stderr)\n"
         "print(json.dumps(sorted(m.split('.')[0] for m in set(sys.modules) - before)), file=sys.stderr)\n"
     )
     env = cli_env(
@@ -267,6 +274,9 @@ def test_promote_to_a_loopback_registry_loads_neither_gitpython_nor_requests(tmp
         server.server_close()
     assert "EXITED" not in result.stderr.replace("EXITED 0", ""), result.stderr
     assert "a.one.production: (none) -> " in result.stderr, result.stderr
+    assert "a.one: nothing to move" in result.stderr, result.stderr  # the rollback: already there
     assert put == {"/v2/a.one/manifests/production": body}, result.stderr
     loaded = set(json.loads(result.stderr.strip().splitlines()[-1]))
-    assert not loaded & {"git", "requests", "docker", "google"}, sorted(loaded)
+    assert not loaded & {"git", "requests", "docker", "google", "sqlalchemy", "pydantic"}, sorted(loaded)
+    moved = Ledger.open(url).history("a.one", "production")  # what sqlite3 wrote, read through SQLAlchemy
+    assert [(e.action, e.to_sha, e.to_digest, e.actor) for e in moved] == [("promote", sha, digest, "t")]

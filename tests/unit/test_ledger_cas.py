@@ -2,18 +2,22 @@
 
 The race is made deterministic with `compare_and_swap`'s `on_read` hook: the first
 decision is taken on pointers that another ledger connection (a separate engine, as
-another process would have) moves before the swap. On SQLite and on PostgreSQL.
+another process would have) moves before the swap. On SQLite and on PostgreSQL, and on
+SQLite also through the standard library's `LiteLedger` (what `promote` uses), alone and
+racing a SQLAlchemy ledger either way round.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.errors import Refused
-from pipeline.ledger.db import Ledger
 from pipeline.ledger.pointers import (
     Change,
     Decide,
+    MoveLedger,
     Pointer,
     Stage,
     Who,
@@ -21,6 +25,7 @@ from pipeline.ledger.pointers import (
     current,
     history,
 )
+from tests.ledgerfacts import MOVE_LEDGERS, move_ledgers
 
 pytest_plugins = ["tests.pg"]
 
@@ -50,15 +55,21 @@ def _to(stage: Stage, name: str, *, also_fallback: bool = False) -> Decide:
     return decide
 
 
-def _chain_is_unbroken(ledger: Ledger) -> None:
+@pytest.fixture(params=MOVE_LEDGERS)
+def ledgers(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[MoveLedger, MoveLedger]:
+    """A ledger and another one on the same database, as a second process would have."""
+    return move_ledgers(request, tmp_path)
+
+
+def _chain_is_unbroken(ledger: MoveLedger) -> None:
     last: dict[str, str | None] = {}
     for event in history(ledger, IMAGE):
         assert event.from_digest == last.get(event.stage), event
         last[event.stage] = event.to_digest
 
 
-def test_the_loser_decides_again_and_moves_when_still_valid(ledger_url: str) -> None:
-    ledger, other = Ledger.open(ledger_url), Ledger.open(ledger_url)
+def test_the_loser_decides_again_and_moves_when_still_valid(ledgers: tuple[MoveLedger, MoveLedger]) -> None:
+    ledger, other = ledgers
     compare_and_swap(ledger, IMAGE, _to("production", "a", also_fallback=True))
     decisions: list[str | None] = []
     promote_c = _to("production", "c", also_fallback=True)
@@ -82,8 +93,10 @@ def test_the_loser_decides_again_and_moves_when_still_valid(ledger_url: str) -> 
     _chain_is_unbroken(ledger)
 
 
-def test_the_loser_says_no_with_what_moved_when_no_longer_valid(ledger_url: str) -> None:
-    ledger, other = Ledger.open(ledger_url), Ledger.open(ledger_url)
+def test_the_loser_says_no_with_what_moved_when_no_longer_valid(
+    ledgers: tuple[MoveLedger, MoveLedger],
+) -> None:
+    ledger, other = ledgers
     compare_and_swap(ledger, IMAGE, _to("staging", "a"))
     ancestors_of_d = {SHA["a"]}  # d descends from a, not from b
     calls = 0
@@ -114,8 +127,8 @@ def test_the_loser_says_no_with_what_moved_when_no_longer_valid(ledger_url: str)
     assert [e.to_sha for e in history(ledger, IMAGE, "staging")] == [SHA["a"], SHA["b"]]
 
 
-def test_a_pointer_that_keeps_moving_gives_up_with_exit_1(ledger_url: str) -> None:
-    ledger, other = Ledger.open(ledger_url), Ledger.open(ledger_url)
+def test_a_pointer_that_keeps_moving_gives_up_with_exit_1(ledgers: tuple[MoveLedger, MoveLedger]) -> None:
+    ledger, other = ledgers
     compare_and_swap(ledger, IMAGE, _to("staging", "a"))
     names = iter("bcbcbcbc")
 
