@@ -28,6 +28,8 @@ from pipeline.errors import UsageError
 from pipeline.ledger.model import Stage, TestRun, Version
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pipeline.ledger.pointers import MoveLedger
     from pipeline.settings import Settings
     from pipeline.spec.rules import Rules
@@ -130,17 +132,25 @@ def rules_at(settings: Settings, image: str, sha: str) -> Rules | None:
 
     Read with the git program (`source.read_at`), as the rules of a move need one file
     of one commit, and validated whole (`spec.rules.read`: kept in the state folder by
-    the spec's bytes, so the spec model loads once per spec). `UsageError` (a
-    `SpecError` for a spec that does not validate) when the commit can't be read.
+    the spec's bytes, so the spec model loads once per spec). A commit never changes, so
+    what was read is kept for the process (a promotion asks for the accelerator and the
+    sign-offs of one commit). `UsageError` (a `SpecError` for a spec that does not
+    validate) when the commit can't be read; that is tried again each time.
     """
     from pipeline.source import read_at
     from pipeline.spec import rules
     from pipeline.spec.names import spec_path
 
-    path = spec_path(image)
-    text = read_at(settings.repo, sha, path)
     cache = settings.state_dir if settings.state_dir.is_absolute() else None  # never beside the cwd
-    return None if text is None else rules.read(text, path, cache)
+    key = (settings.repo, cache, image, sha)
+    if key not in _READ:
+        path = spec_path(image)
+        text = read_at(settings.repo, sha, path)
+        _READ[key] = None if text is None else rules.read(text, path, cache)
+    return _READ[key]
+
+
+_READ: dict[tuple[Path, Path | None, str, str], Rules | None] = {}
 
 
 def refusals(

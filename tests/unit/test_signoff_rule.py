@@ -111,10 +111,13 @@ def test_an_unreadable_rule_is_a_refusal_not_zero(
         f"can't read the sign-off rule of {'f' * 12} in {repo}; fetch it or use --force (recorded)"
     )
     assert moves.required_signoffs(settings, absent) is None
-    # no git program at all: None, not a traceback (the rule is read with the git program)
     assert moves.required_signoffs(settings, here) == 1
+    # no git program at all: None, not a traceback (the rule is read with the git program);
+    # a commit read before is not read again in one process (a commit never changes)
+    later = _version(ledger, _commit(repo, 2))
     monkeypatch.setattr(proc, "which", lambda program: None)
-    assert moves.required_signoffs(settings, here) is None
+    assert moves.required_signoffs(settings, later) is None
+    assert moves.required_signoffs(settings, here) == 1
 
 
 @pytest.mark.parametrize("spec", ["image: [unclosed\n", "image: team.task\n"])
