@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 RUNS = 7
+
+from bench._scratch import compile_bytecode  # noqa: E402
 
 
 def best(argv: list[str], *, cwd: Path, env: dict[str, str]) -> float:
@@ -35,6 +38,7 @@ def best(argv: list[str], *, cwd: Path, env: dict[str, str]) -> float:
 
 
 def main() -> None:
+    compile_bytecode()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENVCTL_")}
     with tempfile.TemporaryDirectory(prefix="envctl-bench-cli-") as scratch:
         repo = Path(scratch)

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._registry import push_tiny_image, start_registry  # noqa: E402
+from bench._scratch import compile_bytecode  # noqa: E402
 from pipeline.ledger.db import Ledger, environments, events, now, versions  # noqa: E402
 
 IMAGES = 100
@@ -151,6 +152,7 @@ def plans(url: str) -> list[str]:
 
 
 def main() -> None:
+    compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="envctl-bench-scale-"))
     process, host, _ = start_registry(work)
     try:
