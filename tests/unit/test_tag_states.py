@@ -1,7 +1,8 @@
 """`status` reads the registry tags concurrently, in the ledger's order, each state right.
 
 The registry here is a small HTTP server speaking the manifest GET of the distribution
-API that holds each request 0.2 s and counts the requests in flight at once.
+API that holds each request 0.2 s and counts the requests in flight at once (while held: a
+handler thread still ending after its answer is not a request of the client's).
 """
 
 from __future__ import annotations
@@ -46,25 +47,25 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.in_flight += 1
             self.server.most = max(self.server.most, self.server.in_flight)
-        try:
-            time.sleep(0.2)
-            # /v2/<image>/manifests/<stage>: team003.task's tags are missing, its production moved
-            image, stage = self.path.split("/")[2], self.path.rsplit("/", 1)[1]
-            if image == "team003.task" and stage == "staging":
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            body = OTHER if (image, stage) == ("team003.task", "production") else BODY
-            self.send_response(200)
-            self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-            self.send_header("Content-Length", str(len(body)))
+        time.sleep(0.2)
+        with self.server.lock:
+            # out of flight before the answer is sent: once the client has it, that reader
+            # thread may send its next request while this handler thread is still ending
+            self.server.in_flight -= 1
+            self.server.served += 1
+        # /v2/<image>/manifests/<stage>: team003.task's tags are missing, its production moved
+        image, stage = self.path.split("/")[2], self.path.rsplit("/", 1)[1]
+        if image == "team003.task" and stage == "staging":
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
             self.end_headers()
-            self.wfile.write(body)
-        finally:
-            with self.server.lock:
-                self.server.in_flight -= 1
-                self.server.served += 1
+            return
+        body = OTHER if (image, stage) == ("team003.task", "production") else BODY
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 @pytest.fixture
